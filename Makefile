@@ -1,0 +1,36 @@
+# avrt: `make test` and `make demo` work from a fresh clone on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.avrt-installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install test test-fast demo bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+install: $(STAMP) ## create .venv, install avrt with test extras, and ffmpeg
+	@command -v ffmpeg >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg)
+
+$(STAMP): pyproject.toml
+	@command -v ffmpeg >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -e '.[test]'
+	touch $(STAMP)
+
+test: install ## run the whole test suite (slow integration tests included)
+	$(BIN)/python -m pytest tests
+
+test-fast: install ## unit tests only
+	$(BIN)/python -m pytest tests -m "not slow"
+
+demo: install ## the whole method end to end on tiny local models (under 10 minutes on 2 cores)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+bench: install ## benchmarks (figures as ratios)
+	$(BIN)/python bench/pipeline.py
+
+clean: ## remove outputs (keeps .venv)
+	rm -rf outputs/* .pytest_cache

@@ -1,0 +1,120 @@
+"""The typed configuration of build-avrt (YAML file + CLI overrides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from teachers.registry import lookup
+
+FilterPolicy = Literal["both", "vision", "audio", "either", "all"]
+MergerKind = Literal["llm", "concat"]
+
+
+class EndpointConfig(BaseModel):
+    """One model behind an OpenAI-compatible API (a teacher or the merger)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    use: str | None = Field(None, description="registry entry supplying the defaults below")
+    role: Literal["vision", "audio", "merger"] | None = None
+    model: str = Field(..., description="model name as the server knows it")
+    base_url: list[str] = Field(..., description="one URL or a list of replicas of the same model")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    prompt: str = Field(..., description="prompt name in prompts/ or a file path")
+    temperature: float = 0.7
+    top_p: float | None = None
+    max_tokens: int = 4096
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields, e.g. top_k")
+    timeout_s: float = 600.0
+    max_in_flight: int = Field(16, description="requests in flight per replica")
+    retries: int = Field(4, description="retries on timeouts, 429 and 5xx, with exponential backoff")
+    source: str | None = Field(None, description="where the settings come from (documentation only)")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def sampling(self) -> dict[str, Any]:
+        """The parameters that determine the answer (part of the cache key and the provenance)."""
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.top_p is not None:
+            params["top_p"] = self.top_p
+        return {**params, **self.extra_body}
+
+
+class MediaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_frames: int = 8
+    audio_seconds: float = 10.0
+    sample_rate: int = 16_000
+    max_side: int = 1280
+    jpeg_quality: int = 90
+
+
+class BuildConfig(BaseModel):
+    """Everything build-avrt needs besides the manifest and the output directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vision_teacher: EndpointConfig
+    audio_teacher: EndpointConfig
+    merger: EndpointConfig
+    registry: dict[str, dict[str, Any]] = Field(default_factory=dict, description="extra registry entries")
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    filter: FilterPolicy = Field("both", description="which teachers must be right: both (paper), vision, audio, either, all")
+    merger_kind: MergerKind = Field("llm", description="llm (paper) or concat (deterministic baseline)")
+    merger_attempts: int = Field(3, description="fresh merger calls before a sample is dropped")
+    shard_size: int = Field(64, description="samples per Prefect task")
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = Field(None, description="scheduler address; None starts a local cluster")
+    max_concurrent_shards: int = 4
+    cache_dir: Path | None = Field(None, description="content-addressed cache; default OUTDIR/cache")
+    split: str = "train"
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_registry(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        extra = data.get("registry") or {}
+        for role in ("vision_teacher", "audio_teacher", "merger"):
+            entry = data.get(role)
+            if isinstance(entry, str):
+                entry = {"use": entry}
+            if isinstance(entry, dict) and entry.get("use"):
+                entry = {**lookup(entry["use"], extra), **entry}
+            if isinstance(entry, dict):
+                entry.setdefault("role", role.split("_")[0])
+            data[role] = entry
+        return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``set_dotted(d, "merger.temperature", 0.5)``; values are parsed as YAML scalars."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+        if isinstance(data, str):
+            raise ValueError(f"cannot set {key}: {part} is a name, not a section")
+    data[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Read a YAML config and apply ``{"dotted.key": value}`` overrides on top."""
+    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+    for key, value in (overrides or {}).items():
+        if key in ("vision_teacher", "audio_teacher", "merger"):
+            # selecting a registry entry by name keeps the config's endpoint (base_url, keys)
+            current = data.get(key) or {}
+            current = {"use": current} if isinstance(current, str) else dict(current)
+            data[key] = {k: v for k, v in current.items() if k in ("base_url", "api_key_env", "max_in_flight", "timeout_s")} | {"use": value}
+        else:
+            set_dotted(data, key, value)
+    return BuildConfig.model_validate(data)

@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny offline models, synthetic clips, and the two kinds of test servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.scripted_server import ScriptedServer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny Omni thinker (``omni``) and Qwen2 text model (``text``), built once per session."""
+    from training.tiny_models import build_all
+
+    return build_all(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """Six synthetic clips with manifest.jsonl/avqa.json, plus the odd and broken clips."""
+    from media.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_dataset(out, n=6, seed=0, odd=True)
+    return out
+
+
+@pytest.fixture
+def scripted_server():
+    with ScriptedServer() as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout:.0f}s")
+
+
+@pytest.fixture(scope="session")
+def transformers_server(tiny_models, tmp_path_factory):
+    """A real ``transformers serve`` on a free loopback port; yields its ``/v1`` base URL.
+
+    It serves any local model directory named in a request's ``model`` field (the tiny Omni thinker
+    and the tiny text model alike).
+    """
+    port = free_port()
+    home = tmp_path_factory.mktemp("hf_home")
+    (home / "hub").mkdir()  # /v1/models fails without a hub cache directory
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
+    log = open(home / "serve.log", "w")
+    process = subprocess.Popen([cli, "serve", "--port", str(port), "--host", "127.0.0.1", "--device", "cpu"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=180, process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    except Exception:
+        log.flush()
+        print((home / "serve.log").read_text()[-4000:])
+        raise
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

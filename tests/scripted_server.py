@@ -1,0 +1,140 @@
+"""A small scripted OpenAI-compatible chat server for the pipeline's logic tests and benchmarks.
+
+It answers ``POST /v1/chat/completions`` with texts chosen per model by a handler or a queue, can
+inject latency, slow replies (client timeouts) and HTTP errors, and counts requests per model::
+
+    with ScriptedServer() as server:
+        server.set_handler("vision", lambda request: Reply("Answer: (B)"))
+        server.queue("audio", Reply(status=500), Reply("Answer: (C)"))
+        client = openai.OpenAI(base_url=server.url, api_key="x")
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    content: str = ""
+    reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"  # vLLM >= 0.10 uses "reasoning"
+    status: int = 200
+    delay: float = 0.0
+    finish_reason: str = "stop"
+
+
+Handler = Callable[[dict[str, Any]], "Reply | str"]
+
+
+def default_handler(request: dict[str, Any]) -> Reply:
+    return Reply("Answer: (A)")
+
+
+class ScriptedServer:
+    def __init__(self, handler: Handler = default_handler, latency: float = 0.0):
+        self.default = handler
+        self.latency = latency
+        self.handlers: dict[str, Handler] = {}
+        self.queues: dict[str, deque[Reply]] = defaultdict(deque)
+        self.counts: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def set_handler(self, model: str, handler: Handler) -> None:
+        self.handlers[model] = handler
+
+    def queue(self, model: str, *replies: Reply | str) -> None:
+        self.queues[model].extend(Reply(r) if isinstance(r, str) else r for r in replies)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.requests.clear()
+
+    def _reply_for(self, request: dict[str, Any]) -> Reply:
+        model = request.get("model", "")
+        with self._lock:
+            self.counts[model] += 1
+            self.requests.append(request)
+            queued = self.queues[model].popleft() if self.queues[model] else None
+        reply = queued or self.handlers.get(model, self.default)(request)
+        return Reply(reply) if isinstance(reply, str) else reply
+
+    def _make_handler(self):
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in server.handlers]})
+                else:
+                    self._send(200, {"status": "ok"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                request = json.loads(self.rfile.read(length) or b"{}")
+                reply = server._reply_for(request)
+                if server.latency or reply.delay:
+                    time.sleep(server.latency + reply.delay)
+                if reply.status != 200:
+                    self._send(reply.status, {"error": {"message": f"scripted {reply.status}", "code": reply.status}})
+                    return
+                message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+                if reply.reasoning is not None:
+                    message[reply.reasoning_field] = reply.reasoning
+                self._send(200, {
+                    "id": f"chatcmpl-{server.counts[request.get('model', '')]}", "object": "chat.completion",
+                    "created": int(time.time()), "model": request.get("model", ""),
+                    "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": len(reply.content.split()), "total_tokens": 1},
+                })
+
+        return _Handler
+
+    def start(self) -> "ScriptedServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "ScriptedServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
