@@ -75,8 +75,8 @@ class BuildConfig(BaseModel):
     dask_address: str | None = Field(None, description="scheduler address; None starts a local cluster")
     max_concurrent_shards: int = 4
     cache_dir: Path | None = Field(None, description="content-addressed cache; default OUTDIR/cache")
-    split: str = "train"
-    seed: int = 0
+    split: str = Field("train", description="split label for rows whose manifest gives none")
+    stats_tokenizer: str | None = Field(None, description="tokenizer (path or id) counting think length in student tokens; words if unset or unavailable")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,268 @@
+"""The per-sample work of build-avrt: media -> teachers -> filter -> merger, with caching.
+
+Every sample ends as exactly one row: ``status="kept"`` (a corpus row) or ``status="rejected"``
+with the ``stage`` that dropped it and a human-readable ``reason``. Model calls and media are
+cached (``flows.cache``), so a re-run repeats no finished work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from filters.answers import ParsedAnswer, parse_answer
+from filters.policies import apply_filter
+from flows.cache import Cache, cache_key, digest_file, write_atomic
+from flows.config import BuildConfig, EndpointConfig
+from flows.manifest import Sample
+from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
+from media.files import jpeg_bytes, load_audio, wav_bytes
+from merger.concat import concat_merge
+from merger.prompt import render_merger_prompt
+from merger.validate import validate_merged
+from prompts import load_prompt, prompt_sha256
+from teachers.client import ChatResult, ModelCallError, ModelClient
+from teachers.reasoning import trace_text
+from teachers.requests import audio_messages, question_text, teacher_prompt, text_messages, vision_messages
+
+ROLES = ("vision", "audio", "merger")
+MESSAGE_LAYOUT = "v1"  # bump when the request layout changes, to invalidate cached calls
+
+
+def endpoint(config: BuildConfig, role: str) -> EndpointConfig:
+    return {"vision": config.vision_teacher, "audio": config.audio_teacher, "merger": config.merger}[role]
+
+
+def config_fingerprint(config: BuildConfig) -> str:
+    """Everything in the config that changes the rows of a shard."""
+    parts: dict[str, Any] = {"media": config.media.model_dump(), "filter": config.filter,
+                             "merger_kind": config.merger_kind, "merger_attempts": config.merger_attempts}
+    for role in ROLES:
+        ep = endpoint(config, role)
+        parts[role] = {"model": ep.model, "prompt": prompt_sha256(load_prompt(ep.prompt)), "sampling": ep.sampling()}
+    return cache_key(**parts)
+
+
+class SampleProcessor:
+    """Runs one sample through all stages; create inside the event loop that awaits it."""
+
+    def __init__(self, config: BuildConfig, outdir: Path, cache: Cache, in_flight_share: int = 1):
+        self.config = config
+        self.outdir = Path(outdir)
+        self.cache = cache
+        self.media_settings = MediaSettings(**config.media.model_dump())
+        self.prompts = {role: load_prompt(endpoint(config, role).prompt) for role in ROLES}
+        self.clients = {
+            role: ModelClient.from_endpoint(endpoint(config, role),
+                                            max_in_flight=max(1, endpoint(config, role).max_in_flight // in_flight_share))
+            for role in ROLES
+        }
+        self.calls: Counter[str] = Counter()  # model calls actually sent, per role
+        self.seconds: Counter[str] = Counter()  # wall seconds per stage (summed over samples)
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+
+    # -- media ---------------------------------------------------------------------------------
+    def media(self, sample: Sample) -> dict[str, Any]:
+        """Extract (or reuse) frames and audio; returns meta with paths relative to outdir."""
+        sources = [p for p in (sample.video, sample.image, sample.audio) if p]
+        for source in sources:
+            if not Path(source).exists():
+                raise MediaError(f"file not found: {source}")
+        key = cache_key(kind="video" if sample.video else "image+audio", settings=asdict(self.media_settings),
+                        sources=[digest_file(p) for p in sources])
+        directory = self.cache.media_dir(key)
+        meta_path = directory / "meta.json"
+        if meta_path.exists():
+            self.cache.hits["media"] += 1
+            meta = json.loads(meta_path.read_text())
+        else:
+            self.cache.misses["media"] += 1
+            meta = self._extract(sample, directory)
+            write_atomic(meta_path, json.dumps(meta).encode())
+        if "error" in meta:
+            raise MediaError(meta["error"])
+        local = self._materialise(directory, key)
+        rel = os.path.relpath(local, self.outdir)
+        return {**meta, "key": key, "frames": [f"{rel}/{name}" for name in meta["frames"]], "audio": f"{rel}/{meta['audio']}"}
+
+    def _extract(self, sample: Sample, directory: Path) -> dict[str, Any]:
+        settings = self.media_settings
+        try:
+            if sample.video:
+                info = probe(sample.video)
+                if not info["has_video"]:
+                    raise MediaError("no video stream")
+                if not info["has_audio"]:
+                    raise MediaError("no audio track")
+                frames, times = extract_frames(sample.video, settings)
+                audio = extract_audio(sample.video, settings)
+                duration = info["duration"]
+            else:
+                from PIL import Image
+
+                try:
+                    with Image.open(sample.image) as image:
+                        frames = np.asarray(image.convert("RGB"))[None]
+                except Exception:
+                    raise MediaError("unreadable image") from None
+                times, audio = [0.0], load_audio(sample.audio, settings.sample_rate)[: int(settings.audio_seconds * settings.sample_rate)]
+                duration = len(audio) / settings.sample_rate
+        except MediaError as err:
+            return {"error": err.reason}
+        jpegs = [jpeg_bytes(f, settings.jpeg_quality) for f in frames]
+        wav = wav_bytes(audio, settings.sample_rate)
+        names = [f"frame_{i:02d}.jpg" for i in range(len(jpegs))]
+        for name, data in zip(names, jpegs):
+            write_atomic(directory / name, data)
+        write_atomic(directory / "audio.wav", wav)
+        from flows.cache import digest_bytes
+
+        return {"frames": names, "audio": "audio.wav", "frame_times": [float(t) for t in times],
+                "duration": float(duration), "audio_seconds": len(audio) / settings.sample_rate,
+                "frame_sha256": [digest_bytes(j) for j in jpegs], "audio_sha256": digest_bytes(wav),
+                "width": int(frames.shape[2]), "height": int(frames.shape[1])}
+
+    def _materialise(self, directory: Path, key: str) -> Path:
+        """Media must live under outdir (corpus paths are relative to it): link when the cache is elsewhere."""
+        try:
+            directory.resolve().relative_to(self.outdir.resolve())
+            return directory
+        except ValueError:
+            pass
+        local = self.outdir / "media" / key[:2] / key
+        if not (local / "meta.json").exists():
+            local.mkdir(parents=True, exist_ok=True)
+            for item in directory.iterdir():
+                target = local / item.name
+                if not target.exists():
+                    try:
+                        os.link(item, target)
+                    except OSError:
+                        shutil.copy2(item, target)
+        return local
+
+    # -- model calls -----------------------------------------------------------------------------
+    async def call(self, role: str, key_parts: dict[str, Any], build_messages) -> ChatResult:
+        ep = endpoint(self.config, role)
+        key = cache_key(role=role, model=ep.model, sampling=ep.sampling(), layout=MESSAGE_LAYOUT, **key_parts)
+        namespace = f"calls/{role}"
+        cached = await asyncio.to_thread(self.cache.get, namespace, key)
+        if cached is not None:
+            return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), attempts=0)
+        messages = await asyncio.to_thread(build_messages)
+        self.calls[role] += 1
+        result = await self.clients[role].chat(messages)
+        await asyncio.to_thread(self.cache.put, namespace, key, result.to_dict())
+        return result
+
+    async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any]) -> tuple[ChatResult, ParsedAnswer]:
+        prompt = self.prompts[role]
+        text = teacher_prompt(prompt, sample.question, sample.choices)
+        if role == "vision":
+            media_ids = media["frame_sha256"]
+
+            def build():
+                frames = [(self.outdir / p).read_bytes() for p in media["frames"]]
+                return vision_messages(prompt, sample.question, sample.choices, frames)
+        else:
+            media_ids = [media["audio_sha256"]]
+
+            def build():
+                return audio_messages(prompt, sample.question, sample.choices, (self.outdir / media["audio"]).read_bytes())
+
+        result = await self.call(role, {"text": text, "media": media_ids}, build)
+        parsed = parse_answer(result.content, sample.choices)
+        if not parsed.ok and result.finish_reason == "length":
+            parsed = ParsedAnswer(None, "truncated at max_tokens")
+        return result, parsed
+
+    async def merge(self, sample: Sample, vision: ChatResult, audio: ChatResult) -> tuple[str | None, str, int]:
+        """Return ``(merged text or None, reason, attempts)``."""
+        vision_trace = trace_text(vision.reasoning, vision.content)
+        audio_trace = trace_text(audio.reasoning, audio.content)
+        if self.config.merger_kind == "concat":
+            merged = concat_merge(vision_trace, audio_trace, sample.answer)
+            check = validate_merged(merged, sample.answer, len(sample.choices))
+            return (check.cleaned if check.ok else None), check.reason, 0
+        text = render_merger_prompt(self.prompts["merger"], sample.question, sample.choices, sample.answer,
+                                    audio_trace, vision_trace)
+        reasons = []
+        for attempt in range(self.config.merger_attempts):
+            result = await self.call("merger", {"text": text, "attempt": attempt}, lambda: text_messages(text))
+            check = validate_merged(result.content, sample.answer, len(sample.choices))
+            if check.ok:
+                return check.cleaned, "", attempt + 1
+            reasons.append(check.reason)
+        return None, f"merger output invalid after {self.config.merger_attempts} attempts ({'; '.join(dict.fromkeys(reasons))})", self.config.merger_attempts
+
+    # -- one sample ------------------------------------------------------------------------------
+    async def process(self, sample: Sample) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": sample.id, "split": sample.split, "question": sample.question,
+                               "choices": list(sample.choices), "answer": sample.answer,
+                               "question_type": sample.question_type,
+                               "source": sample.video or f"{sample.image} + {sample.audio}"}
+        start = time.perf_counter()
+        try:
+            media = await asyncio.to_thread(self.media, sample)
+        except MediaError as err:
+            return {**row, "status": "rejected", "stage": "media", "reason": err.reason}
+        except OSError as err:
+            return {**row, "status": "rejected", "stage": "media", "reason": f"media I/O error: {err.strerror or err}"}
+        finally:
+            self.seconds["media"] += time.perf_counter() - start
+        row.update(frames=media["frames"], frame_times=media["frame_times"], audio=media["audio"],
+                   duration=media["duration"], resolution=f"{media['width']}x{media['height']}")
+
+        start = time.perf_counter()
+        outcomes = await asyncio.gather(self.ask_teacher("vision", sample, media),
+                                        self.ask_teacher("audio", sample, media), return_exceptions=True)
+        self.seconds["teachers"] += time.perf_counter() - start
+        parsed: dict[str, ParsedAnswer] = {}
+        results: dict[str, ChatResult] = {}
+        for role, outcome in zip(("vision", "audio"), outcomes):
+            if isinstance(outcome, ModelCallError):
+                row.update({f"{role}_answer": None})
+                return {**row, "status": "rejected", "stage": f"{role}_teacher", "reason": f"{role} teacher call failed: {outcome.reason}"}
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results[role], parsed[role] = outcome
+            row.update({f"{role}_raw": outcome[0].content, f"{role}_reasoning": outcome[0].reasoning,
+                        f"{role}_answer": outcome[1].letter, f"{role}_parse": outcome[1].reason})
+
+        decision = apply_filter(self.config.filter, sample.answer, parsed["vision"], parsed["audio"])
+        if not decision.keep:
+            return {**row, "status": "rejected", "stage": "filter", "reason": decision.reason}
+
+        start = time.perf_counter()
+        try:
+            merged, reason, attempts = await self.merge(sample, results["vision"], results["audio"])
+        except ModelCallError as err:
+            return {**row, "status": "rejected", "stage": "merger", "reason": f"merger call failed: {err.reason}"}
+        finally:
+            self.seconds["merger"] += time.perf_counter() - start
+        if merged is None:
+            return {**row, "status": "rejected", "stage": "merger", "reason": reason}
+        row.update(merged=merged, merger_kind=self.config.merger_kind, merger_attempts=attempts)
+        row.update(self.provenance())
+        return {**row, "status": "kept", "stage": "kept", "reason": ""}
+
+    def provenance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for role in ROLES:
+            ep = endpoint(self.config, role)
+            out[f"{role}_model"] = ep.model if (role != "merger" or self.config.merger_kind == "llm") else "concat"
+            out[f"{role}_prompt_sha256"] = prompt_sha256(self.prompts[role])
+            out[f"{role}_sampling"] = json.dumps(ep.sampling(), sort_keys=True)
+        return out

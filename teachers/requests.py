@@ -1,0 +1,42 @@
+"""Chat requests for the teachers and the merger, in vLLM's OpenAI multimodal format."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+from filters.answers import format_choices
+
+
+def question_text(question: str, choices: Sequence[str]) -> str:
+    """The paper's form: ``<question> Choose one among the following options:(A) … (B) …``."""
+    return f"{question.strip()} Choose one among the following options:{format_choices(choices)}"
+
+
+def teacher_prompt(prompt: str, question: str, choices: Sequence[str]) -> str:
+    """The teacher's prompt file followed by the question (the prompts end with "input question:")."""
+    return f"{prompt}\n{question_text(question, choices)}"
+
+
+def image_part(jpeg: bytes) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()}}
+
+
+def audio_part(wav: bytes) -> dict[str, Any]:
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+
+
+def vision_messages(prompt: str, question: str, choices: Sequence[str], frames: Sequence[bytes]) -> list[dict[str, Any]]:
+    """The frames as one image part each (Kimi-VL takes images, not video), then the text."""
+    parts = [image_part(f) for f in frames] + [{"type": "text", "text": teacher_prompt(prompt, question, choices)}]
+    return [{"role": "user", "content": parts}]
+
+
+def audio_messages(prompt: str, question: str, choices: Sequence[str], wav: bytes) -> list[dict[str, Any]]:
+    parts = [audio_part(wav), {"type": "text", "text": teacher_prompt(prompt, question, choices)}]
+    return [{"role": "user", "content": parts}]
+
+
+def text_messages(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]

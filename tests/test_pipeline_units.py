@@ -1,0 +1,90 @@
+"""Unit tests of build-avrt's pure parts: manifests, config, cache keys, media conventions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.cache import Cache, cache_key, request_fingerprint
+from flows.config import load_config
+from flows.manifest import ManifestError, load_manifest
+from media import audio_window, frame_timestamps
+from media.extract import frame_indices
+
+
+def test_jsonl_avqa_and_image_audio_manifests(synthetic_data, tmp_path):
+    jsonl = load_manifest(synthetic_data / "manifest.jsonl")
+    avqa = load_manifest(synthetic_data / "avqa.json", video_dir=synthetic_data / "videos")
+    assert [s.answer for s in jsonl] == [s.answer for s in avqa]
+    assert [s.video for s in jsonl] == [s.video for s in avqa]
+    assert all(s.choices == a.choices for s, a in zip(jsonl, avqa))
+    rows = [{"id": "x", "image": "a.png", "audio": "a.wav", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 2}]
+    path = tmp_path / "ia.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n")
+    sample = load_manifest(path)[0]
+    assert sample.answer == "C" and sample.image == str(tmp_path / "a.png") and sample.video is None
+    assert len(load_manifest(synthetic_data / "manifest.jsonl", limit=2)) == 2
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "x", "video": "v.mp4", "question": "Q", "choices": ["a", "b"], "answer": "C"}, "not one of the options"),
+    ({"id": "x", "question": "Q", "choices": ["a", "b"], "answer": "A"}, "needs 'video'"),
+    ({"id": "x", "video": "v.mp4", "choices": ["a", "b"], "answer": "A"}, "missing field"),
+])
+def test_bad_manifest_rows_fail_clearly(tmp_path, row, message):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(path)
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    row = {"id": "x", "video": "v.mp4", "question": "Q", "choices": ["a", "b"], "answer": "A"}
+    path = tmp_path / "m.jsonl"
+    path.write_text((json.dumps(row) + "\n") * 2)
+    with pytest.raises(ManifestError, match="duplicate id"):
+        load_manifest(path)
+
+
+def test_config_registry_defaults_overrides_and_teacher_swap(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "vision_teacher: {use: kimi-vl-a3b-thinking, base_url: [http://a/v1, http://b/v1], api_key_env: MY_KEY}\n"
+        "audio_teacher: {use: audio-flamingo-3-think, base_url: http://c/v1}\n"
+        "merger: {use: qwen2.5-14b-instruct, base_url: http://d/v1}\n")
+    config = load_config(path)
+    assert config.vision_teacher.model == "moonshotai/Kimi-VL-A3B-Thinking"
+    assert config.vision_teacher.base_url == ["http://a/v1", "http://b/v1"]
+    assert config.vision_teacher.temperature == 0.8 and config.filter == "both"
+    changed = load_config(path, {"merger.temperature": "0.1", "filter": "all", "vision_teacher": "kimi-vl-a3b-thinking"})
+    assert changed.merger.temperature == 0.1 and changed.filter == "all"
+    assert changed.vision_teacher.base_url == ["http://a/v1", "http://b/v1"] and changed.vision_teacher.api_key_env == "MY_KEY"
+    with pytest.raises(KeyError, match="unknown teacher"):
+        load_config(path, {"audio_teacher": "no-such-teacher"})
+
+
+def test_cache_keys_depend_on_exactly_what_determines_the_answer(tmp_path):
+    base = {"model": "m", "sampling": {"temperature": 0.8}, "text": "prompt", "media": ["abc"]}
+    key = cache_key(**base)
+    assert key == cache_key(**dict(reversed(list(base.items()))))  # order of fields is irrelevant
+    for change in ({"model": "m2"}, {"sampling": {"temperature": 0.7}}, {"text": "prompt!"}, {"media": ["abd"]}):
+        assert cache_key(**{**base, **change}) != key
+    cache = Cache(tmp_path)
+    assert cache.get("calls/x", key) is None
+    cache.put("calls/x", key, {"content": "hi"})
+    assert cache.get("calls/x", key) == {"content": "hi"}
+    assert cache.counts() == {"calls/x": {"hits": 1, "misses": 1}}
+    payload = "data:image/jpeg;base64," + "A" * 2000
+    a = request_fingerprint([{"content": [{"image_url": {"url": payload}}]}])
+    b = request_fingerprint([{"content": [{"image_url": {"url": payload[:-1] + "B"}}]}])
+    assert a != b and len(json.dumps(a)) < 300
+
+
+def test_frame_and_audio_conventions():
+    assert frame_timestamps(10.0) == [0.625, 1.875, 3.125, 4.375, 5.625, 6.875, 8.125, 9.375]
+    assert frame_indices(250) == [15, 46, 78, 109, 140, 171, 203, 234]
+    assert frame_indices(3) == [0, 0, 0, 1, 1, 2, 2, 2]  # fewer frames than asked: repeated
+    assert audio_window(10.0) == (0.0, 10.0)
+    assert audio_window(30.0) == (10.0, 10.0)  # centred
+    assert audio_window(3.0) == (0.0, 3.0)  # short clips as they are, no padding
