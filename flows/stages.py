@@ -160,7 +160,7 @@ class SampleProcessor:
         namespace = f"calls/{role}"
         cached = await asyncio.to_thread(self.cache.get, namespace, key)
         if cached is not None:
-            return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), attempts=0)
+            return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", ""), attempts=0)
         messages = await asyncio.to_thread(build_messages)
         self.calls[role] += 1
         result = await self.clients[role].chat(messages)
@@ -201,7 +201,7 @@ class SampleProcessor:
         reasons = []
         for attempt in range(self.config.merger_attempts):
             result = await self.call("merger", {"text": text, "attempt": attempt}, lambda: text_messages(text))
-            check = validate_merged(result.content, sample.answer, len(sample.choices))
+            check = validate_merged(result.raw, sample.answer, len(sample.choices))
             if check.ok:
                 return check.cleaned, "", attempt + 1
             reasons.append(check.reason)

@@ -138,3 +138,32 @@ class ScriptedServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def plausible_handler(request: dict[str, Any]) -> Reply:
+    """Teachers answer (A); a merger prompt gets a valid trace ending in its 'Correct Answer' letter."""
+    import re
+
+    content = request["messages"][-1]["content"]
+    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    gold = re.search(r"Correct Answer:\s*\(?([A-Z])", text)
+    if gold:
+        return Reply(f"<think>The frames and the sound point the same way.</think><answer>{gold.group(1)}</answer>")
+    return Reply("Answer: (A)", reasoning="Looking at the input, option A fits best.")
+
+
+def main() -> None:
+    """Run the scripted server standalone (for benchmarks): ``python -m tests.scripted_server --latency 0.2``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    args = parser.parse_args()
+    server = ScriptedServer(plausible_handler, latency=args.latency)
+    server._httpd.request_queue_size = 256
+    print(server.url, flush=True)
+    server._httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -143,7 +143,7 @@ def test_odd_and_broken_media(synthetic_data, scripted_server, tmp_path):
 
     info = sf.info(out / corpus.loc["short_3s", "audio"])
     assert info.samplerate == 16000 and info.channels == 1 and 2.5 < info.duration <= 3.1  # not padded
-    assert corpus.loc["portrait", "resolution"] == "180x320"
+    assert corpus.loc["portrait", "resolution"] == "90x160"  # portrait kept, downscaled to max_side
 
 
 def test_stage_names_are_documented():
