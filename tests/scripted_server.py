@@ -46,6 +46,7 @@ class ScriptedServer:
         self.queues: dict[str, deque[Reply]] = defaultdict(deque)
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
+        self.completed: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, request) of answered calls
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
         self._httpd.daemon_threads = True
@@ -65,6 +66,7 @@ class ScriptedServer:
         with self._lock:
             self.counts.clear()
             self.requests.clear()
+            self.completed.clear()
 
     def _reply_for(self, request: dict[str, Any]) -> Reply:
         model = request.get("model", "")
@@ -110,6 +112,8 @@ class ScriptedServer:
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": f"scripted {reply.status}", "code": reply.status}})
                     return
+                with server._lock:
+                    server.completed.append((time.monotonic(), request))
                 message: dict[str, Any] = {"role": "assistant", "content": reply.content}
                 if reply.reasoning is not None:
                     message[reply.reasoning_field] = reply.reasoning

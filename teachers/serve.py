@@ -1,0 +1,522 @@
+"""Start the teachers and the merger as vLLM OpenAI servers and point build-avrt at them.
+
+    python -m teachers.serve --config configs/teachers/paper.yaml \\
+        --vllm-python /opt/vllm/bin/python --gpus 0,1,2 [--replicas vision=2] [--dry-run]
+
+One vLLM server per model and replica, each in its own process group on its own GPU(s)
+(``CUDA_VISIBLE_DEVICES``), started from vLLM's own environment (``--vllm-python``, ``--vllm-bin`` or
+``$VLLM_BIN``), never the project's. Each role's model comes from the build config (its registry
+entry and ``model``, which becomes ``--served-model-name``); how vLLM must serve it (media limits,
+context length, remote code, GPUs per replica) from ``configs/teachers/vllm_profiles.yaml``. The
+server's default sampling is pinned to the config's (``--generation-config vllm`` plus
+``--override-generation-config``), so a request that omits a parameter does not silently get the
+checkpoint's ``generation_config.json``.
+
+The launcher waits until every server answers ``/health`` and lists its model on ``/v1/models``,
+prints the ``base_url`` lines for build-avrt (a list when a role has replicas), optionally writes a
+complete config (``--write-config``), then stays in the foreground: Ctrl-C or SIGTERM stops every
+server it started, and so does any server dying. ``--dry-run`` prints the exact commands instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs/teachers/paper.yaml"
+DEFAULT_PROFILES = REPO / "configs/teachers/vllm_profiles.yaml"
+ROLES = ("vision", "audio", "merger")
+SECTION = {"vision": "vision_teacher", "audio": "audio_teacher", "merger": "merger"}
+DEFAULT_PORTS = {"vision": 8000, "audio": 8010, "merger": 8020}  # as in configs/*/paper.yaml
+SERVER_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")  # what vLLM takes
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+class PlanError(ValueError):
+    """The requested layout cannot be served (unknown role, too few GPUs, port clash, ...)."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One model, served for one or more roles, in ``replicas`` copies."""
+
+    roles: tuple[str, ...]
+    use: str
+    model: str
+    weights: str
+    profile: dict[str, Any]
+    replicas: int
+    tensor_parallel: int
+    generation: dict[str, Any]
+    api_key_env: str | None
+    port: int
+    gpu_memory_utilization: float | None = None  # explicit (--gpu-memory-utilization), else profile / sharing
+
+
+@dataclass(frozen=True)
+class Server:
+    group: Group
+    replica: int
+    port: int
+    gpus: tuple[str, ...]
+    gpu_memory_utilization: float
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{'+'.join(self.group.roles)}-{self.replica}"
+
+
+def parse_role_map(text: str | None, cast=int) -> dict[str, Any]:
+    """``"vision=2,audio=1"`` -> ``{"vision": 2, "audio": 1}``; a bare value applies to every role."""
+    if not text:
+        return {}
+    result: dict[str, Any] = {}
+    for item in text.split(","):
+        role, sep, value = item.strip().partition("=")
+        if not sep:
+            return dict.fromkeys(ROLES, cast(role))
+        if role not in ROLES:
+            raise PlanError(f"unknown role {role!r} in {text!r}; roles: {', '.join(ROLES)}")
+        result[role] = cast(value)
+    return result
+
+
+def load_profiles(path: Path) -> dict[str, dict[str, Any]]:
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def generation_defaults(endpoint) -> dict[str, Any]:
+    """The endpoint's sampling in ``--override-generation-config`` form (HF names)."""
+    params = {"temperature": endpoint.temperature, "max_new_tokens": endpoint.max_tokens}
+    if endpoint.top_p is not None:
+        params["top_p"] = endpoint.top_p
+    params.update({k: v for k, v in endpoint.extra_body.items() if k in SERVER_SAMPLING})
+    return params
+
+
+def resolve_groups(config, profiles: dict[str, dict[str, Any]], roles: tuple[str, ...],
+                   replicas: dict[str, int], tensor_parallel: dict[str, int],
+                   weights: dict[str, str], ports: dict[str, int],
+                   memory: dict[str, float] | None = None) -> list[Group]:
+    """Roles that name the same model and weights share one group of servers."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for role in roles:
+        endpoint = getattr(config, SECTION[role])
+        if not endpoint.use or endpoint.use not in profiles:
+            raise PlanError(f"{SECTION[role]} uses {endpoint.use or endpoint.model!r}, which has no vLLM "
+                            f"profile; add one to {DEFAULT_PROFILES.relative_to(REPO)} or pass --profiles")
+        profile = profiles[endpoint.use]
+        path = weights.get(role) or profile.get("weights") or endpoint.model
+        key = (endpoint.model, path)
+        if key not in merged:
+            merged[key] = {"roles": [], "use": endpoint.use, "profile": dict(profile), "replicas": 1,
+                           "tp": profile.get("tensor_parallel_size", 1), "generation": generation_defaults(endpoint),
+                           "api_key_env": endpoint.api_key_env, "port": ports.get(role, DEFAULT_PORTS[role]),
+                           "memory": (memory or {}).get(role)}
+        entry = merged[key]
+        entry["roles"].append(role)
+        entry["replicas"] = max(entry["replicas"], replicas.get(role, 1))
+        if role in tensor_parallel:  # an explicit size wins over the profile's (the largest, if shared)
+            entry["tp"] = max(tensor_parallel[role], entry.get("tp_explicit", 0))
+            entry["tp_explicit"] = entry["tp"]
+        if len(entry["roles"]) > 1:  # one server for two roles: room for both roles' media
+            limits = dict(entry["profile"].get("limit_mm_per_prompt") or {})
+            for modality, count in (profile.get("limit_mm_per_prompt") or {}).items():
+                limits[modality] = max(count, limits.get(modality, 0))
+            entry["profile"]["limit_mm_per_prompt"] = limits
+            entry["profile"]["max_model_len"] = max(entry["profile"].get("max_model_len", 0),
+                                                    profile.get("max_model_len", 0)) or None
+    groups = [Group(roles=tuple(e["roles"]), use=e["use"], model=model, weights=path, profile=e["profile"],
+                    replicas=e["replicas"], tensor_parallel=e["tp"], generation=e["generation"],
+                    api_key_env=e["api_key_env"], port=e["port"], gpu_memory_utilization=e["memory"])
+              for (model, path), e in merged.items()]
+    for group in groups:
+        if group.replicas < 1 or group.tensor_parallel < 1:
+            raise PlanError(f"{'+'.join(group.roles)}: replicas and tensor parallel size must be >= 1")
+    return groups
+
+
+def assign_gpus(needs: list[int], gpus: list[str], colocate: bool) -> list[tuple[str, ...]]:
+    """GPU ids per server: disjoint slices in order; with ``colocate``, wrap around and share."""
+    if not gpus:
+        raise PlanError("no GPUs given (--gpus)")
+    if sum(needs) > len(gpus) and not colocate:
+        raise PlanError(f"{len(needs)} servers need {sum(needs)} GPUs but --gpus lists {len(gpus)}: add GPUs, "
+                        "lower --replicas / --tensor-parallel, or pass --colocate to share GPUs")
+    assigned, cursor = [], 0
+    for need in needs:
+        if need > len(gpus):
+            raise PlanError(f"a server needs {need} GPUs (tensor parallel) but only {len(gpus)} are given")
+        if cursor + need > len(gpus):
+            cursor = 0
+        assigned.append(tuple(gpus[cursor:cursor + need]))
+        cursor = (cursor + need) % len(gpus)
+    return assigned
+
+
+def vllm_argv(launcher: list[str], group: Group, host: str, port: int, gpu_memory: float) -> list[str]:
+    """The vLLM command line for one server of ``group``."""
+    profile = group.profile
+    if launcher[-1] == API_SERVER_MODULE:
+        argv = [*launcher, "--model", group.weights]
+    else:
+        argv = [*launcher, "serve", group.weights]
+    argv += ["--served-model-name", group.model, "--host", host, "--port", str(port),
+             "--tensor-parallel-size", str(group.tensor_parallel),
+             "--gpu-memory-utilization", f"{gpu_memory:.2f}"]
+    if profile.get("max_model_len"):
+        argv += ["--max-model-len", str(profile["max_model_len"])]
+    if profile.get("limit_mm_per_prompt") is not None:
+        argv += ["--limit-mm-per-prompt", json.dumps(profile["limit_mm_per_prompt"], separators=(",", ":"))]
+    if profile.get("trust_remote_code"):
+        argv.append("--trust-remote-code")
+    argv += ["--generation-config", "vllm",
+             "--override-generation-config", json.dumps(group.generation, separators=(",", ":"))]
+    return argv + [str(arg) for arg in profile.get("extra_args") or []]
+
+
+def plan(groups: list[Group], launcher: list[str], gpus: list[str], host: str = "127.0.0.1",
+         colocate: bool = False) -> list[Server]:
+    """Every server to start: ports (role base + replica index), GPUs and command lines."""
+    slots = [(group, i) for group in groups for i in range(group.replicas)]
+    assigned = assign_gpus([group.tensor_parallel for group, _ in slots], gpus, colocate)
+    sharing = Counter(gpu for gpu_ids in assigned for gpu in gpu_ids)
+    servers, ports = [], {}
+    for (group, i), gpu_ids in zip(slots, assigned):
+        port = group.port + i
+        if port in ports:
+            raise PlanError(f"port {port} is given to both {ports[port]} and {'+'.join(group.roles)}; "
+                            "spread the roles with --ports")
+        ports[port] = "+".join(group.roles)
+        share = max(sharing[g] for g in gpu_ids)
+        memory = group.gpu_memory_utilization or \
+            math.floor(group.profile.get("gpu_memory_utilization", 0.9) / share * 100 + 1e-6) / 100
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
+        if group.api_key_env and os.environ.get(group.api_key_env):
+            env["VLLM_API_KEY"] = os.environ[group.api_key_env]  # by env, so it never shows in `ps`
+        servers.append(Server(group=group, replica=i, port=port, gpus=gpu_ids, gpu_memory_utilization=memory,
+                              argv=tuple(vllm_argv(launcher, group, host, port, memory)), env=env))
+    return servers
+
+
+def base_urls(servers: list[Server], public_host: str) -> dict[str, list[str]]:
+    urls: dict[str, list[str]] = {}
+    for server in servers:
+        for role in server.group.roles:
+            urls.setdefault(role, []).append(f"http://{public_host}:{server.port}/v1")
+    return urls
+
+
+def _url_value(urls: list[str]) -> str:
+    return urls[0] if len(urls) == 1 else "[" + ", ".join(urls) + "]"
+
+
+def endpoint_yaml(config_data: dict[str, Any], urls: dict[str, list[str]]) -> str:
+    """The config lines that point build-avrt at the servers (``use`` kept, ``base_url`` replaced)."""
+    lines = []
+    for role, role_urls in urls.items():
+        entry = config_data.get(SECTION[role])
+        use = entry if isinstance(entry, str) else (entry or {}).get("use")
+        lines.append(f"{SECTION[role]}:")
+        if use:
+            lines.append(f"  use: {use}")
+        lines.append(f"  base_url: {_url_value(role_urls)}")
+    return "\n".join(lines) + "\n"
+
+
+def set_flags(urls: dict[str, list[str]]) -> str:
+    """The same as ``build-avrt --set`` flags (keep the rest of the config)."""
+    return " ".join(shlex.quote(f"--set={SECTION[role]}.base_url={_url_value(u)}") for role, u in urls.items())
+
+
+def full_config(config_data: dict[str, Any], urls: dict[str, list[str]]) -> dict[str, Any]:
+    data = json.loads(json.dumps(config_data))
+    for role, role_urls in urls.items():
+        entry = data.get(SECTION[role])
+        entry = {"use": entry} if isinstance(entry, str) else dict(entry or {})
+        entry["base_url"] = role_urls[0] if len(role_urls) == 1 else role_urls
+        data[SECTION[role]] = entry
+    return data
+
+
+def shell_line(server: Server) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env.items() if k != "VLLM_API_KEY")
+    key = " VLLM_API_KEY=<from $" + server.group.api_key_env + ">" if "VLLM_API_KEY" in server.env else ""
+    return f"{env}{key} {shlex.join(server.argv)}"
+
+
+def detect_gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    if shutil.which("nvidia-smi"):
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+        return [str(i) for i, line in enumerate(l for l in listing.splitlines() if l.startswith("GPU "))]
+    return []
+
+
+def resolve_launcher(args: argparse.Namespace) -> list[str]:
+    if args.vllm_python:
+        return [args.vllm_python, "-m", API_SERVER_MODULE]
+    return [args.vllm_bin or os.environ.get("VLLM_BIN") or "vllm"]
+
+
+# ----------------------------------------------------------------------------- running servers
+
+
+def _get(url: str, api_key: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def is_ready(server: Server, probe_host: str) -> bool:
+    """``/health`` answers 200 and ``/v1/models`` lists the served model name."""
+    root = f"http://{probe_host}:{server.port}"
+    if _get(root + "/health")[0] != 200:
+        return False
+    status, body = _get(root + "/v1/models", server.env.get("VLLM_API_KEY"))
+    try:
+        return status == 200 and server.group.model in {m["id"] for m in json.loads(body)["data"]}
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _port_free(port: int, host: str) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def stop(processes: dict[str, subprocess.Popen], grace_s: float = 30.0) -> None:
+    """SIGTERM every server's process group, then SIGKILL what is left after ``grace_s``."""
+    for process in processes.values():
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):  # noqa: ARG001
+    raise _Stop
+
+
+def run(servers: list[Server], log_dir: Path, bind_host: str, ready_timeout_s: float, poll_s: float,
+        on_ready) -> int:
+    """Start the servers, wait until all are ready, call ``on_ready``, then wait for a stop."""
+    probe_host = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
+    busy = [s.port for s in servers if not _port_free(s.port, probe_host)]
+    if busy:
+        print(f"error: port(s) {busy} already in use; pick others with --ports", file=sys.stderr)
+        return 1
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes: dict[str, subprocess.Popen] = {}
+    logs = {s.name: log_dir / f"{s.name}.log" for s in servers}
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        for server in servers:
+            with logs[server.name].open("w") as log:
+                processes[server.name] = subprocess.Popen(
+                    list(server.argv), env={**os.environ, **server.env}, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True)
+            print(f"started {server.name} on GPU {','.join(server.gpus)} port {server.port} "
+                  f"(log {logs[server.name]})", flush=True)
+        pending = {s.name: s for s in servers}
+        deadline = time.monotonic() + ready_timeout_s
+        while pending:
+            for name, server in list(pending.items()):
+                if processes[name].poll() is not None:
+                    print(f"error: {name} exited with code {processes[name].returncode}; last log lines:\n"
+                          f"{_log_tail(logs[name])}", file=sys.stderr)
+                    return 1
+                if is_ready(server, probe_host):
+                    print(f"ready   {name}: {server.group.model}", flush=True)
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                for name in pending:
+                    print(f"error: {name} not ready after {ready_timeout_s:.0f}s; last log lines:\n"
+                          f"{_log_tail(logs[name])}", file=sys.stderr)
+                return 1
+            if pending:
+                time.sleep(poll_s)
+        on_ready()
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"error: {name} exited with code {process.returncode}; stopping all. Last log lines:\n"
+                          f"{_log_tail(logs[name])}", file=sys.stderr)
+                    return 1
+            time.sleep(poll_s)
+    except (KeyboardInterrupt, _Stop):
+        print("stopping servers", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the shutdown
+        stop(processes)
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m teachers.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="build-avrt config naming the teachers and merger (default: %(default)s)")
+    parser.add_argument("--profiles", type=Path, default=DEFAULT_PROFILES,
+                        help="vLLM serving profile per registry entry (default: %(default)s)")
+    parser.add_argument("--roles", default=None,
+                        help="roles to serve, e.g. vision,audio (default: all three; no merger with merger_kind concat)")
+    launcher = parser.add_mutually_exclusive_group()
+    launcher.add_argument("--vllm-python", help=f"python of vLLM's own venv (runs -m {API_SERVER_MODULE})")
+    launcher.add_argument("--vllm-bin", help="the `vllm` executable (default: $VLLM_BIN, else vllm on PATH)")
+    parser.add_argument("--weights", default=None, metavar="ROLE=PATH,...",
+                        help="local folder or hub id per role, e.g. audio=models/audio-flamingo-3-think")
+    parser.add_argument("--replicas", default=None, metavar="ROLE=N,...", help="servers per role (default 1 each)")
+    parser.add_argument("--tensor-parallel", default=None, metavar="ROLE=N,...",
+                        help="GPUs per replica (default: the profile's tensor_parallel_size)")
+    parser.add_argument("--gpus", default=None,
+                        help="GPU ids to use, e.g. 0,1,2,3 (default: $CUDA_VISIBLE_DEVICES, else all nvidia-smi lists)")
+    parser.add_argument("--colocate", action="store_true",
+                        help="allow several servers per GPU (memory split evenly) when GPUs are fewer than servers")
+    parser.add_argument("--gpu-memory-utilization", default=None, metavar="ROLE=F,...",
+                        help="fraction of GPU memory per role's server (default: the profile's, split evenly "
+                             "between servers sharing a GPU)")
+    parser.add_argument("--ports", default=None, metavar="ROLE=PORT,...",
+                        help="first port per role, replicas count up from it (default vision=8000,audio=8010,merger=8020)")
+    parser.add_argument("--host", default="127.0.0.1", help="address the servers bind (default %(default)s)")
+    parser.add_argument("--public-host", default=None,
+                        help="host name written into base_url (default: --host, or this machine's name for 0.0.0.0)")
+    parser.add_argument("--write-config", type=Path, default=None,
+                        help="also write a complete build-avrt config pointing at the servers")
+    parser.add_argument("--log-dir", type=Path, default=Path("outputs/serve-logs"), help="one log per server")
+    parser.add_argument("--ready-timeout", type=float, default=1800.0,
+                        help="seconds to wait for all servers (weights download and load; default %(default)s)")
+    parser.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and config lines; start nothing")
+    return parser.parse_args(argv)
+
+
+def build_plan(args: argparse.Namespace) -> tuple[list[Server], dict[str, Any], list[str]]:
+    """Servers, the raw config data and notes for the user, from the CLI arguments."""
+    from flows.config import load_config
+
+    config_data = yaml.safe_load(args.config.read_text()) or {}
+    config = load_config(args.config)
+    if args.roles:
+        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise PlanError(f"unknown role(s) {unknown}; roles: {', '.join(ROLES)}")
+    else:
+        roles = tuple(r for r in ROLES if not (r == "merger" and config.merger_kind == "concat"))
+    groups = resolve_groups(config, load_profiles(args.profiles), roles,
+                            replicas=parse_role_map(args.replicas), tensor_parallel=parse_role_map(args.tensor_parallel),
+                            weights=parse_role_map(args.weights, str), ports=parse_role_map(args.ports),
+                            memory=parse_role_map(args.gpu_memory_utilization, float))
+    notes = []
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else detect_gpus()
+    if not gpus and args.dry_run:
+        gpus = [str(i) for i in range(sum(g.replicas * g.tensor_parallel for g in groups))]
+        notes.append(f"no GPUs detected; the dry run assumes {len(gpus)} (pass --gpus to choose)")
+    for group in groups:
+        looks_local = group.weights.startswith((".", "/", "~")) or group.weights.count("/") != 1
+        if looks_local and not Path(group.weights).expanduser().exists():
+            notes.append(f"{'+'.join(group.roles)}: weights {group.weights} do not exist here"
+                         + (" (run python -m teachers.prepare_af3_think first)" if "flamingo" in group.use else ""))
+    return plan(groups, resolve_launcher(args), gpus, args.host, args.colocate), config_data, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        servers, config_data, notes = build_plan(args)
+    except PlanError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    public_host = args.public_host or (socket.getfqdn() if args.host in ("0.0.0.0", "::") else args.host)
+    urls = base_urls(servers, public_host)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+    def print_endpoints() -> None:
+        print("\n# build-avrt endpoints: put these lines in your config (they replace base_url)")
+        print(endpoint_yaml(config_data, urls), end="")
+        print(f"# or keep {args.config} and add: {set_flags(urls)}")
+        if args.write_config:
+            args.write_config.parent.mkdir(parents=True, exist_ok=True)
+            header = f"# Written by python -m teachers.serve from {args.config}; base_url points at the servers.\n"
+            args.write_config.write_text(header + yaml.safe_dump(full_config(config_data, urls), sort_keys=False))
+            print(f"# or run build-avrt --config {args.write_config}")
+        sys.stdout.flush()
+
+    if args.dry_run:
+        for server in servers:
+            group = server.group
+            print(f"# {server.name}: {group.use} ({group.model}) replica {server.replica + 1}/{group.replicas}, "
+                  f"GPU {','.join(server.gpus)}")
+            print(shell_line(server).strip())
+        print_endpoints()
+        return 0
+    launcher = servers[0].argv[0] if servers else "vllm"
+    if shutil.which(launcher) is None and not Path(launcher).is_file():
+        print(f"error: {launcher!r} not found: install vLLM in its own venv and pass --vllm-python "
+              "/path/to/venv/bin/python (see docs/serving.md)", file=sys.stderr)
+        return 2
+    return run(servers, args.log_dir, args.host, args.ready_timeout, args.poll, print_endpoints)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

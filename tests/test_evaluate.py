@@ -1,0 +1,266 @@
+"""Evaluation mechanics on the tiny random student: media and modality ablation, batched generation,
+resume, every benchmark format end to end, reports (accuracy itself is near chance and not tested)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from training.benchmarks import BenchItem, load_avqa, load_dailyomni, load_manifest, load_mmar, load_omnibench
+from training.evaluate import (
+    PREDICTIONS,
+    Decoding,
+    HFGenerator,
+    evaluate,
+    load_item_media,
+    load_student,
+    main,
+    run,
+    make_sample,
+    parse_modalities,
+    read_predictions,
+)
+from training.student import build_inputs, generation_suppress_tokens
+
+FAST = Decoding(max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def student(tiny_models):
+    return load_student(tiny_models["omni"], device="cpu")
+
+
+class Counting:
+    """Wraps a generator and records how many samples it was asked to generate."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def generate(self, samples):
+        self.calls.append(len(samples))
+        out = self.inner.generate(samples)
+        self.new_tokens = self.inner.new_tokens
+        return out
+
+
+def _generator(student, decoding=FAST):
+    model, processor = student
+    return HFGenerator(model, processor, decoding)
+
+
+def _image_audio_files(root: Path, n: int) -> None:
+    """OmniBench-style media: a still image and a short sound per item."""
+    rng = np.random.default_rng(0)
+    (root / "mm_data" / "image").mkdir(parents=True, exist_ok=True)
+    (root / "mm_data" / "audio").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(root / "mm_data" / "image" / f"{i}.jpg")
+        tone = 0.3 * np.sin(2 * np.pi * (220 * (i + 1)) * np.arange(int(16000 * 2.5)) / 16000)
+        sf.write(root / "mm_data" / "audio" / f"{i}.wav", tone.astype(np.float32), 16000)
+
+
+def test_parse_modalities():
+    assert parse_modalities("av,a,v") == ["av", "a", "v"]
+    assert parse_modalities("va, a,a") == ["av", "a"]
+    for bad in ("x", "aav", ""):
+        with pytest.raises(ValueError):
+            parse_modalities(bad)
+
+
+def test_decoding_greedy_by_default_sampling_settable():
+    assert Decoding().generate_kwargs()["do_sample"] is False
+    kwargs = Decoding(temperature=0.7, top_p=0.9).generate_kwargs()
+    assert kwargs["do_sample"] and kwargs["temperature"] == 0.7 and kwargs["top_p"] == 0.9
+    assert Decoding(temperature=0.7).describe()["strategy"] == "sampling"
+
+
+# ---------------------------------------------------------------- ablation reaches the processor inputs
+
+def _text_ids(batch, processor) -> list[int]:
+    media = set(generation_suppress_tokens(processor))
+    return [t for t in batch["input_ids"][0].tolist() if t not in media]
+
+
+def test_video_ablation_drops_only_audio_or_frames(student, synthetic_data):
+    _, processor = student
+    item = load_manifest(synthetic_data / "manifest.jsonl")[0]
+    media = load_item_media(item)
+    assert len(media.frames) == 8 and media.frames_are_video and media.audio is not None
+    batches = {s: build_inputs(processor, [make_sample(item, media, s)]) for s in ("av", "a", "v")}
+    assert {"pixel_values_videos", "input_features"} <= batches["av"].keys()
+    assert "input_features" in batches["a"] and "pixel_values_videos" not in batches["a"]
+    assert "pixel_values_videos" in batches["v"] and "input_features" not in batches["v"]
+    assert torch.equal(batches["av"]["pixel_values_videos"], batches["v"]["pixel_values_videos"])
+    assert torch.equal(batches["av"]["input_features"], batches["a"]["input_features"])
+    # the prompt text (question, options, instruction) is the same in every setting
+    assert _text_ids(batches["av"], processor) == _text_ids(batches["a"], processor) == _text_ids(batches["v"], processor)
+
+
+def test_image_ablation_and_still_image_input(student, tmp_path):
+    _, processor = student
+    _image_audio_files(tmp_path, 1)
+    item = BenchItem("o0", "What happens?", ("a", "b", "c", "d"), "A",
+                     image=str(tmp_path / "mm_data/image/0.jpg"), audio=str(tmp_path / "mm_data/audio/0.wav"))
+    media = load_item_media(item)
+    assert not media.frames_are_video and len(media.frames) == 1
+    assert len(media.audio) == int(16000 * 2.5), "short clips are not padded"
+    from media import MediaSettings
+
+    assert len(load_item_media(item, MediaSettings(audio_seconds=1.0)).audio) == 16000, "centred window"
+    av = build_inputs(processor, [make_sample(item, media, "av")])
+    assert {"pixel_values", "input_features"} <= av.keys() and "pixel_values_videos" not in av
+    a = build_inputs(processor, [make_sample(item, media, "a")])
+    assert "pixel_values" not in a and "input_features" in a
+    v = build_inputs(processor, [make_sample(item, media, "v")])
+    assert "pixel_values" in v and "input_features" not in v
+
+
+# ---------------------------------------------------------------- generation, resume, media errors
+
+def test_batched_left_padded_generation_matches_one_by_one(student, synthetic_data):
+    items = load_manifest(synthetic_data / "manifest.jsonl")[:3]
+    media = [load_item_media(it) for it in items]
+    samples = [make_sample(it, md, "av") for it, md in zip(items, media)]
+    generator = _generator(student, Decoding(max_new_tokens=8))
+    batched = generator.generate(samples)
+    assert generator.last_inputs["attention_mask"][:, -1].all(), "left padding"
+    assert generator.last_inputs["attention_mask"].sum(1).unique().numel() > 1, "prompts of different lengths"
+    single = [generator.generate([s])[0] for s in samples]
+    assert batched == single
+
+
+def test_sampling_is_seeded(student, synthetic_data):
+    item = load_manifest(synthetic_data / "manifest.jsonl")[0]
+    sample = make_sample(item, load_item_media(item), "av")
+    generator = _generator(student, Decoding(max_new_tokens=12, temperature=1.0, seed=3))
+    assert generator.generate([sample]) == generator.generate([sample])
+
+
+def test_resume_skips_done_items_and_survives_a_torn_line(student, synthetic_data, tmp_path):
+    items = load_manifest(synthetic_data / "manifest.jsonl")
+    counting = Counting(_generator(student))
+    rows = evaluate(items[:3], counting, ["av", "v"], tmp_path, "letter", batch_size=2)
+    assert len(rows) == 6 and sum(counting.calls) == 6
+    assert {(r["id"], r["modality"]) for r in rows} == {(i.id, m) for i in items[:3] for m in ("av", "v")}
+    counting.calls.clear()
+    assert len(evaluate(items[:3], counting, ["av", "v"], tmp_path, "letter")) == 6
+    assert counting.calls == [], "nothing left to do"
+    # a crash mid-write leaves a torn line: it is cut off, and only the new item is generated
+    with (tmp_path / PREDICTIONS).open("a") as handle:
+        handle.write('{"id": "syn0003_000030", "modality": "av", "outp')
+    rows = evaluate(items[:4], counting, ["av", "v"], tmp_path, "letter")
+    assert sum(counting.calls) == 2 and len(rows) == 8
+    assert len(read_predictions(tmp_path / PREDICTIONS)) == 8
+
+
+def test_media_errors_are_rows_not_crashes(student, synthetic_data, tmp_path):
+    items = {i.id: i for i in load_manifest(synthetic_data / "odd_manifest.jsonl")}
+    chosen = [items["no_audio"], items["missing"], items["short_3s"]]
+    rows = evaluate(chosen, _generator(student), ["av", "v"], tmp_path, "letter", batch_size=3)
+    by = {(r["id"], r["modality"]): r for r in rows}
+    assert by[("no_audio", "av")]["error"] == "audio: no audio track" and not by[("no_audio", "av")]["correct"]
+    assert by[("no_audio", "v")]["error"] is None and by[("no_audio", "v")]["output"] is not None
+    assert by[("missing", "v")]["error"].startswith("frames: file not found")
+    assert by[("short_3s", "av")]["error"] is None
+
+
+# ---------------------------------------------------------------- each benchmark format, end to end
+
+def test_every_benchmark_format_runs_on_the_tiny_student(student, synthetic_data, tmp_path):
+    generator = _generator(student)
+    # AVQA: annotation JSON + video dir
+    avqa = load_avqa(synthetic_data / "avqa.json")[:2]
+    assert Path(avqa[0].video).exists()
+    # Daily-Omni: Videos/{id}/{id}_video.mp4 and lettered choices
+    manifest = load_manifest(synthetic_data / "manifest.jsonl")[:2]
+    qa = []
+    for row in manifest:
+        vid = Path(row.video).stem
+        (tmp_path / "daily" / "Videos" / vid).mkdir(parents=True)
+        shutil.copy(row.video, tmp_path / "daily" / "Videos" / vid / f"{vid}_video.mp4")
+        qa.append({"Question": row.question, "Choice": [f"{'ABCD'[k]}. {c}" for k, c in enumerate(row.choices)],
+                   "Answer": row.answer, "video_id": vid, "Type": "Reasoning", "video_duration": "30s"})
+    (tmp_path / "daily" / "qa.json").write_text(json.dumps(qa))
+    daily = load_dailyomni(tmp_path / "daily" / "qa.json")
+    # OmniBench: image + audio under mm_data/, gold as option text
+    _image_audio_files(tmp_path / "omni", 2)
+    rows = [{"index": i, "task type": "Count & Quantity", "audio type": "sound event", "question": "How many?",
+             "options": ["one", "two", "three", "four"], "answer": "three", "audio_path": f"{i}.wav",
+             "image_path": f"{i}.jpg"} for i in range(2)]
+    (tmp_path / "omni" / "omnibench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    omni = load_omnibench(tmp_path / "omni" / "omnibench.jsonl")
+    # MMAR: audio only, gold as option text, token-set scoring
+    meta = [{"id": f"m{i}", "audio_path": f"./mm_data/audio/{i}.wav", "question": "Which pitch?",
+             "choices": ["low pitch", "high pitch"], "answer": "high pitch", "modality": "sound",
+             "category": "Signal Layer", "sub-category": "Pitch"} for i in range(2)]
+    (tmp_path / "omni" / "MMAR-meta.json").write_text(json.dumps(meta))
+    mmar = load_mmar(tmp_path / "omni" / "MMAR-meta.json")
+
+    for name, items, settings, rule in (("avqa", avqa, ["av"], "letter"), ("daily", daily, ["av"], "letter"),
+                                        ("omni", omni, ["av", "a", "v"], "letter"), ("mmar", mmar, ["a"], "token_set")):
+        rows = evaluate(items, generator, settings, tmp_path / "out" / name, rule, batch_size=2)
+        assert len(rows) == len(items) * len(settings), name
+        assert all(r["error"] is None and isinstance(r["output"], str) for r in rows), (name, rows)
+    assert {r["gold"] for r in read_predictions(tmp_path / "out" / "omni" / PREDICTIONS)} == {"C"}
+    mmar_rows = read_predictions(tmp_path / "out" / "mmar" / PREDICTIONS)
+    for row in mmar_rows:  # token-set rule: a parsed letter is compared as its option text
+        if row["letter"]:
+            assert row["prediction"] == ["low pitch", "high pitch"]["AB".index(row["letter"])]
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_cli_writes_predictions_and_report_and_resumes(tiny_models, synthetic_data, tmp_path, monkeypatch, capsys):
+    teacher = tmp_path / "teachers.jsonl"
+    items = load_manifest(synthetic_data / "manifest.jsonl")
+    teacher.write_text("".join(json.dumps({"id": it.id, "vision_answer": it.answer if k % 2 else None,
+                                           "audio_answer": it.answer, "answer": it.answer}) + "\n"
+                               for k, it in enumerate(items[:3])))
+    out = tmp_path / "eval"
+    argv = ["--model", str(tiny_models["omni"]), "--benchmark", "manifest", "--data",
+            str(synthetic_data / "manifest.jsonl"), "--modalities", "av,a,v", "--limit", "3", "--out", str(out),
+            "--max-new-tokens", "6", "--batch-size", "2", "--device", "cpu", "--quiet",
+            "--difficulty-from", str(teacher)]
+    report = run(argv)
+    assert json.loads((out / "report.json").read_text()) == report
+    assert report["decoding"] == {"strategy": "greedy", "max_new_tokens": 6, "batch_size": 2}
+    assert report["n_items"] == 3 and list(report["settings"]) == ["av", "a", "v"]
+    for summary in report["settings"].values():
+        assert summary["n"] == 3 and 0 <= summary["accuracy"] <= 1
+        assert summary["parse_failure_rate"] is not None and summary["per_category"]
+        assert summary["per_difficulty"]["easy"]["n"] == 1 and summary["per_difficulty"]["medium"]["n"] == 2
+    assert report["prompt"]["name"] == "student" and len(report["prompt"]["sha256"]) == 64
+    md = (out / "report.md").read_text()
+    assert "## Accuracy per modality setting" in md and "## Accuracy per difficulty" in md
+    assert len(read_predictions(out / PREDICTIONS)) == 9
+
+    calls = []
+    original = HFGenerator.generate
+    monkeypatch.setattr(HFGenerator, "generate", lambda self, s: calls.append(len(s)) or original(self, s))
+    main(argv[:-2])  # same settings: nothing to redo
+    assert calls == []
+    argv[argv.index("--limit") + 1] = "4"
+    main(argv[:-2])  # one more item: only it is generated, once per setting
+    assert sum(calls) == 3 and len(read_predictions(out / PREDICTIONS)) == 12
+    with pytest.raises(SystemExit, match="other settings"):
+        main([*argv, "--temperature", "0.7"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--modalities" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_setting_the_benchmark_lacks(tiny_models, tmp_path):
+    _image_audio_files(tmp_path, 1)
+    meta = [{"id": "m0", "audio_path": "mm_data/audio/0.wav", "question": "Q?", "choices": ["x", "y"], "answer": "x"}]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="lacks"):
+        main(["--model", str(tiny_models["omni"]), "--benchmark", "mmar", "--data", str(tmp_path / "meta.json"),
+              "--modalities", "av", "--out", str(tmp_path / "o")])

@@ -1,0 +1,282 @@
+"""The teacher serving kit: configs/teachers/paper.yaml, the registry's entries, and the vLLM
+launcher (``teachers.serve``): its dry run (arguments per model, ports, GPUs, replicas) and, with a
+fake ``vllm`` executable, the real start / health wait / config lines / shutdown path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import load_config
+from prompts import load_prompt, prompt_path
+from teachers import serve
+from teachers.registry import builtin_registry
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "configs/teachers/paper.yaml"
+PROFILES = serve.load_profiles(serve.DEFAULT_PROFILES)
+SAMPLING_FIELDS = ("model", "prompt", "temperature", "top_p", "max_tokens", "extra_body")
+
+
+def test_paper_config_is_a_valid_build_config():
+    config = load_config(PAPER)
+    assert (config.vision_teacher.use, config.audio_teacher.use, config.merger.use) == \
+        ("kimi-vl-a3b-thinking", "audio-flamingo-3-think", "qwen2.5-14b-instruct")
+    assert config.filter == "both" and config.merger_kind == "llm"
+    assert (config.media.num_frames, config.media.audio_seconds) == (8, 10.0)
+    for endpoint, prompt in ((config.vision_teacher, "vision_teacher"), (config.audio_teacher, "audio_teacher"),
+                             (config.merger, "merger")):
+        assert endpoint.prompt == prompt  # the paper's prompts (appendix A.2)
+        entry = builtin_registry()[endpoint.use]
+        for name in SAMPLING_FIELDS:  # stated in the config, and the same as the registry's
+            assert getattr(endpoint, name) == entry.get(name, {} if name == "extra_body" else None), name
+    # base_url = the launcher's default ports, one replica each
+    urls = [config.vision_teacher.base_url, config.audio_teacher.base_url, config.merger.base_url]
+    assert urls == [[f"http://127.0.0.1:{serve.DEFAULT_PORTS[r]}/v1"] for r in serve.ROLES]
+
+
+@pytest.mark.parametrize("name", sorted(builtin_registry()))
+def test_every_registry_entry_is_usable_and_servable(name, tmp_path):
+    entry = builtin_registry()[name]
+    role = entry["role"]
+    data = {"vision_teacher": {"use": "kimi-vl-a3b-thinking", "base_url": "http://h:1/v1"},
+            "audio_teacher": {"use": "audio-flamingo-3-think", "base_url": "http://h:2/v1"},
+            "merger": {"use": "qwen2.5-14b-instruct", "base_url": "http://h:3/v1"}}
+    data[serve.SECTION[role]] = {"use": name, "base_url": "http://h:9/v1"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    endpoint = getattr(load_config(tmp_path / "config.yaml"), serve.SECTION[role])
+    assert endpoint.model == entry["model"] and endpoint.source
+    assert prompt_path(endpoint.prompt).parent == prompt_path("merger").parent  # a prompt file in prompts/
+    assert load_prompt(endpoint.prompt).strip()
+    profile = PROFILES[name]
+    limits = profile.get("limit_mm_per_prompt") or {}
+    expected = {"vision": {"image": 8}, "audio": {"audio": 1}}.get(role)
+    if expected:
+        assert limits == expected
+    else:
+        assert not any(limits.values())
+    assert profile["weights"] and profile["max_model_len"] > endpoint.max_tokens
+
+
+def _dry_run(capsys, *args):
+    code = serve.main(["--dry-run", *args])
+    out = capsys.readouterr().out
+    commands = [shlex.split(line) for line in out.splitlines() if line.startswith("CUDA_VISIBLE_DEVICES=")]
+    endpoints = yaml.safe_load(out.split("# build-avrt endpoints", 1)[1].split("\n", 1)[1].split("# or keep")[0]) \
+        if code == 0 else None
+    return code, [_parse_command(c) for c in commands], endpoints
+
+
+def _parse_command(tokens):
+    env, argv = tokens[0].split("=", 1), tokens[1:]
+    flags, i, positional = {}, 0, []
+    while i < len(argv):
+        if argv[i].startswith("--"):
+            takes_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            flags[argv[i]] = argv[i + 1] if takes_value else True
+            i += 2 if takes_value else 1
+        else:
+            positional.append(argv[i])
+            i += 1
+    return {"gpus": env[1], "positional": positional, "flags": flags}
+
+
+def test_dry_run_has_each_models_flags(capsys):
+    code, servers, endpoints = _dry_run(capsys, "--vllm-python", "/opt/vllm/bin/python", "--gpus", "0,1,2")
+    assert code == 0 and len(servers) == 3
+    vision, audio, merger = servers
+    config = load_config(PAPER)
+    for server, endpoint in zip(servers, (config.vision_teacher, config.audio_teacher, config.merger)):
+        assert server["positional"] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+        assert server["flags"]["--served-model-name"] == endpoint.model
+        assert server["flags"]["--generation-config"] == "vllm"
+        assert json.loads(server["flags"]["--override-generation-config"]) == {
+            "temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_new_tokens": endpoint.max_tokens}
+        assert server["flags"]["--tensor-parallel-size"] == "1"
+    assert vision["flags"]["--model"] == "moonshotai/Kimi-VL-A3B-Thinking"
+    assert json.loads(vision["flags"]["--limit-mm-per-prompt"]) == {"image": 8}
+    assert vision["flags"]["--trust-remote-code"] is True and vision["flags"]["--max-model-len"] == "32768"
+    assert audio["flags"]["--model"] == "./models/audio-flamingo-3-think"
+    assert json.loads(audio["flags"]["--limit-mm-per-prompt"]) == {"audio": 1}
+    assert "--trust-remote-code" not in audio["flags"] and "--limit-mm-per-prompt" not in merger["flags"]
+    assert [s["gpus"] for s in servers] == ["0", "1", "2"]
+    assert [s["flags"]["--port"] for s in servers] == ["8000", "8010", "8020"]
+    assert endpoints == {"vision_teacher": {"use": "kimi-vl-a3b-thinking", "base_url": "http://127.0.0.1:8000/v1"},
+                         "audio_teacher": {"use": "audio-flamingo-3-think", "base_url": "http://127.0.0.1:8010/v1"},
+                         "merger": {"use": "qwen2.5-14b-instruct", "base_url": "http://127.0.0.1:8020/v1"}}
+
+
+def test_dry_run_replicas_tensor_parallel_and_written_config(capsys, tmp_path):
+    written = tmp_path / "teachers.yaml"
+    code, servers, endpoints = _dry_run(
+        capsys, "--vllm-bin", "/opt/vllm/bin/vllm", "--gpus", "0,1,2,3,4,5", "--replicas", "vision=2,audio=2,merger=1",
+        "--tensor-parallel", "merger=2", "--host", "0.0.0.0", "--public-host", "gpu7", "--weights",
+        "audio=/models/af3-think", "--write-config", str(written))
+    assert code == 0
+    assert [(s["flags"]["--port"], s["gpus"]) for s in servers] == [
+        ("8000", "0"), ("8001", "1"), ("8010", "2"), ("8011", "3"), ("8020", "4,5")]
+    assert servers[0]["positional"] == ["/opt/vllm/bin/vllm", "serve", "moonshotai/Kimi-VL-A3B-Thinking"]
+    assert servers[2]["positional"][-1] == "/models/af3-think"
+    assert servers[4]["flags"]["--tensor-parallel-size"] == "2"
+    assert all(s["flags"]["--host"] == "0.0.0.0" for s in servers)
+    assert endpoints["vision_teacher"]["base_url"] == ["http://gpu7:8000/v1", "http://gpu7:8001/v1"]
+    assert endpoints["merger"]["base_url"] == "http://gpu7:8020/v1"
+    config = load_config(written)  # a complete build-avrt config, sampling untouched
+    assert config.audio_teacher.base_url == ["http://gpu7:8010/v1", "http://gpu7:8011/v1"]
+    assert config.audio_teacher.temperature == load_config(PAPER).audio_teacher.temperature
+
+
+def test_gpu_shortage_fails_unless_colocated(capsys):
+    code, _, _ = _dry_run(capsys, "--gpus", "0,1", "--replicas", "vision=2")
+    assert code == 2
+    code, servers, _ = _dry_run(capsys, "--gpus", "0,1", "--replicas", "vision=2", "--colocate")
+    assert code == 0
+    assert [s["gpus"] for s in servers] == ["0", "1", "0", "1"]
+    assert [s["flags"]["--gpu-memory-utilization"] for s in servers] == ["0.45"] * 4  # two servers per GPU
+
+
+def test_explicit_sizes_override_the_profile(capsys, tmp_path):
+    profiles = yaml.safe_load(serve.DEFAULT_PROFILES.read_text())
+    profiles["qwen2.5-14b-instruct"]["tensor_parallel_size"] = 2
+    (tmp_path / "profiles.yaml").write_text(yaml.safe_dump(profiles))
+    code, servers, _ = _dry_run(capsys, "--profiles", str(tmp_path / "profiles.yaml"), "--gpus", "0,1,2,3")
+    assert code == 0 and servers[2]["flags"]["--tensor-parallel-size"] == "2" and servers[2]["gpus"] == "2,3"
+    code, servers, endpoints = _dry_run(
+        capsys, "--profiles", str(tmp_path / "profiles.yaml"), "--roles", "audio,merger", "--gpus", "1",
+        "--colocate", "--tensor-parallel", "merger=1", "--gpu-memory-utilization", "audio=0.3,merger=0.6")
+    assert code == 0 and sorted(endpoints) == ["audio_teacher", "merger"]
+    assert [(s["gpus"], s["flags"]["--tensor-parallel-size"], s["flags"]["--gpu-memory-utilization"])
+            for s in servers] == [("1", "1", "0.30"), ("1", "1", "0.60")]
+
+
+def test_roles_sharing_a_model_share_its_servers(tmp_path, capsys):
+    path = tmp_path / "omni.yaml"
+    path.write_text(yaml.safe_dump({
+        "vision_teacher": {"use": "qwen2.5-omni-7b-vision", "base_url": "http://x/v1"},
+        "audio_teacher": {"use": "qwen2.5-omni-7b-audio", "base_url": "http://x/v1"},
+        "merger": {"use": "qwen2.5-14b-instruct", "base_url": "http://x/v1"}, "merger_kind": "concat"}))
+    code, servers, endpoints = _dry_run(capsys, "--config", str(path), "--gpus", "0")
+    assert code == 0 and len(servers) == 1  # one Omni server; no merger with merger_kind concat
+    assert json.loads(servers[0]["flags"]["--limit-mm-per-prompt"]) == {"image": 8, "audio": 1}
+    assert endpoints["vision_teacher"]["base_url"] == endpoints["audio_teacher"]["base_url"]
+    assert "merger" not in endpoints
+
+
+def test_unknown_role_or_profile_is_refused(tmp_path, capsys):
+    assert serve.main(["--dry-run", "--replicas", "video=2"]) == 2
+    path = tmp_path / "custom.yaml"
+    data = yaml.safe_load(PAPER.read_text())
+    data["registry"] = {"my-teacher": {"role": "vision", "model": "me/mine", "prompt": "vision_teacher"}}
+    data["vision_teacher"]["use"] = "my-teacher"
+    path.write_text(yaml.safe_dump(data))
+    assert serve.main(["--dry-run", "--config", str(path), "--gpus", "0,1,2"]) == 2
+    assert "no vLLM profile" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ real launch, fake vLLM
+
+FAKE_VLLM = textwrap.dedent("""\
+    #!{python}
+    # A stand-in for `vllm serve`: answers /health and /v1/models, records how it was started.
+    import argparse, json, os, sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command"); parser.add_argument("model")
+    parser.add_argument("--served-model-name"); parser.add_argument("--port", type=int)
+    parser.add_argument("--host")
+    args, _ = parser.parse_known_args()
+    record = {{"argv": sys.argv[1:], "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}}
+    with open(os.path.join(os.environ["FAKE_VLLM_DIR"], f"{{args.port}}.json"), "w") as f:
+        json.dump(record, f)
+    if os.environ.get("FAKE_VLLM_FAIL") == args.served_model_name:
+        print("CUDA out of memory (fake)"); sys.exit(3)
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({{"data": [{{"id": args.served_model_name}}]}}).encode()
+            self.send_response(200 if self.path in ("/health", "/v1/models") else 404)
+            self.end_headers()
+            self.wfile.write(body if self.path == "/v1/models" else b"")
+        def log_message(self, *a): pass
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+    """)
+
+
+@pytest.fixture
+def fake_vllm(tmp_path):
+    script = tmp_path / "vllm"
+    script.write_text(FAKE_VLLM.format(python=sys.executable))
+    script.chmod(0o755)
+    records = tmp_path / "records"
+    records.mkdir()
+    return script, records
+
+
+def _launch(fake_vllm, tmp_path, *extra, env=None):
+    script, records = fake_vllm
+    ports = {role: free_port() for role in serve.ROLES}
+    argv = [sys.executable, "-m", "teachers.serve", "--vllm-bin", str(script), "--gpus", "0,1,2,3",
+            "--replicas", "vision=2", "--ports", ",".join(f"{r}={p}" for r, p in ports.items()),
+            "--log-dir", str(tmp_path / "logs"), "--poll", "0.2", "--ready-timeout", "60", *extra]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "FAKE_VLLM_DIR": str(records), **(env or {})},
+                               start_new_session=True)
+    return process, ports
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_launcher_starts_waits_prints_and_stops(fake_vllm, tmp_path):
+    written = tmp_path / "teachers.yaml"
+    process, ports = _launch(fake_vllm, tmp_path, "--write-config", str(written))
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if line.startswith("# or run build-avrt") or not line:
+                break
+        assert any(line.startswith("ready") for line in lines), "".join(lines) + process.stderr.read()
+        config = load_config(written)
+        assert config.vision_teacher.base_url == [f"http://127.0.0.1:{ports['vision']}/v1",
+                                                  f"http://127.0.0.1:{ports['vision'] + 1}/v1"]
+        assert config.merger.base_url == [f"http://127.0.0.1:{ports['merger']}/v1"]
+        records = {int(p.stem): json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")}
+        assert sorted(records) == sorted([ports["vision"], ports["vision"] + 1, ports["audio"], ports["merger"]])
+        order = [ports["vision"], ports["vision"] + 1, ports["audio"], ports["merger"]]
+        assert [records[p]["cuda"] for p in order] == ["0", "1", "2", "3"]
+        assert records[ports["audio"]]["argv"][:2] == ["serve", "./models/audio-flamingo-3-think"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert not any(_alive(r["pid"]) for r in records.values())  # every server was stopped
+
+
+@pytest.mark.slow
+def test_launcher_fails_fast_when_a_server_dies(fake_vllm, tmp_path):
+    process, _ = _launch(fake_vllm, tmp_path, env={"FAKE_VLLM_FAIL": "audio-flamingo-3-think"})
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "audio-0 exited with code 3" in err and "CUDA out of memory (fake)" in err
+    records = [json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")]
+    time.sleep(0.2)
+    assert not any(_alive(r["pid"]) for r in records)  # the healthy ones were stopped too

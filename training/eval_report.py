@@ -1,0 +1,191 @@
+"""Evaluation reports: accuracy overall, per category / tag / difficulty, per modality setting.
+
+Pure functions over prediction rows (the JSONL that ``training.evaluate`` writes):
+``summarize(rows, difficulty) -> dict`` and ``render_markdown(report) -> str``.
+
+Difficulty (the paper's Table 6): a question is *easy* when both teachers answered it right,
+*medium* when one did, *hard* when none did. ``load_difficulty`` reads teacher results from a
+build-avrt output directory (``corpus/*.parquet`` and ``rejected/*.parquet``), a parquet file, or a
+JSONL/JSON file; rows need ``id``, ``vision_answer``, ``audio_answer`` and ``answer`` (gold letter).
+A missing teacher answer counts as wrong; a row where neither teacher was asked (both raw outputs
+absent) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+# ---------------------------------------------------------------- difficulty
+
+def difficulty_of(vision_answer: Any, audio_answer: Any, answer: Any) -> str:
+    gold = str(answer).strip().upper()
+    right = sum(1 for a in (vision_answer, audio_answer) if _present(a) and str(a).strip().upper() == gold)
+    return DIFFICULTIES[2 - right]
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return bool(str(value).strip())
+
+
+def _teacher_rows(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if path.is_dir():
+        files = sorted((path / "corpus").glob("*.parquet")) + sorted((path / "rejected").glob("*.parquet"))
+        files = files or sorted(path.glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no corpus/*.parquet or rejected/*.parquet")
+        return [row for f in files for row in pd.read_parquet(f).to_dict(orient="records")]
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).to_dict(orient="records")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return list(json.loads(text))
+
+
+def load_difficulty(path: str | Path) -> dict[str, str]:
+    """``{id: "easy"|"medium"|"hard"}`` from teacher results (see module docstring)."""
+    out: dict[str, str] = {}
+    for row in _teacher_rows(Path(path)):
+        if "id" not in row or "answer" not in row:
+            raise ValueError(f"{path}: teacher rows need 'id' and 'answer' (got {sorted(row)[:8]})")
+        raws = [row.get("vision_raw"), row.get("audio_raw")]
+        if ("vision_raw" in row or "audio_raw" in row) and not any(_present(r) for r in raws) \
+                and not any(_present(row.get(k)) for k in ("vision_answer", "audio_answer")):
+            continue  # teachers never saw this sample (e.g. a media error)
+        out[str(row["id"])] = difficulty_of(row.get("vision_answer"), row.get("audio_answer"), row["answer"])
+    return out
+
+
+# ---------------------------------------------------------------- summary
+
+def _bucket(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    correct = sum(1 for r in rows if r.get("correct"))
+    return {"n": n, "correct": correct, "accuracy": round(correct / n, 4) if n else None}
+
+
+def _grouped(rows: Sequence[Mapping[str, Any]], key) -> dict[str, Any]:
+    groups: dict[str, list] = defaultdict(list)
+    for row in rows:
+        groups[str(key(row))].append(row)
+    return {name: _bucket(group) for name, group in sorted(groups.items())}
+
+
+def _reason(row: Mapping[str, Any]) -> str:
+    """The parser's reason without its quoted excerpt ("no answer found (text ends ...)")."""
+    return str(row.get("parse_reason") or "?").split(" (", 1)[0].split(":", 1)[0].strip()
+
+
+def summarize_setting(rows: Sequence[Mapping[str, Any]], difficulty: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Metrics for the rows of one modality setting."""
+    summary = _bucket(rows)
+    errors = [r for r in rows if r.get("error")]
+    answered = [r for r in rows if not r.get("error")]
+    failures = [r for r in answered if not r.get("letter")]
+    summary.update({
+        "media_errors": len(errors),
+        "accuracy_excluding_media_errors": _bucket(answered)["accuracy"],
+        "parse_failures": len(failures),
+        "parse_failure_rate": round(len(failures) / len(answered), 4) if answered else None,
+        "parse_failure_reasons": dict(Counter(_reason(r) for r in failures).most_common()),
+        "per_category": _grouped(rows, lambda r: r.get("category") or "(none)"),
+    })
+    tag_names = sorted({k for r in rows for k in (r.get("tags") or {})})
+    summary["per_tag"] = {name: _grouped(rows, lambda r, n=name: (r.get("tags") or {}).get(n, "(none)"))
+                          for name in tag_names}
+    if difficulty is not None:
+        per = _grouped(rows, lambda r: difficulty.get(str(r["id"]), "unknown"))
+        summary["per_difficulty"] = {k: per[k] for k in (*DIFFICULTIES, "unknown") if k in per}
+    return summary
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any], difficulty: Mapping[str, str] | None = None,
+              difficulty_source: str | None = None) -> dict[str, Any]:
+    """The full report: ``meta`` (benchmark, model, decoding...) plus one summary per modality setting."""
+    rows = list(rows)
+    by_setting: dict[str, list] = defaultdict(list)
+    for row in rows:
+        by_setting[row["modality"]].append(row)
+    report: dict[str, Any] = dict(meta)
+    report["settings"] = {m: summarize_setting(by_setting[m], difficulty) for m in sorted(by_setting, key=_order)}
+    if difficulty is not None:
+        ids = {str(r["id"]) for r in rows}
+        report["difficulty"] = {"source": difficulty_source, "matched": len(ids & difficulty.keys()),
+                                "unmatched": len(ids - difficulty.keys()),
+                                "counts": dict(Counter(difficulty[i] for i in ids if i in difficulty))}
+    return report
+
+
+def _order(setting: str) -> tuple[int, str]:
+    return ({"av": 0, "a": 1, "v": 2}.get(setting, 3), setting)
+
+
+# ---------------------------------------------------------------- markdown
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+_SETTING_NAMES = {"av": "audio + visual", "a": "audio only", "v": "visual only"}
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """A human-readable Markdown version of ``summarize``'s report."""
+    lines = [f"# Evaluation: {report.get('benchmark')}", ""]
+    for key in ("model", "data", "n_items", "scoring", "prompt", "media", "decoding", "created"):
+        if key in report:
+            value = report[key]
+            value = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+            lines.append(f"- **{key}**: `{value}`" if key in ("model", "data", "decoding", "media") else f"- **{key}**: {value}")
+    settings = report.get("settings", {})
+    lines += ["", "## Accuracy per modality setting", "",
+              "| setting | n | accuracy % | acc. excl. media errors % | parse failures % | media errors |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, s in settings.items():
+        lines.append(f"| {name} ({_SETTING_NAMES.get(name, name)}) | {s['n']} | {_pct(s['accuracy'])} | "
+                     f"{_pct(s['accuracy_excluding_media_errors'])} | {_pct(s['parse_failure_rate'])} | {s['media_errors']} |")
+    lines += _table("category", {n: s["per_category"] for n, s in settings.items()})
+    tag_names = sorted({t for s in settings.values() for t in s.get("per_tag", {})})
+    for tag in tag_names:
+        lines += _table(tag, {n: s.get("per_tag", {}).get(tag, {}) for n, s in settings.items()})
+    if "difficulty" in report:
+        d = report["difficulty"]
+        lines += ["", f"Difficulty from `{d['source']}`: {d['matched']} items matched, {d['unmatched']} unmatched."]
+        lines += _table("difficulty", {n: s.get("per_difficulty", {}) for n, s in settings.items()})
+    reasons = {n: s["parse_failure_reasons"] for n, s in settings.items() if s["parse_failure_reasons"]}
+    if reasons:
+        lines += ["", "## Parse failures", ""]
+        for name, counts in reasons.items():
+            lines.append(f"- {name}: " + ", ".join(f"{reason} ({count})" for reason, count in counts.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _table(title: str, per_setting: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    settings = list(per_setting)
+    groups = sorted({g for buckets in per_setting.values() for g in buckets},
+                    key=lambda g: (DIFFICULTIES.index(g) if g in DIFFICULTIES else 9, g))
+    if not groups:
+        return []
+    lines = ["", f"## Accuracy per {title} (%, n)", "",
+             "| " + title + " | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for group in groups:
+        cells = []
+        for s in settings:
+            b = per_setting[s].get(group)
+            cells.append(f"{_pct(b['accuracy'])} ({b['n']})" if b else "")
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return lines

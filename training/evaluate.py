@@ -1,0 +1,430 @@
+"""Evaluate a student (Qwen2.5-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
+
+    python -m training.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
+        --data PATH [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
+        [--difficulty-from CORPUS_OR_TEACHER_RESULTS]
+
+The student sees exactly what it saw in training (``training.student``): the same prompt
+(``prompts/student.txt``) and media handling (``media``): 8 frames at segment centres as one video,
+and the 10 s audio window centred on the clip, mono 16 kHz; a still image (OmniBench) goes in as an
+image; frames pass through the same JPEG encoding the corpus uses. Its answer is read with the shared
+parser ``filters.answers.parse_answer`` and scored per benchmark (``training.benchmarks``):
+letters for AVQA/OmniBench/Daily-Omni/manifest (OmniBench gold by option index), the official
+token-set match on option text for MMAR/MMAU.
+
+Modality settings (``--modalities``): ``av`` is the full input; ``a`` drops the frames/image and
+``v`` drops the audio, nothing else (same prompt text). Several settings share one media decode.
+
+Decoding is greedy by default; ``--temperature T > 0`` samples (with ``--top-p``/``--top-k``,
+seeded by ``--seed``). Generation is batched with left padding (``--batch-size``).
+
+Outputs in ``--out``: ``predictions.jsonl`` (one row per item and setting: raw output, parsed
+letter, correctness; appended per batch, so a re-run skips what is done), ``run.json`` (the settings
+the predictions were made with: a re-run with different ones is refused unless ``--overwrite``),
+``report.json`` and ``report.md`` (accuracy overall, per category, per tag, per modality setting,
+parse-failure rate, media errors, decoding settings; easy/medium/hard with ``--difficulty-from``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
+from training.benchmarks import LOADERS, SCORING_DOC, SCORING_RULE, BenchItem, load_benchmark, score_output
+from training.eval_report import load_difficulty, render_markdown, summarize
+
+log = logging.getLogger("avrt.evaluate")
+
+SETTINGS = ("av", "a", "v")
+
+
+# ---------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class Decoding:
+    """Generation settings (recorded in the report). ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    batch_size: int = 4
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        if self.greedy:
+            return {"do_sample": False, "max_new_tokens": self.max_new_tokens, "temperature": None,
+                    "top_p": None, "top_k": None}
+        return {"do_sample": True, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k or None}
+
+    def describe(self) -> dict[str, Any]:
+        out = {"strategy": "greedy" if self.greedy else "sampling", "max_new_tokens": self.max_new_tokens,
+               "batch_size": self.batch_size}
+        if not self.greedy:
+            out.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+        return out
+
+
+def parse_modalities(text: str) -> list[str]:
+    """``"av,a,v"`` -> ``["av", "a", "v"]`` (``va`` is ``av``); rejects unknown settings."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        norm = "".join(sorted(set(part)))  # "va" / "av" -> "av"
+        if norm not in SETTINGS or len(norm) != len(part):
+            raise ValueError(f"unknown modality setting {part!r}: use av, a or v (comma-separated)")
+        if norm not in out:
+            out.append(norm)
+    if not out:
+        raise ValueError("no modality setting given")
+    return out
+
+
+def check_modalities(items: Sequence[BenchItem], modalities: Sequence[str]) -> None:
+    """Every requested setting must be a subset of what the items carry (no frames for MMAR...)."""
+    for item in items:
+        for setting in modalities:
+            if not set(setting) <= set(item.modality):
+                raise ValueError(f"setting {setting!r} needs media that item {item.id!r} lacks "
+                                 f"(it has {item.modality!r})")
+
+
+# ---------------------------------------------------------------- media
+
+@dataclass
+class ItemMedia:
+    """Decoded media of one item; an ``*_error`` says why a part is missing."""
+
+    frames: list[Image.Image] | None = None
+    frames_are_video: bool = True
+    audio: np.ndarray | None = None
+    duration: float | None = None
+    frames_error: str | None = None
+    audio_error: str | None = None
+
+
+def _jpeg_roundtrip(frame: np.ndarray, quality: int) -> Image.Image:
+    """The frame as the corpus stores it (JPEG), so evaluation sees what training saw."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return image.convert("RGB")
+
+
+def _error(err: Exception) -> str:
+    return err.reason if isinstance(err, MediaError) else f"{type(err).__name__}: {err}"
+
+
+def load_item_media(item: BenchItem, settings: MediaSettings = MediaSettings(), frames: bool = True,
+                    audio: bool = True) -> ItemMedia:
+    """Frames (8 at segment centres, or the still image) and audio (centred window, 16 kHz mono)."""
+    media = ItemMedia()
+    if frames and item.video:
+        try:
+            array, _ = extract_frames(item.video, settings)
+            media.frames = [_jpeg_roundtrip(f, settings.jpeg_quality) for f in array]
+            media.duration = float(probe(item.video)["duration"]) or None
+        except Exception as err:  # noqa: BLE001 - any decode failure is a media error for this item
+            media.frames_error = _error(err)
+    elif frames and item.image:
+        try:
+            with Image.open(item.image) as image:
+                media.frames = [image.convert("RGB")]
+            media.frames_are_video = False
+        except Exception as err:  # noqa: BLE001
+            media.frames_error = f"image: {_error(err)}"
+    if audio and (item.audio or item.video):
+        try:
+            media.audio = extract_audio(item.audio or item.video, settings)
+        except Exception as err:  # noqa: BLE001
+            media.audio_error = _error(err)
+    return media
+
+
+def make_sample(item: BenchItem, media: ItemMedia, setting: str):
+    """The ``StudentSample`` for one setting, or the media error that prevents it.
+
+    The ablations drop the frames (``a``) or the audio (``v``); question, options and prompt stay.
+    """
+    from training.student import StudentSample
+
+    if "v" in setting and media.frames is None:
+        return f"frames: {media.frames_error or 'not loaded'}"
+    if "a" in setting and media.audio is None:
+        return f"audio: {media.audio_error or 'not loaded'}"
+    return StudentSample(question=item.question, choices=list(item.choices),
+                         frames=media.frames if "v" in setting else None,
+                         audio=media.audio if "a" in setting else None,
+                         frames_are_video=media.frames_are_video, duration=media.duration)
+
+
+# ---------------------------------------------------------------- generation
+
+class Generator(Protocol):
+    def generate(self, samples: Sequence[Any]) -> list[str]: ...
+
+
+def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
+    """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni one."""
+    import torch
+    from transformers import AutoConfig, AutoProcessor
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_dtype = getattr(torch, dtype)
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "qwen2_5_omni":
+        from transformers import Qwen2_5OmniForConditionalGeneration
+
+        # The released Qwen2.5-Omni (baseline rows of Table 3): keep the thinker, skip the talker.
+        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(
+            path, dtype=torch_dtype, enable_audio_output=False).thinker
+    else:
+        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+    model.to(device).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+class HFGenerator:
+    """Batched ``model.generate`` on the student's inputs (left padding, media tokens suppressed)."""
+
+    def __init__(self, model, processor, decoding: Decoding, system: str | None = None):
+        from training.student import generation_suppress_tokens
+
+        self.model, self.processor, self.decoding, self.system = model, processor, decoding, system
+        self.suppress = generation_suppress_tokens(processor)
+        self.last_inputs = None  # the processor outputs of the last batch (for inspection)
+        self.new_tokens: list[int] = []
+
+    def generate(self, samples: Sequence[Any]) -> list[str]:
+        import torch
+
+        from training.student import build_inputs
+
+        inputs = build_inputs(self.processor, samples, system=self.system)
+        self.last_inputs = inputs
+        dtype = next(self.model.parameters()).dtype
+        device = next(self.model.parameters()).device
+        inputs = {k: (v.to(device, dtype) if torch.is_floating_point(v) and k != "video_second_per_grid"
+                      else v.to(device)) for k, v in inputs.items()}
+        if not self.decoding.greedy:
+            torch.manual_seed(self.decoding.seed)
+        tokenizer = self.processor.tokenizer
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **self.decoding.generate_kwargs(), suppress_tokens=self.suppress,
+                                      pad_token_id=tokenizer.pad_token_id)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        stops = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+        self.new_tokens = [int(sum(1 for t in row.tolist() if t not in stops)) for row in new]
+        return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------- predictions file
+
+PREDICTIONS = "predictions.jsonl"
+RUN_FILE = "run.json"
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """Rows of a predictions file; a torn last line (crash mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        path.write_bytes(data)
+    return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+
+
+def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
+    """Resume only a run made with the same settings; ``overwrite`` starts afresh."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file, predictions = out / RUN_FILE, out / PREDICTIONS
+    if overwrite:
+        predictions.unlink(missing_ok=True)
+    elif run_file.exists() and predictions.exists():
+        old = json.loads(run_file.read_text())
+        diff = {k: (old.get(k), v) for k, v in run.items() if old.get(k) != v}
+        if diff:
+            raise SystemExit(f"{out} holds predictions made with other settings {diff}; "
+                             "use another --out or --overwrite")
+    run_file.write_text(json.dumps(run, indent=1, sort_keys=True))
+
+
+# ---------------------------------------------------------------- the loop
+
+def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Sequence[str], out: Path, rule: str,
+             batch_size: int = 4, media: MediaSettings = MediaSettings(),
+             load_media: Callable[..., ItemMedia] = load_item_media) -> list[dict[str, Any]]:
+    """Predict every (item, setting) not yet in ``out/predictions.jsonl``; return the rows of
+    ``items`` × ``modalities`` (old and new)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path = Path(out) / PREDICTIONS
+    done = {(r["id"], r["modality"]) for r in read_predictions(path)}
+    todo = [item for item in items if any((item.id, m) not in done for m in modalities)]
+    log.info("%d items x %d settings: %d items to do (%d predictions on file)", len(items), len(modalities),
+             len(todo), len(done))
+    with path.open("a", encoding="utf-8") as handle:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            need = [m for m in modalities if any((it.id, m) not in done for it in batch)]
+            loaded = [load_media(it, media, frames=any("v" in m for m in need), audio=any("a" in m for m in need))
+                      for it in batch]
+            for setting in need:
+                pending = [(it, md) for it, md in zip(batch, loaded) if (it.id, setting) not in done]
+                rows = _predict(pending, setting, generator, rule)
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.flush()
+                done.update((row["id"], setting) for row in rows)
+            log.info("%d/%d items", min(start + batch_size, len(todo)), len(todo))
+    wanted = {(item.id, m) for item in items for m in modalities}
+    return [r for r in read_predictions(path) if (r["id"], r["modality"]) in wanted]
+
+
+def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, generator: Generator,
+             rule: str) -> list[dict[str, Any]]:
+    samples = [(item, make_sample(item, media, setting)) for item, media in pending]
+    runnable = [(item, s) for item, s in samples if not isinstance(s, str)]
+    started = time.perf_counter()
+    outputs = generator.generate([s for _, s in runnable]) if runnable else []
+    seconds = (time.perf_counter() - started) / max(1, len(runnable))
+    by_id = {item.id: text for (item, _), text in zip(runnable, outputs)}
+    tokens = dict(zip((item.id for item, _ in runnable), getattr(generator, "new_tokens", []) or []))
+    rows = []
+    for item, sample in samples:
+        row = {"id": item.id, "modality": setting, "category": item.category, "tags": dict(item.tags),
+               "gold": item.answer, "gold_text": item.answer_text}
+        if isinstance(sample, str):
+            row.update(output=None, letter=None, parse_reason="media error", prediction="", correct=False,
+                       error=sample)
+        else:
+            scored = score_output(item, by_id[item.id], rule)
+            row.update(output=by_id[item.id], letter=scored.letter, parse_reason=scored.parse_reason,
+                       prediction=scored.prediction, correct=scored.correct, error=None,
+                       new_tokens=tokens.get(item.id), seconds=round(seconds, 3))
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- CLI
+
+def _prompt_info(system: str | None) -> dict[str, Any]:
+    from prompts import load_prompt, prompt_sha256
+    from training.student import PROMPT_NAME
+
+    return {"name": PROMPT_NAME, "sha256": prompt_sha256(load_prompt(PROMPT_NAME)), "system": system}
+
+
+def _media_info(settings: MediaSettings) -> dict[str, Any]:
+    return {**asdict(settings), "frames": "segment centres, one video (still image as image)",
+            "audio": "centred window, mono 16 kHz"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="student checkpoint dir (thinker or full Qwen2.5-Omni)")
+    parser.add_argument("--benchmark", required=True, choices=sorted(LOADERS), help="benchmark format of --data")
+    parser.add_argument("--data", required=True, type=Path, help="benchmark annotation file (JSON/JSONL/parquet)")
+    parser.add_argument("--media-root", type=Path, default=None,
+                        help="where the media live (AVQA: video dir; Daily-Omni: Videos/; OmniBench: dir "
+                             "holding mm_data/; MMAR/MMAU: dir the audio paths are relative to). "
+                             "Default: beside --data")
+    parser.add_argument("--modalities", default=None,
+                        help="comma-separated settings among av (full), a (audio only), v (visual only); "
+                             "default: the benchmark's full input (av, or a for MMAR/MMAU)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/eval/BENCHMARK)")
+    parser.add_argument("--difficulty-from", type=Path, default=None,
+                        help="teacher results for easy/medium/hard: a build-avrt output dir (corpus/ and "
+                             "rejected/ parquets), a parquet, or a JSONL with id, vision_answer, audio_answer, answer")
+    parser.add_argument("--batch-size", type=int, default=4, help="items per generate call (left padding)")
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
+    parser.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off (with --temperature > 0)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--num-frames", type=int, default=8, help="frames per video (training: 8)")
+    parser.add_argument("--audio-seconds", type=float, default=10.0,
+                        help="length of the centred audio window (training: 10; the student caps at 30)")
+    parser.add_argument("--system", default=None, help="system prompt (default none, as in training)")
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 or auto (bf16 on GPU)")
+    parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --out")
+    parser.add_argument("--quiet", action="store_true", help="less logging")
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the CLI and return the report (``main`` is the console entry point)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    items = load_benchmark(args.benchmark, args.data, args.media_root)
+    if args.limit:
+        items = items[: args.limit]
+    native = "a" if SCORING_RULE[args.benchmark] == "token_set" else "av"
+    modalities = parse_modalities(args.modalities or native)
+    check_modalities(items, modalities)
+    decoding = Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
+    media = MediaSettings(num_frames=args.num_frames, audio_seconds=args.audio_seconds)
+    rule = SCORING_RULE[args.benchmark]
+    out = args.out or Path("outputs/eval") / args.benchmark
+    run = {"model": str(Path(args.model).resolve()), "benchmark": args.benchmark,
+           "data": str(args.data.resolve()), "decoding": {k: v for k, v in decoding.describe().items() if k != "batch_size"} | {"seed": decoding.seed},
+           "prompt": _prompt_info(args.system), "media": _media_info(media)}
+    check_run(out, run, args.overwrite)
+
+    model, processor = load_student(args.model, args.device, args.dtype)
+    generator = HFGenerator(model, processor, decoding, system=args.system)
+    started = time.perf_counter()
+    rows = evaluate(items, generator, modalities, out, rule, batch_size=args.batch_size, media=media)
+    difficulty = load_difficulty(args.difficulty_from) if args.difficulty_from else None
+    meta = {"benchmark": args.benchmark, "model": run["model"], "data": run["data"], "n_items": len(items),
+            "scoring": f"{rule}: {SCORING_DOC[rule]}", "prompt": run["prompt"], "media": run["media"],
+            "decoding": decoding.describe(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds_this_run": round(time.perf_counter() - started, 1)}
+    report = summarize(rows, meta, difficulty, str(args.difficulty_from) if args.difficulty_from else None)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(render_markdown(report))
+    for setting, summary in report["settings"].items():
+        print(f"{args.benchmark} [{setting}] accuracy {summary['accuracy']} over {summary['n']} "
+              f"(parse failures {summary['parse_failure_rate']}, media errors {summary['media_errors']})")
+    print(f"report: {out / 'report.md'}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()
