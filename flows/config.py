@@ -25,6 +25,7 @@ class EndpointConfig(BaseModel):
     base_url: list[str] = Field(..., description="one URL or a list of replicas of the same model")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     prompt: str = Field(..., description="prompt name in prompts/ or a file path")
+    question_suffix: str = Field("", description="text after the question, e.g. AF3's think-mode trigger")
     temperature: float = 0.7
     top_p: float | None = None
     max_tokens: int = 4096

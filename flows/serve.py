@@ -4,7 +4,7 @@
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     python -m flows.serve &                                 # registers the deployment and polls for runs
     prefect deployment run build-avrt/build-avrt --watch \\
-        --params '{"manifest": "data/manifest.jsonl", "out": "outputs/corpus", "config": "configs/build/paper.yaml"}'
+        --params '{"manifest": "data/manifest.jsonl", "out": "outputs/corpus", "config": "configs/teachers/paper.yaml"}'
 
 For a work pool instead of this long-lived process, see ``prefect.yaml`` (``prefect deploy``).
 """

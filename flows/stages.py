@@ -32,7 +32,7 @@ from merger.validate import validate_merged
 from prompts import load_prompt, prompt_sha256
 from teachers.client import ChatResult, ModelCallError, ModelClient
 from teachers.reasoning import trace_text
-from teachers.requests import audio_messages, question_text, teacher_prompt, text_messages, vision_messages
+from teachers.requests import audio_messages, teacher_prompt, text_messages, vision_messages
 
 ROLES = ("vision", "audio", "merger")
 MESSAGE_LAYOUT = "v1"  # bump when the request layout changes, to invalidate cached calls
@@ -169,18 +169,18 @@ class SampleProcessor:
 
     async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any]) -> tuple[ChatResult, ParsedAnswer]:
         prompt = self.prompts[role]
-        text = teacher_prompt(prompt, sample.question, sample.choices)
+        text = teacher_prompt(prompt, sample.question, sample.choices, endpoint(self.config, role).question_suffix)
         if role == "vision":
             media_ids = media["frame_sha256"]
 
             def build():
                 frames = [(self.outdir / p).read_bytes() for p in media["frames"]]
-                return vision_messages(prompt, sample.question, sample.choices, frames)
+                return vision_messages(text, frames)
         else:
             media_ids = [media["audio_sha256"]]
 
             def build():
-                return audio_messages(prompt, sample.question, sample.choices, (self.outdir / media["audio"]).read_bytes())
+                return audio_messages(text, (self.outdir / media["audio"]).read_bytes())
 
         result = await self.call(role, {"text": text, "media": media_ids}, build)
         parsed = parse_answer(result.content, sample.choices)

@@ -14,9 +14,11 @@ def question_text(question: str, choices: Sequence[str]) -> str:
     return f"{question.strip()} Choose one among the following options:{format_choices(choices)}"
 
 
-def teacher_prompt(prompt: str, question: str, choices: Sequence[str]) -> str:
-    """The teacher's prompt file followed by the question (the prompts end with "input question:")."""
-    return f"{prompt}\n{question_text(question, choices)}"
+def teacher_prompt(prompt: str, question: str, choices: Sequence[str], suffix: str = "") -> str:
+    """The teacher's prompt file, then the question (the prompts end with "input question:"), then
+    an optional suffix (Audio Flamingo 3 enters think mode on a sentence after the question)."""
+    text = f"{prompt}\n{question_text(question, choices)}"
+    return f"{text} {suffix.strip()}" if suffix.strip() else text
 
 
 def image_part(jpeg: bytes) -> dict[str, Any]:
@@ -27,14 +29,15 @@ def audio_part(wav: bytes) -> dict[str, Any]:
     return {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
 
 
-def vision_messages(prompt: str, question: str, choices: Sequence[str], frames: Sequence[bytes]) -> list[dict[str, Any]]:
+def vision_messages(text: str, frames: Sequence[bytes]) -> list[dict[str, Any]]:
     """The frames as one image part each (Kimi-VL takes images, not video), then the text."""
-    parts = [image_part(f) for f in frames] + [{"type": "text", "text": teacher_prompt(prompt, question, choices)}]
+    parts = [image_part(f) for f in frames] + [{"type": "text", "text": text}]
     return [{"role": "user", "content": parts}]
 
 
-def audio_messages(prompt: str, question: str, choices: Sequence[str], wav: bytes) -> list[dict[str, Any]]:
-    parts = [audio_part(wav), {"type": "text", "text": teacher_prompt(prompt, question, choices)}]
+def audio_messages(text: str, wav: bytes) -> list[dict[str, Any]]:
+    """The WAV as one ``input_audio`` part, then the text."""
+    parts = [audio_part(wav), {"type": "text", "text": text}]
     return [{"role": "user", "content": parts}]
 
 
