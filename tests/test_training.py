@@ -1,0 +1,159 @@
+"""The trainer on the tiny student, on CPU: media in the GRPO loss, label mask, resume, CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.corpus_fixture import write_corpus
+from training.runtime import read_metrics
+from training.student import IGNORE_INDEX
+from training.train_config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "train" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(synthetic_data, tmp_path_factory) -> Path:
+    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=5)
+
+
+def _config(tiny_models, corpus, out, *overrides):
+    return load_config(TINY, [f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={out}", *overrides])
+
+
+def test_config_overrides_are_typed_and_checked(tmp_path):
+    config = load_config(TINY, ["grpo.beta=0", "sft.learning_rate=3e-5", "stages=[grpo]", "data.audio=false"])
+    assert config.grpo.beta == 0.0 and config.sft.learning_rate == 3e-5 and config.stages == ["grpo"]
+    assert config.data.audio is False
+    paper = load_config(ROOT / "configs" / "train" / "avrt.yaml")
+    assert (paper.sft.learning_rate, paper.sft.warmup_steps, paper.sft.weight_decay) == (2e-6, 100, 0.01)
+    assert (paper.grpo.num_generations, paper.grpo.epsilon, paper.grpo.beta, paper.grpo.temperature) == (4, 0.2, 0.01, 1.0)
+    with pytest.raises(Exception):
+        load_config(TINY, ["grpo.nonsense=1"])
+
+
+def test_sft_collator_masks_everything_but_the_trace(tiny_models, corpus):
+    from training.runtime import MediaLoader, load_corpus, load_processor
+    from training.sft import SFTCollator
+
+    config = _config(tiny_models, corpus, "unused")
+    rows = load_corpus(corpus, config.data).head(2).to_dict("records")
+    processor = load_processor(tiny_models["omni"])
+    batch = SFTCollator(processor, MediaLoader(corpus, config.data))(rows)
+    assert {"input_features", "pixel_values_videos", "video_grid_thw", "labels"} <= set(batch)
+    for labels, row in zip(batch["labels"], rows):
+        assert processor.tokenizer.decode(labels[labels != IGNORE_INDEX]) == row["merged"] + "<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def grpo_trainer(tiny_models, corpus, tmp_path_factory):
+    from training.grpo import build_grpo_trainer
+
+    out = tmp_path_factory.mktemp("grpo")
+    config = _config(tiny_models, corpus, out, "grpo.beta=0", "grpo.max_steps=1")
+    return build_grpo_trainer(config, str(tiny_models["omni"]), out / "grpo")
+
+
+def _logps(trainer, rows, completion_ids, prompt_rows=None):
+    """Per-token log-probs of ``completion_ids`` after each row's prompt, through the trainer's forward."""
+    prompts = [torch.tensor(r["prompt_ids"]) for r in (prompt_rows or rows)]
+    width = max(len(p) for p in prompts)
+    pad = trainer.processing_class.tokenizer.pad_token_id
+    ids = torch.stack([torch.cat([torch.full((width - len(p),), pad), p, completion_ids]) for p in prompts])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(p)), torch.ones(len(p) + len(completion_ids))]) for p in prompts]).long()
+    trainer._row_media = rows
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, len(completion_ids))
+    return logps
+
+
+def test_grpo_loss_forward_sees_audio_and_frames(grpo_trainer):
+    """Fails if audio features or pixel values stop reaching the GRPO log-prob forward."""
+    trainer = grpo_trainer
+    trainer.model.eval()
+    row = trainer.train_dataset[0]
+    (media,) = trainer._prepare_media([row])
+    completion = torch.tensor(trainer.processing_class.tokenizer("<think>red</think><answer>A</answer>")["input_ids"])
+    base = _logps(trainer, [media], completion)
+    assert torch.equal(base, _logps(trainer, [dict(media)], completion)), "deterministic forward"
+    louder = {**media, "input_features": media["input_features"] + 1.0}
+    darker = {**media, "pixel_values_videos": media["pixel_values_videos"] * -1.0}
+    assert not torch.allclose(base, _logps(trainer, [louder], completion)), "audio does not reach the loss forward"
+    assert not torch.allclose(base, _logps(trainer, [darker], completion)), "frames do not reach the loss forward"
+    (other,) = trainer._prepare_media([trainer.train_dataset[1]])
+    assert _logps(trainer, [media, other], completion).shape[0] == 2
+    with pytest.raises(RuntimeError, match="do not belong"):  # media swapped between rows
+        _logps(trainer, [other, media], completion, prompt_rows=[media, other])
+
+
+def test_grpo_training_step_runs_encoders_with_grad(grpo_trainer):
+    """A real GRPO step: generation and the gradient-carrying loss forward both run both encoders."""
+    trainer = grpo_trainer
+    from training.student import generation_suppress_tokens
+
+    assert set(trainer.generation_config.suppress_tokens) == set(generation_suppress_tokens(trainer.processing_class))
+    calls = {"audio_tower": [], "visual": []}
+    hooks = [getattr(trainer.model.model, name).register_forward_pre_hook(
+        lambda module, args, name=name: calls[name].append(torch.is_grad_enabled())) for name in calls]
+    try:
+        trainer.train()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, grad_flags in calls.items():
+        assert False in grad_flags, f"{name} not used in generation"
+        assert True in grad_flags, f"{name} not used in the loss forward"
+    first = trainer.model.model.audio_tower.parameters().__next__()
+    assert not first.requires_grad, "audio encoder is frozen"
+
+
+def test_sft_resumes_from_last_checkpoint(tiny_models, corpus, tmp_path):
+    from training.sft_then_grpo import run
+
+    config = _config(tiny_models, corpus, tmp_path, "stages=[sft]")
+    run(config)
+    stage = tmp_path / "sft"
+    assert sorted(r["step"] for r in read_metrics(stage / "metrics.jsonl") if "loss" in r) == [1, 2]
+    # simulate a run killed after step 1
+    shutil.rmtree(stage / "final")
+    shutil.rmtree(stage / "checkpoint-2")
+    run(config)
+    losses = [r["step"] for r in read_metrics(stage / "metrics.jsonl") if "loss" in r]
+    assert losses == [1, 2], "resumed at step 2 (a restart would log step 1 again)"
+    state = json.loads((stage / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    run(config)  # a finished stage is skipped
+    assert [r["step"] for r in read_metrics(stage / "metrics.jsonl") if "loss" in r] == [1, 2]
+
+
+@pytest.mark.slow
+def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "training.sft_then_grpo", "--config", str(TINY), "--model", str(tiny_models["omni"]),
+         "--corpus", str(corpus), "--output-dir", str(out), "grpo.beta=0.01"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "summary: sft ->" in done.stdout
+    for stage in ("sft", "grpo"):
+        assert (out / stage / "final" / "model.safetensors").exists()
+        assert (out / stage / "config.yaml").exists()
+        assert (out / stage / "checkpoint-2").is_dir()
+    assert json.loads((out / "grpo" / "init.json").read_text())["model"] == str(out / "sft" / "final")
+    sft = read_metrics(out / "sft" / "metrics.jsonl")
+    grpo = read_metrics(out / "grpo" / "metrics.jsonl")
+    assert [r["step"] for r in sft if "loss" in r] == [1, 2]
+    assert [r["step"] for r in grpo if "rewards/accuracy_reward/mean" in r] == [1, 2]
+    assert all("rewards/format_reward/mean" in r and "kl" in r for r in grpo if "loss" in r)
+    for png in ("sft/plots/loss.png", "grpo/plots/rewards.png", "grpo/plots/completion_length.png"):
+        assert (out / png).stat().st_size > 1000

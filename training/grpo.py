@@ -1,0 +1,192 @@
+"""Stage 2 (AVRT section 3.2): GRPO with the audio and the frames in generation *and* in the loss.
+
+TRL's ``GRPOTrainer`` has no audio or video support: given a Qwen2.5-Omni processor it would build
+the prompt, but its log-prob forwards (old policy, reference model, the loss) get no
+``input_features`` / ``pixel_values_videos``, so the policy would be trained on bare placeholder
+tokens while the run looks healthy. ``AVGRPOTrainer`` fixes that:
+
+* each prompt's media are loaded and processed **once per step** by ``training.student.build_inputs``
+  (the G rollouts of a prompt share the same tensors), and the same modality dropout applies to
+  the whole group;
+* the processed prompt ids and media go to ``generate`` (with the multimodal special tokens
+  suppressed) through ``_tokenize_prompts``;
+* the per-row media ride in the batch under ``av_media`` (a list, one entry per row), so TRL's
+  shuffle and split keep them aligned with their rows; every log-prob forward
+  (``_get_per_token_logps_and_entropies``: old policy, reference, loss) collates the media of
+  exactly its rows and checks, row by row, that the media belong to that row's prompt tokens.
+
+The vision and audio encoders still run in every forward (per row); caching their (frozen) outputs
+per prompt is possible through the model's ``mm_encoder_outputs`` and is left for later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from training.rewards import accuracy_reward, format_reward, make_length_reward
+from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, optim_kwargs,
+                              resume_point)
+from training.student import build_inputs, generation_suppress_tokens, student_prompt
+from training.train_config import TrainConfig
+
+MEDIA_KEYS = ("input_features", "feature_attention_mask", "pixel_values_videos", "video_grid_thw",
+              "video_second_per_grid", "pixel_values", "image_grid_thw")
+
+
+def collate_media(rows: list[dict[str, Any]], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Concatenate the per-row media tensors (in row order) into model kwargs."""
+    out = {}
+    for key in MEDIA_KEYS:
+        parts = [row[key] for row in rows if key in row]
+        if parts:
+            out[key] = torch.cat(parts, dim=0).to(device) if device is not None else torch.cat(parts, dim=0)
+    return out
+
+
+class AVGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` that feeds the student's audio and frames to generation and to every log-prob forward."""
+
+    def __init__(self, *args, media_loader: MediaLoader, system_prompt: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.media_loader = media_loader
+        self.system_prompt = system_prompt
+        self._row_media: list[dict[str, Any]] | None = None
+
+    # -- media, once per prompt -------------------------------------------------------------
+    def _prepare_media(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per row: ``{"prompt_ids": tuple, <media tensors of that row>}``; one processing per prompt."""
+        cache: dict[Any, dict[str, Any]] = {}
+        rows = []
+        for row in inputs:
+            key = row["id"]
+            if key not in cache:
+                encoded = build_inputs(self.processing_class, [self.media_loader(row)], system=self.system_prompt)
+                entry = {k: encoded[k] for k in MEDIA_KEYS if k in encoded}
+                entry["prompt_ids"] = tuple(encoded["input_ids"][0][encoded["attention_mask"][0].bool()].tolist())
+                cache[key] = entry
+            rows.append(cache[key])
+        return rows
+
+    def _generate_and_score_completions(self, inputs):
+        self._row_media = self._prepare_media(inputs)
+        output = super()._generate_and_score_completions(inputs)
+        output["av_media"] = self._row_media  # a list: shuffled and split with the rows
+        return output
+
+    def _tokenize_prompts(self, prompts: list):
+        rows = self._row_media
+        if rows is None or len(rows) != len(prompts):
+            raise RuntimeError("AVGRPOTrainer: media were not prepared for this generation batch")
+        return [list(r["prompt_ids"]) for r in rows], None, collate_media(rows)
+
+    def _compute_loss(self, model, inputs):
+        self._row_media = inputs["av_media"]
+        return super()._compute_loss(model, inputs)
+
+    # -- every log-prob forward gets its rows' media -----------------------------------------
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, pixel_values=None,
+                                           **unused):
+        if pixel_values is not None:
+            raise RuntimeError("AVGRPOTrainer: image inputs must come through av_media, not TRL's image path")
+        rows = self._row_media
+        if rows is None or len(rows) != input_ids.size(0):
+            raise RuntimeError(f"AVGRPOTrainer: {0 if rows is None else len(rows)} media rows for "
+                               f"{input_ids.size(0)} sequences")
+        self._check_alignment(rows, input_ids, attention_mask, logits_to_keep)
+        batch_size = batch_size or input_ids.size(0)
+        all_logps, all_entropies, aux_losses = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            ids, mask = input_ids[start:end], attention_mask[start:end]
+            model_inputs = {"input_ids": ids, "attention_mask": mask, **collate_media(rows[start:end], ids.device)}
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            all_logps.append(outputs.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                all_entropies.append(outputs.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                aux_losses.append(outputs.aux_loss)
+        logps = torch.cat(all_logps, dim=0)
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        aux = torch.stack(aux_losses).mean() if compute_aux_loss else None
+        return logps, entropies, aux
+
+    @staticmethod
+    def _check_alignment(rows, input_ids, attention_mask, logits_to_keep) -> None:
+        """Each row's media must belong to that row's prompt (media and prompt ids travel together)."""
+        prompts = input_ids[:, :-logits_to_keep]
+        masks = attention_mask[:, :-logits_to_keep].bool()
+        for i, row in enumerate(rows):
+            if tuple(prompts[i][masks[i]].tolist()) != row["prompt_ids"]:
+                raise RuntimeError(f"AVGRPOTrainer: media of row {i} do not belong to its prompt")
+
+
+def grpo_dataset(frame, system: str | None = None) -> Dataset:
+    """Rows for GRPO: a text ``prompt`` (for TRL's logs and rewards) plus the corpus columns."""
+    columns = [c for c in ("id", "question", "choices", "answer", "frames", "audio", "duration") if c in frame.columns]
+    records = frame[columns].to_dict("records")
+    for record in records:
+        messages = [{"role": "system", "content": system}] if system else []
+        record["prompt"] = messages + [{"role": "user", "content": student_prompt(record["question"], record["choices"])}]
+    return Dataset.from_list(records)
+
+
+def reward_functions(config: TrainConfig) -> tuple[list, list[float]]:
+    stage = config.grpo
+    funcs, weights = [format_reward, accuracy_reward], [stage.rewards.format, stage.rewards.accuracy]
+    if stage.rewards.length:
+        length = stage.length_reward
+        funcs.append(make_length_reward(length.min_words, length.max_words, length.sigma))
+        weights.append(stage.rewards.length)
+    return funcs, weights
+
+
+def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> AVGRPOTrainer:
+    """The configured ``AVGRPOTrainer`` on the corpus, policy loaded from ``model_path``."""
+    stage = config.grpo
+    if stage.beta > 0 and not Path(model_path).is_dir():
+        raise ValueError("GRPO with beta > 0 rebuilds the reference model from the policy's directory: "
+                         f"{model_path} is not a local directory (run SFT first or set grpo.beta=0)")
+    frame = load_corpus(config.corpus, config.data)
+    processor = load_processor(model_path)
+    model = load_student(model_path, config)
+    funcs, weights = reward_functions(config)
+    args = GRPOConfig(
+        **optim_kwargs(stage, config, out_dir),
+        num_generations=stage.num_generations,
+        epsilon=stage.epsilon,
+        beta=stage.beta,
+        temperature=stage.temperature,
+        top_p=stage.top_p,
+        max_completion_length=stage.max_completion_length,
+        loss_type=stage.loss_type,
+        reward_weights=weights,
+        log_completions=stage.log_completions,
+        generation_kwargs={"suppress_tokens": generation_suppress_tokens(processor)},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return AVGRPOTrainer(
+        model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt),
+        processing_class=processor, callbacks=[JsonlMetrics(out_dir / "metrics.jsonl")],
+        media_loader=MediaLoader(config.corpus, config.data, config.seed), system_prompt=config.system_prompt,
+    )
+
+
+def run_grpo(config: TrainConfig, model_path: str, out_dir: Path) -> Path:
+    """Train stage 2 from ``model_path`` (a directory when beta > 0) into ``out_dir``; returns ``out_dir/final``."""
+    trainer = build_grpo_trainer(config, model_path, out_dir)
+    trainer.train(resume_from_checkpoint=resume_point(out_dir))
+    final = out_dir / "final"
+    trainer.save_model(str(final))
+    trainer.processing_class.save_pretrained(str(final))
+    return final

@@ -1,0 +1,153 @@
+"""Pieces both training stages share: corpus loading, the student model, precision, metrics, resume."""
+
+from __future__ import annotations
+
+import glob
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+
+from training.student import StudentSample, load_corpus_sample
+from training.train_config import DataConfig, TrainConfig
+
+REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "frames", "audio")
+
+
+def load_corpus(corpus: str | Path, data: DataConfig, extra_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows of ``corpus/corpus/*.parquet`` (build-avrt's format) for ``data.split``."""
+    files = sorted(glob.glob(str(Path(corpus) / "corpus" / "*.parquet")))
+    if not files:
+        raise FileNotFoundError(f"no corpus parquet under {Path(corpus) / 'corpus'}")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    missing = [c for c in (*REQUIRED_COLUMNS, *extra_columns) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"corpus {corpus} lacks columns {missing}")
+    if "split" in frame.columns and data.split:
+        frame = frame[frame["split"] == data.split]
+    if data.max_samples is not None:
+        frame = frame.head(data.max_samples)
+    if frame.empty:
+        raise ValueError(f"corpus {corpus} has no rows for split {data.split!r}")
+    frame = frame.reset_index(drop=True)
+    for column in ("choices", "frames"):
+        frame[column] = frame[column].map(lambda v: [str(x) for x in v] if v is not None else [])
+    return frame
+
+
+class MediaLoader:
+    """Loads a corpus row as a ``StudentSample``, applying the configured modalities and dropout."""
+
+    def __init__(self, root: str | Path, data: DataConfig, seed: int = 0):
+        self.root, self.data = Path(root), data
+        self.rng = random.Random(seed)
+
+    def __call__(self, row: dict[str, Any]) -> StudentSample:
+        vision, audio = self.data.vision, self.data.audio
+        p = self.data.modality_dropout
+        if p > 0 and vision and audio:
+            draw = self.rng.random()
+            vision, audio = (False, True) if draw < p else (True, False) if draw < 2 * p else (True, True)
+        return load_corpus_sample(row, self.root, vision=vision, audio=audio)
+
+
+def use_bf16(config: TrainConfig) -> bool:
+    return config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available())
+
+
+def use_gradient_checkpointing(config: TrainConfig) -> bool:
+    return torch.cuda.is_available() if config.gradient_checkpointing is None else config.gradient_checkpointing
+
+
+def load_student(path: str | Path, config: TrainConfig):
+    """The Qwen2.5-Omni thinker (bf16 on GPU, fp32 on CPU) with its encoders frozen if configured."""
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    dtype = torch.bfloat16 if use_bf16(config) else torch.float32
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
+    if config.freeze_encoders:
+        freeze_encoders(model)
+    return model
+
+
+def freeze_encoders(model) -> None:
+    """Freeze ``model.model.audio_tower`` and ``model.model.visual`` (the paper's setting)."""
+    for name in ("audio_tower", "visual"):
+        getattr(model.model, name).requires_grad_(False)
+
+
+def load_processor(path: str | Path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path))
+
+
+class JsonlMetrics(TrainerCallback):
+    """Appends every log record (with its step) to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            record = {"step": state.global_step, "epoch": state.epoch, **logs}
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record, default=float) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def resume_point(stage_dir: Path) -> str | None:
+    """The last ``checkpoint-N`` in ``stage_dir`` (metrics after it are dropped), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not stage_dir.exists():
+        return None
+    last = get_last_checkpoint(str(stage_dir))
+    metrics = stage_dir / "metrics.jsonl"
+    if last is None:
+        metrics.unlink(missing_ok=True)  # a fresh start: no stale records
+        return None
+    step = int(Path(last).name.split("-")[-1])
+    kept = [r for r in read_metrics(metrics) if r.get("step", 0) <= step]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return last
+
+
+def optim_kwargs(stage, config: TrainConfig, out_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by SFTConfig and GRPOConfig."""
+    return dict(
+        output_dir=str(out_dir),
+        num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps,
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type=stage.lr_scheduler,
+        warmup_steps=stage.warmup_steps,
+        weight_decay=stage.weight_decay,
+        adam_beta1=stage.adam_beta1,
+        adam_beta2=stage.adam_beta2,
+        adam_epsilon=stage.adam_epsilon,
+        max_grad_norm=stage.max_grad_norm,
+        per_device_train_batch_size=stage.per_device_batch_size,
+        gradient_accumulation_steps=stage.gradient_accumulation_steps,
+        logging_steps=stage.logging_steps,
+        save_steps=stage.save_steps,
+        save_total_limit=stage.save_total_limit,
+        save_strategy="steps",
+        bf16=use_bf16(config),
+        gradient_checkpointing=use_gradient_checkpointing(config),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        remove_unused_columns=False,
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=config.report_to,
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+    )

@@ -1,0 +1,137 @@
+"""The trainer's one typed configuration: YAML file + dotted ``key=value`` overrides.
+
+``load_config("configs/train/avrt.yaml", ["sft.max_steps=2", "grpo.beta=0"])`` returns a validated
+``TrainConfig``; unknown keys are rejected, values are parsed as YAML (``2e-6``, ``true``, ``[a, b]``).
+Defaults are the paper's (AVRT section 4.2): SFT 1 epoch, lr 2e-6, cosine, 100 warmup steps, weight
+decay 0.01, AdamW(0.9, 0.999, 1e-8), effective batch 32 (1 per device x 8 accumulation x 4 GPUs);
+GRPO G=4, clip 0.2, beta 0.01, temperature 1, format + accuracy rewards weighted 1:1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which corpus rows and which modalities the student sees."""
+
+    split: str = "train"  # corpus rows with this `split` value (all rows if the column is missing)
+    max_samples: int | None = None  # first N rows (demo, tests)
+    vision: bool = True  # give the student the 8 frames
+    audio: bool = True  # give the student the audio
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # P(drop frames) = P(drop audio), never both
+
+
+class OptimConfig(_Strict):
+    """Optimisation settings shared by both stages (each stage has its own copy)."""
+
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    learning_rate: float = 2e-6
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    per_device_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int | None = 2
+
+
+class SFTStageConfig(OptimConfig):
+    """Stage 1: supervised fine-tuning on the merged traces (loss on the answer only)."""
+
+    target_column: str = "merged"  # the `<think>…</think><answer>X</answer>` trace
+
+
+class RewardWeights(_Strict):
+    format: float = 1.0
+    accuracy: float = 1.0
+    length: float = 0.0  # optional Gaussian length reward, off by default
+
+
+class LengthRewardConfig(_Strict):
+    min_words: int = 100
+    max_words: int = 200
+    sigma: float = 50.0
+
+
+class GRPOStageConfig(OptimConfig):
+    """Stage 2: GRPO from the SFT result."""
+
+    learning_rate: float = 1e-6  # not given by the paper; Omni-R1's value for this student family
+    warmup_steps: int = 0
+    per_device_batch_size: int = 4  # completions per device and micro-step (one group of G=4)
+    gradient_accumulation_steps: int = 2  # x 4 GPUs: 32 completions = 8 prompts x G per optimiser step
+    num_generations: int = 4  # G
+    epsilon: float = 0.2  # clip
+    beta: float = 0.01  # KL weight (> 0 loads a reference model from the policy's directory)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 512
+    loss_type: str = "grpo"  # per-sequence 1/|o_i| normalisation, as the paper's objective (eq. 6)
+    rewards: RewardWeights = RewardWeights()
+    length_reward: LengthRewardConfig = LengthRewardConfig()
+    log_completions: bool = False
+
+
+class TrainConfig(_Strict):
+    """Everything ``python -m training.sft_then_grpo`` needs."""
+
+    model: str = "Qwen/Qwen2.5-Omni-3B"  # base student: hub id or local directory
+    corpus: str = "outputs/avrt"  # build-avrt OUTDIR (reads OUTDIR/corpus/*.parquet)
+    output_dir: str = "outputs/train/avrt"
+    stages: list[Literal["sft", "grpo"]] = ["sft", "grpo"]
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    gradient_checkpointing: bool | None = None  # None: on with CUDA, off on CPU
+    freeze_encoders: bool = True  # the paper freezes the vision and audio modules
+    system_prompt: str | None = None  # optional system turn (also used by evaluation if set)
+    dataloader_num_workers: int = 0
+    report_to: str = "none"
+    data: DataConfig = DataConfig()
+    sft: SFTStageConfig = SFTStageConfig()
+    grpo: GRPOStageConfig = GRPOStageConfig()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"grpo.rewards.length=0.5"`` -> ``(["grpo", "rewards", "length"], 0.5)``."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not key=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {text!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or the defaults), apply dotted overrides, validate."""
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    return TrainConfig.model_validate(apply_overrides(raw or {}, list(overrides or [])))
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
