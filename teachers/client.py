@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from teachers.reasoning import split_reasoning
 
@@ -89,8 +90,12 @@ class ModelClient:
             replica.in_flight += 1
             try:
                 async with replica.limit:
-                    response = await replica.client.chat.completions.create(
-                        model=self.model, messages=messages, extra_body=extra or None, **standard)
+                    # The low-level post of the official client: same HTTP, timeout and error
+                    # handling as chat.completions.create, without its per-call recursive walk of
+                    # the (large, already valid) message payload, which cost ~6 ms per request.
+                    response = await replica.client.post(
+                        "/chat/completions", cast_to=ChatCompletion,
+                        body={"model": self.model, "messages": messages, **standard, **extra})
                 choice = response.choices[0]
                 reasoning, content = split_reasoning(choice.message)
                 return ChatResult(content=content, reasoning=reasoning, finish_reason=choice.finish_reason,
