@@ -1,11 +1,31 @@
 """Which option did a model choose? One parser for teachers, rewards and evaluation.
 
-``parse_answer(text, choices)`` reads the *final* answer after any thinking, in the forms models
-really write: ``<answer>C</answer>``, ``Answer: (D) text``, ``Answer: D``, ``**Answer:** B``,
-``### Final answer: b``, ``[C]``, ``The answer is (A).``, the option's own text without its letter,
-or a bare letter on the last line. It returns no answer (``letter=None`` with a ``reason``) for
-empty, truncated (thinking never closed), refused, out-of-range or ambiguous (``(A) or (B)``)
-outputs. A capital letter used as an article ("A dog barks") is not an answer.
+``parse_answer(text, choices)`` reads the *final* answer, after any thinking (``<think>…</think>``
+or Kimi's ``◁think▷…◁/think▷``), in the forms models really write, in this order:
+
+1. an ``<answer>…</answer>`` tag, else a ``\\boxed{…}`` (the last non-empty one wins);
+2. the last *statement* of an answer: a marker and what follows it (``Answer: (D) text``,
+   ``**Answer:** B``, ``### Final answer: b``, ``The correct answer is [C]``, ``I choose C``,
+   ``I'll go with option D``, ``答案：C``, ``Answer: I believe it's C``) or a verdict after a letter
+   (``Option C is correct``, ``(C) is the best``, ``so B is the answer``). The last one wins, so
+   options discussed in the reasoning do not count;
+3. a line holding only the answer (the last line, else the first): ``C``, ``(C)``, ``C.``,
+   ``Option C``, ``{C}``, ``C) a dog`` or the option's own text ``a dog``.
+
+After a marker the letter may be followed by an explanation (``Answer: C, because…``); the option's
+text is matched case-insensitively, the longest option first (``hot dog`` is not ``dog``); a letter
+beats a contradicting option text. An option text that does not *start* the answer (``the answer is
+the sound of a car horn``) is a weak reading, used only when no statement gives a strong one.
+Without a marker only a line holding nothing but the answer counts, so a truncated evaluation line
+such as ``(B) Documentary narration usually …`` is not read as an answer.
+
+No answer (``letter=None``, ``reason`` in plain words for the rejected table) for: empty output,
+thinking that never closed (truncated), nothing after thinking, refusals (``none of the above``,
+``N/A``), a letter outside the options (``E`` of four), several options (``(A) or (B)``, ``both B
+and C``), and a capital used as an article (``A dog barks.``). On success ``reason`` says where the
+answer was read (``after 'Answer:'``, ``from the <answer> tag``, ``on the last line``).
+Cost stays linear on looping outputs: only the last 64 statements and 1000 characters after each
+marker are read.
 """
 
 from __future__ import annotations
@@ -14,33 +34,78 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 LETTERS = string.ascii_uppercase
 
 _THINK_CLOSE = re.compile(r"</think>|◁/think▷", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>|◁think▷", re.IGNORECASE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)
+_EMPHASIS = re.compile(r"\*+|`+|(?<!\w)__+|__+(?!\w)")  # "**Answer**: B" reads as "Answer: B"
+_SPECIAL_TOKEN = re.compile(r"<\|[^|>]{1,40}\|>")
+
+_BE = r"(?:is|was|would\s+be|will\s+be|should\s+be|must\s+be|has\s+to\s+be|seems\s+to\s+be)"
 _MARKER = re.compile(
-    r"(?:final\s+answer|correct\s+(?:answer|option|choice)|best\s+(?:answer|option|choice)|"
-    r"answer\s+is|option\s+is|choice\s+is|answer|i\s+(?:would\s+)?(?:choose|select|pick)|"
-    r"i\s+will\s+(?:choose|select|pick))"
-    r"\s*(?:is|would\s+be|:|：|-|=)?\s*(?:option|choice)?\s*:?",
+    r"(?:"
+    rf"\banswer\b\s*(?:{_BE}\b\s*[:：]?|[:：=]|[-–—](?=\s)|\n)"  # "Answer:", "the answer is"
+    r"|\banswer\s*\([^()\n]{0,20}\)\s*[:：]"  # "Answer (letter only): C"
+    rf"|\b(?:option|choice|(?:best|closest)\s+match)\s+{_BE}\b\s*[:：]?"  # "the best option is", "my choice would be"
+    r"|\b(?:best|correct|right|final|my)\s+(?:option|choice)\s*[:：=]"  # "Best option: C"
+    r"|\bi\s*(?:would|will|'d|'ll|’d|’ll)?\s*(?:choose|select|pick|go\s+with)\b"
+    r"|\b(?:let'?s|let\s+us|i\s+am\s+going\s+to)\s+(?:choose|select|pick|go\s+with)\b"
+    r"|答案\s*(?:是|为|為)?\s*[:：]?"
+    r")",
     re.IGNORECASE,
 )
-_MARKDOWN = re.compile(r"[*_`#>]+")
-_BRACKETED = re.compile(r"[(\[{]\s*([A-Za-z])\s*[)\]}]")
-_LEADING_LETTER = re.compile(r"^\s*(?:option|choice)?\s*[(\[{]?\s*([A-Za-z])\s*(?:[)\]}.:：,]|$)", re.IGNORECASE)
-_BARE_LETTER_THEN_TEXT = re.compile(r"^\s*([A-Z])\s+(\S.*)$", re.DOTALL)
-_REFUSAL = re.compile(
-    r"\b(?:cannot|can't|can not|unable to|not possible to)\s+(?:be\s+)?(?:determine|answer|tell|decide|know)|"
-    r"\bnone of the (?:options|choices|above)\b|\binsufficient information\b",
+_STRIP_LEAD = " \t\r\n*_`'\"“”‘’>:：-–—"
+_MARKDOWN = re.compile(r"\*+|`+|^\s*#+\s*|^\s*>+\s*|(?<!\w)__|__(?!\w)", re.MULTILINE)
+_HEAD = re.compile(
+    r"^(?P<option>(?:the\s+)?(?:option|choice)\s*)?"
+    r"(?P<open>[(\[{])?\s*(?P<letter>[A-Za-z])(?![A-Za-z0-9]|['’][A-Za-z])\s*(?P<close>[)\]}])?",
     re.IGNORECASE,
+)
+_CONNECTOR = re.compile(
+    r"^\s*(?:,|/|&|\+|;|\bor\b|\band\b|\bvs\.?|\bversus\b)\s*(?:option\s*|choice\s*)?"
+    r"(?P<open>[(\[{])?\s*(?P<letter>[A-Za-z])(?![A-Za-z0-9]|['’][A-Za-z])",
+    re.IGNORECASE,
+)
+_LATER_ALTERNATIVE = re.compile(r"\b(?:or|and)\s+(?:option\s+|choice\s+)?[(\[{]([A-Za-z])[)\]}]", re.IGNORECASE)
+_HEDGE = re.compile(r"^(?:both|either|neither)\b", re.IGNORECASE)
+_BRACKETED = re.compile(r"[(\[{]\s*([A-Za-z])\s*[)\]}]")
+_ARTICLE = re.compile(r"^(?:a|an|the)\s+")
+_REFUSAL = re.compile(
+    r"\b(?:cannot|can't|can’t|can\s+not|unable\s+to|not\s+possible\s+to|impossible\s+to)\s+(?:be\s+)?"
+    r"(?:determine|answer|tell|decide|know|say|identify|help|assist|choose)"
+    r"|\bnone\s+of\s+the\s+(?:options|choices|above|given)\b|\binsufficient\s+information\b"
+    r"|\bnot\s+enough\s+information\b|\bi\s*(?:do\s+not|don't|don’t)\s+know\b|\bi'?m\s+sorry\b"
+    r"|\bi\s+am\s+sorry\b|\bas\s+an\s+ai\b"
+    r"|(?:^|[:：]\s*)(?:none|n/a|unknown|unclear|undetermined|uncertain)\W*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_NOT_AN_ANSWER = re.compile(r"^(?:n/a|none|unknown|unclear)\b", re.IGNORECASE)
+_FILLER = re.compile(
+    r"^(?:(?:i\s+(?:believe|think|guess|would\s+say)(?:\s+that)?|probably|likely|most\s+likely|definitely|"
+    r"clearly|certainly|it'?s|it’s|it\s+is|that\s+is|this\s+is|it\s+(?:must|should|would)\s+be)\b\s*[,:]?\s*)+",
+    re.IGNORECASE,
+)
+_MAX_STATEMENTS = 64  # only the last answer statements are read (a looping output has thousands)
+_HEAD_WINDOW = 1000  # characters read after a marker: answers are short, and looping outputs long
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+# "Option C is correct", "(C) is the best", "so B is the answer": a verdict after the letter.
+_VERDICT_AFTER = re.compile(
+    r"(?:^|[\n.,;:!?]|\b(?:so|thus|hence|then|therefore|overall|clearly))\s*"
+    r"(?P<option>(?:option|choice)\s*)?(?P<open>[(\[{])?\s*(?P<letter>[A-Za-z])\s*(?P<close>[)\]}])?"
+    r"\s+(?:is|seems\s+to\s+be|appears\s+to\s+be)\s+(?:the\s+)?"
+    r"(?:correct|right|best|answer|most\s+(?:likely|suitable|appropriate|plausible|accurate|fitting)|"
+    r"only\s+(?:correct|plausible|possible))\b",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """``letter`` is the chosen option (``"A"``...), or None with ``reason`` saying why not."""
+    """``letter`` is the chosen option (``"A"``...), or None with ``reason`` saying why not.
+    On success ``reason`` says where the answer was read (``"after 'Answer:'"``...)."""
 
     letter: str | None
     reason: str = ""
@@ -51,16 +116,21 @@ class ParsedAnswer:
 
 
 def option_letters(n: int) -> str:
+    """The first ``n`` option letters: ``option_letters(4) == "ABCD"``."""
     return LETTERS[:n]
 
 
 def format_choices(choices: Sequence[str]) -> str:
-    """``(A) first (B) second ...``: the paper's option format."""
-    return " ".join(f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices))
+    """``(A) first (B) second ...``: the paper's option format (one space between options)."""
+    return " ".join(f"({letter}) {str(choice).strip()}" for letter, choice in zip(LETTERS, choices))
 
 
 def split_thinking(text: str) -> tuple[str, str, bool]:
-    """Return ``(thinking, final_text, closed)``; ``closed`` is False for an unterminated think."""
+    """Return ``(thinking, final_text, closed)``; ``closed`` is False for an unterminated think.
+
+    The *last* closing tag (``</think>`` or ``◁/think▷``) ends the thinking, so a final answer is
+    never read from inside it; a close without an open (the template opened it) also counts."""
+    text = text or ""
     closes = list(_THINK_CLOSE.finditer(text))
     if closes:
         last = closes[-1]
@@ -73,34 +143,65 @@ def split_thinking(text: str) -> tuple[str, str, bool]:
 
 
 def parse_answer(text: str | None, choices: Sequence[str] | None = None, num_choices: int | None = None) -> ParsedAnswer:
-    """Parse the option a model chose. ``choices`` (option texts) enable text matching."""
-    n = len(choices) if choices else (num_choices or 4)
-    valid = option_letters(n)
+    """Parse the option a model chose. ``choices`` (option texts) enable text matching and fix the
+    number of options; otherwise ``num_choices`` (default 4) does."""
+    choices = [str(c) for c in choices] if choices else None
+    valid = option_letters(len(choices) if choices else (num_choices or 4))
     if text is None or not text.strip():
         return ParsedAnswer(None, "empty output")
-    _, final, closed = split_thinking(text)
+    thinking, final, closed = split_thinking(text)
     if not closed:
-        return ParsedAnswer(None, "truncated: thinking never closed")
+        return ParsedAnswer(None, f"truncated: thinking never closed ({len(thinking)} characters of thinking, no answer)")
+    final = _EMPHASIS.sub("", _SPECIAL_TOKEN.sub(" ", final)).strip()
     if not final:
         return ParsedAnswer(None, "no answer after thinking")
-    tags = _ANSWER_TAG.findall(final)
-    if tags:
-        return _parse_segment(tags[-1], choices, valid, strict=False) or ParsedAnswer(None, f"unreadable <answer> tag: {tags[-1].strip()[:40]!r}")
-    markers = list(_MARKER.finditer(final))
-    for marker in reversed(markers):
-        segment = _first_clause(final[marker.end():])
-        parsed = _parse_segment(segment, choices, valid, strict=False)
+
+    for name, pattern in (("the <answer> tag", _ANSWER_TAG), ("\\boxed{}", _BOXED)):
+        tags = pattern.findall(final)
+        if not tags:
+            continue
+        content = next((t for t in reversed(tags) if t.strip()), "")
+        read = _parse_head(content, choices, valid)
+        parsed = read[0] if read else _parse_line(content, choices, valid)
         if parsed is not None:
+            return _where(parsed, f"from {name}")
+        if _REFUSAL.search(content):
+            return ParsedAnswer(None, f"refused or undecided in {name}: {_snippet(content)}")
+        return ParsedAnswer(None, f"{name} names no option: {_snippet(content)}")
+
+    # The last statement of an answer wins: a marker followed by an answer ("Answer: C") or a
+    # verdict after a letter ("Option C is correct"). A weak reading (an option's text somewhere in
+    # the sentence, a bracketed letter further on) only counts if no statement gives a strong one.
+    statements = [(m.start(), "marker", m) for m in _MARKER.finditer(final)]
+    statements += [(m.start("letter"), "verdict", m) for m in _VERDICT_AFTER.finditer(final)]
+    weak: ParsedAnswer | None = None
+    for _, kind, match in sorted(statements, key=lambda item: item[0], reverse=True)[:_MAX_STATEMENTS]:
+        if kind == "verdict":
+            letter = match["letter"]
+            if letter.isupper() or match["open"] or match["option"]:
+                return _where(_letter_result(letter.upper(), valid), f"from {_snippet(match.group(0).strip())}")
+            continue
+        read = _parse_head(final[match.end(): match.end() + _HEAD_WINDOW], choices, valid)
+        if read is None:
+            continue
+        parsed, strong = read
+        parsed = _where(parsed, f"after {_snippet(match.group(0))}")
+        if strong:
             return parsed
+        weak = weak or parsed
+    if weak is not None:
+        return weak
+
     lines = [line for line in final.splitlines() if line.strip()]
-    candidates = [lines[-1]] + ([lines[0]] if len(lines) > 1 else [])
-    for line in candidates:
-        parsed = _parse_segment(line, choices, valid, strict=True)
+    for where, line in (("the last line", lines[-1]), ("the first line", lines[0]))[: 2 if len(lines) > 1 else 1]:
+        parsed = _parse_line(line, choices, valid)
         if parsed is not None:
-            return parsed
-    if _REFUSAL.search(final):
-        return ParsedAnswer(None, "refused or undecided")
-    return ParsedAnswer(None, "no answer found")
+            return _where(parsed, f"on {where}")
+
+    refusal = _REFUSAL.search(final)
+    if refusal:
+        return ParsedAnswer(None, f"refused or undecided: {_snippet(_sentence_around(final, refusal.start()))}")
+    return ParsedAnswer(None, f"no answer found (text ends {_snippet(final[-60:])})")
 
 
 def parse_choice(text: str | None, choices: Sequence[str] | None = None, num_choices: int | None = None) -> str | None:
@@ -108,64 +209,169 @@ def parse_choice(text: str | None, choices: Sequence[str] | None = None, num_cho
     return parse_answer(text, choices, num_choices).letter
 
 
-def _first_clause(text: str) -> str:
-    """The answer segment after a marker: up to the first blank line (markdown stripped)."""
-    text = _MARKDOWN.sub("", text).strip()
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _sentence_around(text: str, index: int) -> str:
+    start = max(text.rfind(".", 0, index), text.rfind("\n", 0, index)) + 1
+    end = min([i for i in (text.find(".", index), text.find("\n", index)) if i != -1] or [len(text)])
+    return text[start:end + 1]
+
+
+def _where(parsed: ParsedAnswer, where: str) -> ParsedAnswer:
+    return ParsedAnswer(parsed.letter, where if parsed.ok else parsed.reason)
+
+
+def _clean(text: str) -> str:
+    """Markdown and leading punctuation removed, first paragraph only."""
+    text = _MARKDOWN.sub("", text).lstrip(_STRIP_LEAD)
     return re.split(r"\n\s*\n", text, maxsplit=1)[0].strip()
 
 
 def _normalise(text: str) -> str:
-    text = _MARKDOWN.sub("", text).lower()
-    text = re.sub(r"[^\w\s]", " ", text)
+    text = re.sub(r"[^\w\s]|_", " ", text.lower())
     return " ".join(text.split())
 
 
-def _parse_segment(segment: str, choices: Sequence[str] | None, valid: str, strict: bool) -> ParsedAnswer | None:
-    """A letter from one answer segment, or ParsedAnswer(None, reason) if it is decidedly bad, or
-    None when the segment holds no answer at all (so the caller may look elsewhere)."""
-    segment = _MARKDOWN.sub("", segment).strip()
-    if not segment:
+def _bare(text: str) -> str:
+    """Normalised, without a leading article: ``"The Car horn."`` → ``"car horn"``."""
+    return _ARTICLE.sub("", _normalise(text))
+
+
+def _out_of_range(letter: str, valid: str) -> ParsedAnswer:
+    return ParsedAnswer(None, f"out of range: option {letter}, but the question only has {valid[0]}–{valid[-1]}")
+
+
+def _ambiguous(letters: Sequence[str]) -> ParsedAnswer:
+    return ParsedAnswer(None, f"ambiguous: names several options ({' and '.join(sorted(set(letters)))})")
+
+
+def _letter_result(letter: str, valid: str) -> ParsedAnswer:
+    return ParsedAnswer(letter) if letter in valid else _out_of_range(letter, valid)
+
+
+def _is_marked(found: re.Match) -> bool:
+    return bool(found["option"] or found["open"] or found["close"])
+
+
+def _second_option(rest: str) -> str | None:
+    """The letter of a second option right after the first (``A or B``, ``(A)/(B)``, ``B, C``)."""
+    other = _CONNECTOR.match(rest)
+    if other is None:
         return None
-    bracketed = {m.upper() for m in _BRACKETED.findall(segment)}
-    if len(bracketed) > 1:
-        return ParsedAnswer(None, f"ambiguous: several options named ({', '.join(sorted(bracketed))})")
-    found = _LEADING_LETTER.match(segment)
-    letter = found.group(1) if found else None
-    if letter is not None and not letter.isupper():
-        # A lower-case letter counts only when clearly marked: "(d)", "d)", "d." or alone.
-        rest = segment[found.end():].strip()
-        if found.group(0).strip() in (letter,) and rest and not strict:
-            letter = None  # "a dog ..." after a marker is an article, not an option
-    if letter is None:
-        bare = _BARE_LETTER_THEN_TEXT.match(segment)
-        if bare and choices and bare.group(1) in valid:
-            index = valid.index(bare.group(1))
-            if _normalise(bare.group(2)).startswith(_normalise(choices[index])):
-                letter = bare.group(1)
-    if letter is not None:
-        letter = letter.upper()
-        if letter not in valid:
-            return ParsedAnswer(None, f"out of range: option {letter} of {len(valid)}")
-        if strict and found is None and choices is None:
-            return None
-        return ParsedAnswer(letter)
+    letter = other["letter"]
+    if other["open"]:
+        return letter.upper()
+    if not letter.isupper():
+        return None
+    if letter in "AI" and re.match(r"\s+[a-z]", rest[other.end():]):
+        return None  # "C and I think", "B or A dog": English words
+    return letter
+
+
+def _is_option_text(rest: str, letter: str, choices: Sequence[str] | None, valid: str) -> bool:
+    if not choices or letter not in valid:
+        return False
+    said, option = _bare(rest), _bare(choices[valid.index(letter)])
+    return bool(option) and (said == option or said.startswith(option + " "))
+
+
+def _parse_head(segment: str, choices: Sequence[str] | None, valid: str) -> tuple[ParsedAnswer, bool] | None:
+    """Read the answer at the start of ``segment`` (what follows a marker, or a tag's content).
+
+    Returns ``(answer, strong)`` where the answer is a letter or a decided failure (out of range,
+    ambiguous), or None when the segment holds no answer (the caller looks elsewhere). ``strong``:
+    the answer starts the segment; weak: an option text or bracketed letter later in the sentence."""
+    head = _clean(segment)
+    if not head:
+        return None
+    head = _FILLER.sub("", head)
+    if not head or _NOT_AN_ANSWER.match(head):
+        return None
+    first_line = head.splitlines()[0]
+    if _HEDGE.match(head):
+        return ParsedAnswer(None, f"ambiguous: {_snippet(first_line)}"), True
+    found = _HEAD.match(head)
+    if found:
+        candidate, rest = found["letter"], head[found.end():]
+        second = _second_option(rest)
+        if second and (candidate.isupper() or _is_marked(found)) and second != candidate.upper():
+            return _ambiguous([candidate.upper(), second]), True
+        follows = rest.lstrip(" \t")
+        if (
+            not follows or follows[0] in "\n.:：,;!?-–—<'\"’”"  # "C", "C.", "c,": the letter alone
+            or (_is_marked(found) and (candidate.isupper() or found["open"] or found["option"]))  # "(C) a dog"
+            or (candidate.isupper() and _is_option_text(rest, candidate, choices, valid))  # "A dog barking"
+            or (candidate.isupper() and candidate not in "AI")  # "C because …": only A and I are words
+        ):
+            letter = candidate.upper()
+            later = {m.upper() for m in _LATER_ALTERNATIVE.findall(first_line)} - {letter}
+            if later:
+                return _ambiguous([letter, *later]), True
+            return _letter_result(letter, valid), True
     if choices:
-        return _match_option_text(segment, choices, valid, strict)
+        sentence = re.split(r"(?<=[.!?;])\s", first_line, maxsplit=1)[0]
+        by_text = _match_option_text(sentence, choices, valid)
+        if by_text is not None:
+            return by_text
+    bracketed = {m.upper() for m in _BRACKETED.findall(first_line)}
+    if len(bracketed) == 1:
+        return _letter_result(bracketed.pop(), valid), False
+    if len(bracketed) > 1:
+        return _ambiguous(sorted(bracketed)), False
     return None
 
 
-def _match_option_text(segment: str, choices: Sequence[str], valid: str, strict: bool) -> ParsedAnswer | None:
-    said = _normalise(segment)
-    if not said:
+def _parse_line(line: str, choices: Sequence[str] | None, valid: str) -> ParsedAnswer | None:
+    """A line without a marker counts only if it holds nothing but the answer: a letter (``C``,
+    ``(C)``, ``Option C``), a letter and its option's text (``C) car horn``), or the option text."""
+    head = _clean(line)
+    if not head:
         return None
-    texts = [_normalise(c) for c in choices]
-    if strict:
-        hits = [i for i, t in enumerate(texts) if t and said.rstrip(" .") == t]
-    else:
-        hits = [i for i, t in enumerate(texts) if t and re.search(rf"\b{re.escape(t)}\b", said)]
-        hits = [i for i in hits if not any(j != i and texts[i] in texts[j] for j in hits)]
+    found = _HEAD.match(head)
+    if found:
+        letter, rest = found["letter"].upper(), head[found.end():]
+        second = _second_option(rest)
+        if second and (found["letter"].isupper() or _is_marked(found)) and second != letter:
+            return _ambiguous([letter, second])
+        tail = rest.strip(" \t.:：,;!)-–—'\"’”")
+        if not tail or (choices and letter in valid and _bare(tail) == _bare(choices[valid.index(letter)])):
+            return _letter_result(letter, valid)
+    if choices:
+        said = _bare(head)
+        hits = [i for i, c in enumerate(choices) if _bare(c) and said == _bare(c)]
+        if len(hits) == 1:
+            return ParsedAnswer(valid[hits[0]])
+    return None
+
+
+@lru_cache(maxsize=256)
+def _prepared(choices: tuple[str, ...]) -> tuple[tuple[int, str, re.Pattern[str]], ...]:
+    """``(index, bare text, pattern)`` per non-empty option, longest text first."""
+    bare = [(i, _bare(c)) for i, c in enumerate(choices)]
+    return tuple((i, b, re.compile(rf"(?<=\s){re.escape(b)}(?=\s)"))
+                 for i, b in sorted(bare, key=lambda item: -len(item[1])) if b)
+
+
+def _match_option_text(sentence: str, choices: Sequence[str], valid: str) -> tuple[ParsedAnswer, bool] | None:
+    """The option whose text the sentence names; longer options are matched first and masked, so
+    ``hot dog`` does not also count as ``dog``; two different options named is ambiguous. Strong
+    when a named option starts the sentence (after an article)."""
+    said = f" {_normalise(sentence)} "
+    start = _ARTICLE.sub("", said.strip())
+    hits, strong = [], False
+    for i, option, pattern in _prepared(tuple(choices)):
+        if pattern.search(said):
+            hits.append(valid[i])
+            strong = strong or start == option or start.startswith(option + " ")
+            said = pattern.sub(" | ", said)  # masked: a shorter option inside it does not count
     if len(hits) == 1:
-        return ParsedAnswer(valid[hits[0]])
+        return ParsedAnswer(hits[0]), strong
     if len(hits) > 1:
-        return ParsedAnswer(None, "ambiguous: several option texts named")
+        return ParsedAnswer(None, f"ambiguous: names the texts of several options ({' and '.join(sorted(hits))})"), strong
     return None

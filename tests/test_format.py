@@ -83,3 +83,14 @@ def test_long_snippets_are_shortened():
     check = check_format("<think>x</think><answer>C</answer>" + "tail " * 100)
     (problem,) = check.problems
     assert len(problem) < 80 and problem.endswith("…'")
+
+
+def test_looping_rollouts_are_checked_fast():
+    """A regex search over "<think>" * 20000 was quadratic (minutes); the checker must stay linear."""
+    import time
+
+    start = time.perf_counter()
+    for looping in ["<think>" * 20000, "<think>x</think>" * 10000, "<think>x</think><answer>" * 10000,
+                    "<answer>" * 20000, "<think>" + "a" * 200000 + "</think>" + "<answer>" * 5000 + "</answer>"]:
+        assert not check_format(looping).ok
+    assert time.perf_counter() - start < 3.0
