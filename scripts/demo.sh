@@ -68,6 +68,7 @@ sed -n '/build-avrt: [0-9]* samples in,/,/calls sent/p' "$LOGS/flow-serve.log" |
 
 step "4/6 train the tiny student: SFT then GRPO"
 if [ -f training/sft_then_grpo.py ]; then
+  rm -rf "$OUT/demo/student"  # a demo always trains afresh (the trainer itself resumes interrupted runs)
   python -m training.sft_then_grpo --config configs/train/tiny.yaml --corpus "$OUT/demo/corpus" \
     --model "$OUT/tiny/omni" output_dir="$OUT/demo/student"
 else
@@ -78,7 +79,8 @@ step "5/6 evaluate the student with modality ablations"
 if [ -f training/evaluate.py ]; then
   MODEL="$OUT/demo/student/grpo/final"; [ -d "$MODEL" ] || MODEL="$OUT/tiny/omni"
   python -m training.evaluate --model "$MODEL" --benchmark manifest --data "$OUT/synthetic/manifest.jsonl" \
-    --modalities av,a,v --out "$OUT/demo/eval" --difficulty-from "$OUT/demo/corpus"
+    --modalities av,a,v --max-new-tokens 32 --out "$OUT/demo/eval" --difficulty-from "$OUT/demo/corpus" --quiet
+  cat "$OUT/demo/eval/report.md"
 else
   echo "(evaluation not available yet)"
 fi
