@@ -4,8 +4,10 @@
   optional ``question_type`` and ``split``; instead of ``video``, a row may give ``image`` and
   ``audio`` (OmniBench / AVQA-R1-6K style). Relative paths are relative to the manifest.
 * AVQA (``.json``): a list of ``{id, video_name, question_text, multi_choice, answer (0-based),
-  question_type, ...}``; videos are ``{video_dir}/{video_name}.mp4`` (``--video-dir``, default the
-  manifest's folder).
+  question_type, ...}``; videos are ``{video_dir}/{video_name}.mp4`` (``--video-dir``; default
+  ``videos/`` beside the file if it exists, else the file's folder).
+
+The same loader serves evaluation (``training.benchmarks`` for ``manifest`` and ``avqa``).
 """
 
 from __future__ import annotations
@@ -41,18 +43,23 @@ class Sample:
 
 def load_manifest(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
                   split: str = "train") -> list[Sample]:
-    """Load samples from a JSONL manifest or an AVQA annotation file; ids must be unique."""
+    """Load samples from a JSONL manifest or an AVQA annotation file; ids must be unique.
+
+    ``video_dir``: where relative media paths (JSONL) or ``{video_name}.mp4`` (AVQA) are found.
+    """
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
     if path.suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        samples = [_from_jsonl(row, path.parent, split, i) for i, row in enumerate(rows)]
+        base = Path(video_dir) if video_dir else path.parent
+        samples = [_from_jsonl(row, base, split, i) for i, row in enumerate(rows)]
     else:
         rows = json.loads(path.read_text())
         if not isinstance(rows, list):
             raise ManifestError(f"{path}: expected a JSON list of AVQA annotations")
-        base = Path(video_dir) if video_dir else path.parent
+        default = path.parent / "videos" if (path.parent / "videos").is_dir() else path.parent
+        base = Path(video_dir) if video_dir else default
         samples = [_from_avqa(row, base, split, i) for i, row in enumerate(rows)]
     seen: set[str] = set()
     for sample in samples:

@@ -56,7 +56,7 @@ def test_manifest_paths_relative_to_manifest_and_image_audio_rows(tmp_path):
 
 @pytest.mark.parametrize("row, message", [
     ({"id": "x", "video": "v.mp4", "question": "Q", "choices": ["a", "b"], "answer": "C"}, "not one of the options"),
-    ({"id": "x", "question": "Q", "choices": ["a", "b"], "answer": "A"}, "no media"),
+    ({"id": "x", "question": "Q", "choices": ["a", "b"], "answer": "A"}, "needs 'video'"),
     ({"id": "x", "video": "v.mp4", "choices": ["a", "b"], "answer": "A"}, "question"),
 ])
 def test_manifest_rejects_bad_rows(tmp_path, row, message):

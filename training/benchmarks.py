@@ -214,48 +214,30 @@ def _field(row: Mapping[str, Any], *names: str) -> Any:
 
 # ---------------------------------------------------------------- loaders
 
+def _from_pipeline(path: str | Path, media_root: str | Path | None) -> list[BenchItem]:
+    """Manifest and AVQA files are build-avrt's inputs too: one loader (``flows.manifest``) reads both."""
+    from flows.manifest import ManifestError
+    from flows.manifest import load_manifest as load_pipeline_manifest
+
+    try:
+        samples = load_pipeline_manifest(path, video_dir=media_root)
+    except ManifestError as err:
+        raise BenchmarkFormatError(str(err)) from None
+    return [BenchItem(id=s.id, question=s.question, choices=tuple(s.choices), answer=s.answer,
+                      category=s.question_type, video=s.video, image=s.image, audio=s.audio,
+                      tags={"question_relation": str(s.extra["question_relation"])}
+                      if s.extra.get("question_relation") else {})
+            for s in samples]
+
+
 def load_manifest(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
     """The project's JSONL manifest (also build-avrt's input); paths relative to the manifest."""
-    path = Path(path)
-    base = Path(media_root) if media_root else path.parent
-    items = []
-    for i, row in enumerate(_read_rows(path)):
-        where = f"{path.name} row {i + 1}"
-        try:
-            answer = row["answer"]
-            answer = LETTERS[answer] if isinstance(answer, int) else str(answer).strip().upper()
-            item = BenchItem(id=str(row["id"]), question=str(row["question"]), choices=tuple(_list(row["choices"])),
-                             answer=answer, category=str(row.get("question_type") or ""),
-                             video=_resolve(base, row.get("video")), image=_resolve(base, row.get("image")),
-                             audio=_resolve(base, row.get("audio")),
-                             tags={k: str(row[k]) for k in ("split",) if row.get(k)})
-        except (KeyError, IndexError) as err:
-            raise BenchmarkFormatError(f"{where}: missing or bad field {err}") from None
-        items.append(_check(item, where))
-    return _unique(items, path)
+    return _from_pipeline(path, media_root)
 
 
 def load_avqa(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
     """AVQA annotations; ``media_root`` is the video folder (default ``videos/`` beside the file)."""
-    path = Path(path)
-    if media_root:
-        base = Path(media_root)
-    else:
-        base = path.parent / "videos" if (path.parent / "videos").is_dir() else path.parent
-    items = []
-    for i, row in enumerate(_read_rows(path)):
-        where = f"{path.name} entry {i}"
-        try:
-            choices = tuple(_list(row["multi_choice"]))
-            item = BenchItem(id=str(row.get("id", row["video_name"])), question=str(row["question_text"]),
-                             choices=choices, answer=LETTERS[int(row["answer"])],
-                             category=str(row.get("question_type") or ""),
-                             video=str(base / f"{row['video_name']}.mp4"),
-                             tags={"question_relation": str(row.get("question_relation") or "")})
-        except (KeyError, ValueError, IndexError) as err:
-            raise BenchmarkFormatError(f"{where}: missing or bad field {err}") from None
-        items.append(_check(item, where))
-    return _unique(items, path)
+    return _from_pipeline(path, media_root)
 
 
 def load_omnibench(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
