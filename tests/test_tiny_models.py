@@ -1,0 +1,59 @@
+"""The tiny offline models: deterministic, reloadable, and the student runs on 10 s of audio + 8 frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2ForCausalLM
+
+from training.tiny_models import MULTIMODAL_TOKENS, build_text
+
+
+@pytest.fixture(scope="module")
+def student(tiny_models):
+    processor = AutoProcessor.from_pretrained(tiny_models["omni"])
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tiny_models["omni"]).eval()
+    return processor, model
+
+
+def test_chat_template_renders_audio_image_and_video(student):
+    processor, _ = student
+    messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "image"}, {"type": "video"},
+                                             {"type": "text", "text": "Which?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == ("<|im_start|>user\n<|audio_bos|><|AUDIO|><|audio_eos|><|vision_bos|><|IMAGE|><|vision_eos|>"
+                    "<|vision_bos|><|VIDEO|><|vision_eos|>Which?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_forward_and_generate_with_ten_seconds_of_audio_and_eight_frames(student):
+    processor, model = student
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(160_000)).astype(np.float32)  # 10 s at 16 kHz
+    frames = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(8)]
+    messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "video"}, {"type": "text", "text": "Q?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], audio=[audio], videos=[frames], return_tensors="pt",
+                       videos_kwargs={"fps": 0.8, "size": {"shortest_edge": 3136, "longest_edge": 12544}})
+    assert int(inputs["feature_attention_mask"].sum()) == 1000  # 10 s of 10 ms Whisper frames
+    assert inputs["video_grid_thw"].tolist()[0][0] == 4  # 8 frames in temporal patches of 2
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+    # the audio reaches the output: other audio, other logits
+    other = processor(text=[text], audio=[audio[::-1].copy()], videos=[frames], return_tensors="pt",
+                      videos_kwargs={"fps": 0.8, "size": {"shortest_edge": 3136, "longest_edge": 12544}})
+    with torch.no_grad():
+        assert not torch.allclose(model(**other).logits[0, -1], logits[0, -1])
+
+
+def test_models_are_deterministic_from_the_seed(tmp_path, tiny_models):
+    again = build_text(tmp_path / "text", seed=0)
+    first = Qwen2ForCausalLM.from_pretrained(tiny_models["text"]).state_dict()
+    second = Qwen2ForCausalLM.from_pretrained(again).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["text"])
+    assert all(tokenizer.convert_tokens_to_ids(t) != tokenizer.unk_token_id for t in MULTIMODAL_TOKENS)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
