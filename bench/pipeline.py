@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=6)
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.testing.utilities import prefect_test_harness
 
     results: dict[str, float] = {}

@@ -17,6 +17,7 @@ from tests.scripted_server import ScriptedServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from offline test servers
 
 
 @pytest.fixture(scope="session")
