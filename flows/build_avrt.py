@@ -31,7 +31,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from flows.cache import write_atomic
+from media.files import atomic_write_bytes
 from flows.card import dataset_card
 from flows.config import BuildConfig, load_config
 from flows.manifest import load_manifest
@@ -113,7 +113,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
     print(f"build-avrt: {len(samples)} samples in {n_shards} shard(s) of {cfg.shard_size}; "
           f"vision={cfg.vision_teacher.model} audio={cfg.audio_teacher.model} "
           f"merger={cfg.merger.model if cfg.merger_kind == 'llm' else 'concat'} filter={cfg.filter}")
-    write_atomic(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
+    atomic_write_bytes(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
 
     bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
     try:
@@ -129,8 +129,8 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
     cache, calls = _totals(summaries)
     stats["cache"], stats["calls_sent"] = cache, calls
     stats["shards"] = {"total": n_shards, "reused": sum(s["reused"] for s in summaries)}
-    write_atomic(outdir / "stats.json", json.dumps(stats, indent=2).encode())
-    write_atomic(outdir / "README.md", dataset_card(stats, cfg, sorted({r["split"] for r in rows})).encode())
+    atomic_write_bytes(outdir / "stats.json", json.dumps(stats, indent=2).encode())
+    atomic_write_bytes(outdir / "README.md", dataset_card(stats, cfg, sorted({r["split"] for r in rows})).encode())
     plot_stats(stats, outdir / "stats.png")
     summary = summary_text(stats, cache, calls, outdir)
     print(summary)

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.cache import Cache, cache_key, write_atomic
+from flows.cache import Cache, cache_key
 from flows.config import BuildConfig
+from media.files import atomic_write_bytes
 from flows.manifest import Sample
 from flows.stages import SampleProcessor, config_fingerprint
 
@@ -59,6 +60,6 @@ def run_shard(samples: list[Sample], config: BuildConfig, outdir: Path, in_fligh
             await processor.close()
 
     rows, processor = asyncio.run(_run())
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
     return {"path": str(path), "rows": len(rows), "reused": False, "cache": cache.counts(),
             "calls": dict(processor.calls), "seconds": {k: round(v, 3) for k, v in processor.seconds.items()}}

@@ -21,11 +21,11 @@ import numpy as np
 
 from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
-from flows.cache import Cache, cache_key, digest_file, write_atomic
+from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
 from flows.manifest import Sample
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
-from media.files import jpeg_bytes, load_audio, wav_bytes
+from media.files import atomic_write_bytes, jpeg_bytes, load_audio, wav_bytes
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
 from merger.validate import validate_merged
@@ -90,7 +90,7 @@ class SampleProcessor:
         else:
             self.cache.misses["media"] += 1
             meta = self._extract(sample, directory)
-            write_atomic(meta_path, json.dumps(meta).encode())
+            atomic_write_bytes(meta_path, json.dumps(meta).encode())
         if "error" in meta:
             raise MediaError(meta["error"])
         local = self._materialise(directory, key)
@@ -125,10 +125,8 @@ class SampleProcessor:
         wav = wav_bytes(audio, settings.sample_rate)
         names = [f"frame_{i:02d}.jpg" for i in range(len(jpegs))]
         for name, data in zip(names, jpegs):
-            write_atomic(directory / name, data)
-        write_atomic(directory / "audio.wav", wav)
-        from flows.cache import digest_bytes
-
+            atomic_write_bytes(directory / name, data)
+        atomic_write_bytes(directory / "audio.wav", wav)
         return {"frames": names, "audio": "audio.wav", "frame_times": [float(t) for t in times],
                 "duration": float(duration), "audio_seconds": len(audio) / settings.sample_rate,
                 "frame_sha256": [digest_bytes(j) for j in jpegs], "audio_sha256": digest_bytes(wav),

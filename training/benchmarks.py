@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.answers import LETTERS, parse_answer, split_thinking
+from media.files import atomic_write_bytes
 
 
 class BenchmarkFormatError(ValueError):
@@ -166,10 +167,7 @@ def _embedded(value: Any, path: str, directory: Path) -> str:
         return path
     target = directory / Path(str(value.get("path") or Path(path).name)).name
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(value["bytes"])
-        tmp.replace(target)
+        atomic_write_bytes(target, value["bytes"])
     return str(target)
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
+from media.files import jpeg_bytes
 from training.benchmarks import LOADERS, SCORING_DOC, SCORING_RULE, BenchItem, load_benchmark, score_output
 from training.eval_report import load_difficulty, render_markdown, summarize
 
@@ -125,10 +126,7 @@ class ItemMedia:
 
 def _jpeg_roundtrip(frame: np.ndarray, quality: int) -> Image.Image:
     """The frame as the corpus stores it (JPEG), so evaluation sees what training saw."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
+    with Image.open(io.BytesIO(jpeg_bytes(frame, quality))) as image:
         return image.convert("RGB")
 
 
