@@ -30,7 +30,7 @@ import ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from media import MediaSettings, extract_audio, extract_frames  # noqa: E402
+from media import MediaSettings, extract_audio, extract_frames, probe  # noqa: E402
 from media.synthetic import ClipSpec, write_clip  # noqa: E402
 
 
@@ -67,13 +67,12 @@ def timed_run(manifest: Path, out: Path, config: Path) -> tuple[float, float]:
 
 
 def decode_all_baseline(path: Path, settings: MediaSettings) -> np.ndarray:
-    info = ffmpeg.probe(str(path))
-    video = next(s for s in info["streams"] if s["codec_type"] == "video")
-    w, h = int(video["width"]), int(video["height"])
+    info = probe(path)
+    w, h = info["width"], info["height"]
     out, _ = ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24").run(capture_stdout=True, quiet=True)
     frames = np.frombuffer(out, np.uint8).reshape(-1, h, w, 3)
     idx = [int((i + 0.5) * len(frames) / settings.num_frames) for i in range(settings.num_frames)]
-    extract_audio(path, settings)
+    extract_audio(path, settings, info)
     return frames[idx]
 
 
@@ -98,7 +97,8 @@ def main() -> None:
         settings = MediaSettings()
         start = time.perf_counter()
         for clip in clips:
-            extract_frames(clip, settings), extract_audio(clip, settings)
+            info = probe(clip)  # as the pipeline does: one probe for frames and audio
+            extract_frames(clip, settings, info), extract_audio(clip, settings, info)
         ours = (time.perf_counter() - start) / len(clips)
         start = time.perf_counter()
         for clip in clips:

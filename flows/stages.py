@@ -106,8 +106,8 @@ class SampleProcessor:
                     raise MediaError("no video stream")
                 if not info["has_audio"]:
                     raise MediaError("no audio track")
-                frames, times = extract_frames(sample.video, settings)
-                audio = extract_audio(sample.video, settings)
+                frames, times = extract_frames(sample.video, settings, info)
+                audio = extract_audio(sample.video, settings, info)
                 duration = info["duration"]
             else:
                 from PIL import Image

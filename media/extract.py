@@ -104,13 +104,15 @@ def audio_window(duration: float, seconds: float = AUDIO_SECONDS) -> tuple[float
     return max(0.0, (duration - length) / 2.0), length
 
 
-def extract_frames(path: str | Path, settings: MediaSettings = MediaSettings()) -> tuple[np.ndarray, list[float]]:
+def extract_frames(path: str | Path, settings: MediaSettings = MediaSettings(),
+                   info: dict[str, Any] | None = None) -> tuple[np.ndarray, list[float]]:
     """Return ``(frames uint8 [N, H, W, 3], timestamps in seconds)``.
 
     Decodes with decord (seek + decode only the chosen frames); falls back to ffmpeg for the rare
     container decord cannot open. Raises MediaError for a missing or undecodable video stream.
+    ``info`` is ``probe(path)`` when the caller already has it (saves an ffprobe run).
     """
-    info = probe(path)
+    info = info or probe(path)
     if not info["has_video"]:
         raise MediaError("no video stream")
     try:
@@ -118,7 +120,7 @@ def extract_frames(path: str | Path, settings: MediaSettings = MediaSettings()) 
     except MediaError:
         raise
     except Exception:  # decord raises bare RuntimeError/DECORDError on odd containers
-        frames, times = _frames_ffmpeg(path, info["duration"], settings.num_frames)
+        frames, times = _frames_ffmpeg(path, info, settings.num_frames)
     return _downscale(frames, settings.max_side), times
 
 
@@ -132,7 +134,8 @@ def _frames_decord(path: str | Path, num_frames: int) -> tuple[np.ndarray, list[
     return frames, [round(i / fps, 3) for i in indices]
 
 
-def _frames_ffmpeg(path: str | Path, duration: float, num_frames: int) -> tuple[np.ndarray, list[float]]:
+def _frames_ffmpeg(path: str | Path, info: dict[str, Any], num_frames: int) -> tuple[np.ndarray, list[float]]:
+    duration = info["duration"]
     if duration <= 0:
         raise MediaError("video has no duration")
     times = frame_timestamps(duration, num_frames)
@@ -147,7 +150,6 @@ def _frames_ffmpeg(path: str | Path, duration: float, num_frames: int) -> tuple[
         except ffmpeg.Error:
             raise MediaError("video stream could not be decoded") from None
         frames.append(out)
-    info = probe(path)
     width, height = info["width"], info["height"]
     if any(len(f) != width * height * 3 for f in frames):
         raise MediaError("video stream could not be decoded")
@@ -165,9 +167,13 @@ def _downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC)) for f in frames])
 
 
-def extract_audio(path: str | Path, settings: MediaSettings = MediaSettings()) -> np.ndarray:
-    """Return mono float32 samples at ``settings.sample_rate`` from the centred audio window."""
-    info = probe(path)
+def extract_audio(path: str | Path, settings: MediaSettings = MediaSettings(),
+                  info: dict[str, Any] | None = None) -> np.ndarray:
+    """Return mono float32 samples at ``settings.sample_rate`` from the centred audio window.
+
+    ``info`` is ``probe(path)`` when the caller already has it (saves an ffprobe run).
+    """
+    info = info or probe(path)
     if not info["has_audio"]:
         raise MediaError("no audio track")
     start, length = audio_window(info["duration"], settings.audio_seconds)

@@ -140,9 +140,10 @@ def load_item_media(item: BenchItem, settings: MediaSettings = MediaSettings(), 
     media = ItemMedia()
     if frames and item.video:
         try:
-            array, _ = extract_frames(item.video, settings)
+            info = probe(item.video)
+            array, _ = extract_frames(item.video, settings, info)
             media.frames = [_jpeg_roundtrip(f, settings.jpeg_quality) for f in array]
-            media.duration = float(probe(item.video)["duration"]) or None
+            media.duration = float(info["duration"]) or None
         except Exception as err:  # noqa: BLE001 - any decode failure is a media error for this item
             media.frames_error = _error(err)
     elif frames and item.image:
