@@ -65,13 +65,11 @@ def compute_stats(rows: list[dict[str, Any]], count_tokens: Callable[[str], int]
     both_right = sum(r.get("vision_answer") == r["answer"] and r.get("audio_answer") == r["answer"]
                      for r in rows if "vision_raw" in r and "audio_raw" in r)
 
-    thinks, answers, compliant = [], [], 0
-    for r in kept:
-        check = check_format(r["merged"], len(r["choices"]))
-        compliant += check.ok
-        thinks.append(count(check.think))
-        answers.append(count(check.letter or ""))
-    per_split_kept = {s: {"think_length": mean_std([count(check_format(r["merged"]).think) for r in kept if r["split"] == s]),
+    checks = [check_format(r["merged"], len(r["choices"])) for r in kept]
+    think_lengths = [count(c.think) for c in checks]  # tokenizing is the costly part: once per row
+    answers = [count(c.letter or "") for c in checks]
+    compliant = sum(c.ok for c in checks)
+    per_split_kept = {s: {"think_length": mean_std([n for r, n in zip(kept, think_lengths) if r["split"] == s]),
                           "duration_s": mean_std([r["duration"] for r in kept if r["split"] == s])} for s in splits}
     return {
         "samples_in": len(rows),
@@ -85,7 +83,7 @@ def compute_stats(rows: list[dict[str, Any]], count_tokens: Callable[[str], int]
                               "rate": round(agree / len(both), 4) if both else None, "both_correct": both_right},
         "format_compliance": round(compliant / len(kept), 4) if kept else None,
         "token_unit": token_unit,
-        "think_length": mean_std(thinks),
+        "think_length": mean_std(think_lengths),
         "answer_length": mean_std(answers),
         "per_split_kept": per_split_kept,
         "answer_letters": {"input": dict(sorted(Counter(r["answer"] for r in rows).items())),
