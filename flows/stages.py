@@ -25,7 +25,7 @@ from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
 from flows.manifest import Sample
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
-from media.files import atomic_write_bytes, jpeg_bytes, load_audio, wav_bytes
+from media.files import atomic_write_bytes, jpeg_bytes, wav_bytes
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
 from merger.validate import validate_merged
@@ -102,10 +102,8 @@ class SampleProcessor:
         try:
             if sample.video:
                 info = probe(sample.video)
-                if not info["has_video"]:
-                    raise MediaError("no video stream")
-                if not info["has_audio"]:
-                    raise MediaError("no audio track")
+                if info["has_video"] and not info["has_audio"]:
+                    raise MediaError("no audio track")  # before decoding any frame
                 frames, times = extract_frames(sample.video, settings, info)
                 audio = extract_audio(sample.video, settings, info)
                 duration = info["duration"]
@@ -117,7 +115,8 @@ class SampleProcessor:
                         frames = np.asarray(image.convert("RGB"))[None]
                 except Exception:
                     raise MediaError("unreadable image") from None
-                times, audio = [0.0], load_audio(sample.audio, settings.sample_rate)[: int(settings.audio_seconds * settings.sample_rate)]
+                # the same centred 10 s window and decoder as for videos
+                times, audio = [0.0], extract_audio(sample.audio, settings)
                 duration = len(audio) / settings.sample_rate
         except MediaError as err:
             return {"error": err.reason}
@@ -158,7 +157,7 @@ class SampleProcessor:
         namespace = f"calls/{role}"
         cached = await asyncio.to_thread(self.cache.get, namespace, key)
         if cached is not None:
-            return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", ""), attempts=0)
+            return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", ""))
         messages = await asyncio.to_thread(build_messages)
         self.calls[role] += 1
         result = await self.clients[role].chat(messages)

@@ -37,7 +37,6 @@ class ChatResult:
     reasoning: str  # reasoning, wherever the server or the model put it
     finish_reason: str | None
     raw: str = ""  # the message content exactly as returned
-    attempts: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"content": self.content, "reasoning": self.reasoning, "finish_reason": self.finish_reason, "raw": self.raw}
@@ -99,7 +98,7 @@ class ModelClient:
                 choice = response.choices[0]
                 reasoning, content = split_reasoning(choice.message)
                 return ChatResult(content=content, reasoning=reasoning, finish_reason=choice.finish_reason,
-                                  raw=choice.message.content or "", attempts=attempt)
+                                  raw=choice.message.content or "")
             except RETRYABLE as err:
                 last_error = _describe(err)
             except openai.APIStatusError as err:

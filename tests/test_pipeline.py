@@ -148,3 +148,31 @@ def test_odd_and_broken_media(synthetic_data, scripted_server, tmp_path):
 
 def test_stage_names_are_documented():
     assert STAGES == ("media", "vision_teacher", "audio_teacher", "filter", "merger")
+
+
+def test_image_and_audio_rows(scripted_server, tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 96, 3), 200, np.uint8)).save(tmp_path / "still.png")
+    sf.write(tmp_path / "long.wav", 0.1 * np.sin(np.arange(16_000 * 14) / 10), 16_000)  # 14 s
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really a wav")
+    rows = [("ok", "still.png", "long.wav"), ("bad_audio", "still.png", "broken.wav"), ("no_image", "none.png", "long.wav")]
+    manifest = tmp_path / "ia.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i, "image": img, "audio": wav, "question": "Q?", "choices": ["a", "b", "c", "d"],
+                                            "answer": "B"}) + "\n" for i, img, wav in rows))
+    scripted_server.set_handler("vision", lambda r: Reply("Answer: (B)"))
+    scripted_server.set_handler("audio", lambda r: Reply("Answer: (B)"))
+    scripted_server.set_handler("merger", lambda r: Reply("<think>Bright still, steady hum.</think><answer>B</answer>"))
+    out = tmp_path / "out"
+    build_avrt(manifest=str(manifest), out=str(out), config=str(write_config(tmp_path / "c.yaml", scripted_server.url)))
+    corpus = _corpus(out).set_index("id")
+    assert list(corpus.index) == ["ok"] and len(corpus.loc["ok", "frames"]) == 1
+    import soundfile
+
+    assert abs(soundfile.info(out / corpus.loc["ok", "audio"]).duration - 10.0) < 0.05  # centred 10 s window
+    rejected = _rejected(out).set_index("id")
+    assert (rejected["stage"] == "media").all()
+    assert "audio" in rejected.loc["bad_audio", "reason"]
+    assert "not found" in rejected.loc["no_image", "reason"]
