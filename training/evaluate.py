@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
 from media.files import jpeg_bytes
@@ -289,7 +290,8 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
     todo = [item for item in items if any((item.id, m) not in done for m in modalities)]
     log.info("%d items x %d settings: %d items to do (%d predictions on file)", len(items), len(modalities),
              len(todo), len(done))
-    with path.open("a", encoding="utf-8") as handle:
+    bar = tqdm(total=len(todo), unit="item", desc="evaluate", disable=None)  # off when not a terminal
+    with path.open("a", encoding="utf-8") as handle, bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             need = [m for m in modalities if any((it.id, m) not in done for it in batch)]
@@ -302,7 +304,7 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 handle.flush()
                 done.update((row["id"], setting) for row in rows)
-            log.info("%d/%d items", min(start + batch_size, len(todo)), len(todo))
+            bar.update(len(batch))
     wanted = {(item.id, m) for item in items for m in modalities}
     return [r for r in read_predictions(path) if (r["id"], r["modality"]) in wanted]
 
