@@ -1,13 +1,16 @@
 """Reading build-avrt's input: the project's JSONL, AVQA's annotation JSON, image + audio rows.
 
-* JSONL (``.jsonl``): ``{"id", "video", "question", "choices": [4 texts], "answer": "A".."D"}``,
-  optional ``question_type`` and ``split``; instead of ``video``, a row may give ``image`` and
-  ``audio`` (OmniBench / AVQA-R1-6K style). Relative paths are relative to the manifest.
+* JSONL (``.jsonl``): ``{"id", "video", "question", "choices": [texts], "answer": "A".. or 0-based
+  index}``, optional ``question_type`` and ``split``; instead of ``video``, a row may give ``image``
+  and ``audio`` (OmniBench / AVQA-R1-6K style). Relative paths are relative to the manifest.
 * AVQA (``.json``): a list of ``{id, video_name, question_text, multi_choice, answer (0-based),
   question_type, ...}``; videos are ``{video_dir}/{video_name}.mp4`` (``--video-dir``; default
   ``videos/`` beside the file if it exists, else the file's folder).
 
-The same loader serves evaluation (``training.benchmarks`` for ``manifest`` and ``avqa``).
+Every row is checked before any work starts, and every problem is reported at once (line, id, what
+is wrong): :func:`read_manifest` returns the valid samples and the invalid rows, :func:`load_manifest`
+refuses a manifest with invalid rows unless asked to skip them. The same loader serves evaluation
+(``training.benchmarks`` for ``manifest`` and ``avqa``).
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from typing import Any
 
 from filters.answers import LETTERS
 
-
-class ManifestError(ValueError):
-    pass
+JSONL_FIELDS = ("id", "video", "image", "audio", "question", "choices", "answer", "question_type", "split")
+MAX_LISTED = 1000  # invalid rows spelled out in one error message; the count is always exact
 
 
 @dataclass(frozen=True)
@@ -41,32 +43,237 @@ class Sample:
         return asdict(self)
 
 
-def load_manifest(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
-                  split: str = "train") -> list[Sample]:
-    """Load samples from a JSONL manifest or an AVQA annotation file; ids must be unique.
+@dataclass(frozen=True)
+class InvalidRow:
+    """A manifest row that cannot become a sample: where it is, its id if it has one, and why."""
+
+    where: str  # "line 12" (JSONL) or "entry 3" (AVQA, 0-based like the list)
+    reason: str
+    id: str | None = None
+    split: str = "train"
+
+    def __str__(self) -> str:
+        return f"{self.where}{f' (id {self.id!r})' if self.id is not None else ''}: {self.reason}"
+
+    def rejected_row(self) -> dict[str, Any]:
+        """The row recorded in ``rejected/`` with ``--skip-invalid`` (ids made unique per line)."""
+        return {"id": f"{self.id or ''}@{self.where.replace(' ', '')}", "split": self.split, "status": "rejected",
+                "stage": "manifest", "reason": f"{self.where}: {self.reason}"}
+
+
+@dataclass(frozen=True)
+class ManifestReading:
+    samples: list[Sample]
+    invalid: list[InvalidRow]
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used as given; the message lists every problem."""
+
+    @classmethod
+    def from_rows(cls, path: Path, invalid: list[InvalidRow], total: int) -> ManifestError:
+        listed = "\n".join(f"  {row}" for row in invalid[:MAX_LISTED])
+        more = f"\n  … and {len(invalid) - MAX_LISTED} more" if len(invalid) > MAX_LISTED else ""
+        return cls(f"{path}: {len(invalid)} of {total} rows are invalid:\n{listed}{more}")
+
+
+def read_manifest(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
+                  split: str = "train") -> ManifestReading:
+    """Every row of a JSONL manifest or AVQA annotation file (the first ``limit``), checked.
 
     ``video_dir``: where relative media paths (JSONL) or ``{video_name}.mp4`` (AVQA) are found.
+    Raises :class:`ManifestError` only for the file as a whole (missing, unreadable, empty).
     """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err})") from None
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         base = Path(video_dir) if video_dir else path.parent
-        samples = [_from_jsonl(row, base, split, i) for i, row in enumerate(rows)]
+        rows = _jsonl_rows(text)
+        rows = rows[:limit] if limit else rows
+        parsed = [(where, _from_jsonl(row, base, split, where)) for where, row in rows]
     else:
-        rows = json.loads(path.read_text())
-        if not isinstance(rows, list):
-            raise ManifestError(f"{path}: expected a JSON list of AVQA annotations")
+        entries = _avqa_entries(path, text)
         default = path.parent / "videos" if (path.parent / "videos").is_dir() else path.parent
         base = Path(video_dir) if video_dir else default
-        samples = [_from_avqa(row, base, split, i) for i, row in enumerate(rows)]
-    seen: set[str] = set()
-    for sample in samples:
-        if sample.id in seen:
-            raise ManifestError(f"{path}: duplicate id {sample.id!r}")
-        seen.add(sample.id)
-    return samples[:limit] if limit else samples
+        entries = entries[:limit] if limit else entries
+        parsed = [(f"entry {i}", _from_avqa(row, base, split, f"entry {i}")) for i, row in enumerate(entries)]
+    if not parsed:
+        raise ManifestError(f"{path}: the manifest has no rows")
+    samples: list[Sample] = []
+    invalid: list[InvalidRow] = []
+    first_seen: dict[str, str] = {}
+    for where, result in parsed:
+        if isinstance(result, InvalidRow):
+            invalid.append(result)
+        elif result.id in first_seen:
+            invalid.append(InvalidRow(where, f"duplicate id {result.id!r} (first at {first_seen[result.id]})",
+                                      result.id, result.split))
+        else:
+            first_seen[result.id] = where
+            samples.append(result)
+    return ManifestReading(samples, invalid)
+
+
+def load_manifest(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
+                  split: str = "train", skip_invalid: bool = False) -> list[Sample]:
+    """The valid samples; a manifest with invalid rows is refused (all of them listed) unless
+    ``skip_invalid``; one with no valid sample is always refused."""
+    reading = read_manifest(path, video_dir, limit, split)
+    total = len(reading.samples) + len(reading.invalid)
+    if reading.invalid and not skip_invalid:
+        raise ManifestError.from_rows(Path(path), reading.invalid, total)
+    if not reading.samples:
+        raise ManifestError(f"{path}: none of its {total} rows is a valid sample")
+    return reading.samples
+
+
+# ----------------------------------------------------------------------------- file formats
+
+
+def _jsonl_rows(text: str) -> list[tuple[str, Any]]:
+    """(``"line N"``, parsed value or :class:`InvalidRow`) for every non-blank line."""
+    rows: list[tuple[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            rows.append((where, json.loads(line)))
+        except json.JSONDecodeError as err:
+            rows.append((where, InvalidRow(where, f"invalid JSON: {err.msg} at column {err.colno}")))
+    return rows
+
+
+def _avqa_entries(path: Path, text: str) -> list[Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: invalid JSON: {err.msg} at line {err.lineno} column {err.colno} "
+                            "(a .json manifest is an AVQA annotation list; use .jsonl for one row per line)") from None
+    if not isinstance(data, list):
+        raise ManifestError(f"{path}: expected a JSON list of AVQA annotations, got {type(data).__name__}")
+    return data
+
+
+# ----------------------------------------------------------------------------- field checks
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _text(row: dict[str, Any], name: str, problems: list[str], required: bool = True) -> str | None:
+    """A text field (numbers are accepted as text); records what is wrong in ``problems``."""
+    if name not in row or row[name] is None:
+        if required:
+            problems.append(f"missing field '{name}'")
+        return None
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        problems.append(f"'{name}' must be a text, got {_show(value)}")
+        return None
+    value = str(value)
+    if required and not value.strip():
+        problems.append(f"empty '{name}'")
+        return None
+    return value
+
+
+def _choices(value: Any, name: str, problems: list[str]) -> list[str] | None:
+    if isinstance(value, str):
+        problems.append(f"'{name}' must be a list of option texts, got the string {_show(value)}")
+        return None
+    if not isinstance(value, list):
+        problems.append(f"'{name}' must be a list of option texts, got {_show(value)}")
+        return None
+    if not 2 <= len(value) <= len(LETTERS):
+        problems.append(f"needs 2 to {len(LETTERS)} choices, got {len(value)}")
+        return None
+    bad = [c for c in value if isinstance(c, bool) or not isinstance(c, (str, int, float)) or not str(c).strip()]
+    if bad:
+        problems.append(f"'{name}' holds {len(bad)} empty or non-text option(s), e.g. {_show(bad[0])}")
+        return None
+    return [str(c) for c in value]
+
+
+def _answer(value: Any, n_choices: int | None, problems: list[str]) -> str | None:
+    """The gold letter from a letter (any case) or a 0-based index into the choices."""
+    if value is None:
+        problems.append("missing field 'answer'")
+        return None
+    letters = LETTERS[:n_choices] if n_choices else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if letters is not None and 0 <= value < len(letters):
+            return letters[value]
+        span = f" (0 to {len(letters) - 1} for {len(letters)} choices)" if letters else ""
+        problems.append(f"answer index {value} is not one of the options{span}")
+        return None
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip().upper() in LETTERS:
+        letter = value.strip().upper()
+        if letters is None or letter in letters:
+            return letter
+        problems.append(f"answer {_show(value)} is not one of the options (A to {letters[-1]})")
+        return None
+    problems.append(f"answer must be a letter or a 0-based index, got {_show(value)}")
+    return None
+
+
+def _from_jsonl(row: Any, base: Path, split: str, where: str) -> Sample | InvalidRow:
+    if isinstance(row, InvalidRow):
+        return row
+    if not isinstance(row, dict):
+        return InvalidRow(where, f"expected a JSON object, got {_show(row)}", split=split)
+    problems: list[str] = []
+    sample_id = _text(row, "id", problems)
+    row_split = _text(row, "split", problems, required=False) or split
+    question = _text(row, "question", problems)
+    choices = _choices(row["choices"], "choices", problems) if "choices" in row else None
+    if "choices" not in row:
+        problems.append("missing field 'choices'")
+    answer = _answer(row.get("answer"), len(choices) if choices else None, problems)
+    media = {name: _text(row, name, problems, required=False) for name in ("video", "image", "audio")}
+    if not media["video"] and not (media["image"] and media["audio"]) and not any(
+            p.startswith(("'video'", "'image'", "'audio'")) for p in problems):
+        problems.append("needs 'video' or both 'image' and 'audio'")
+    question_type = _text(row, "question_type", problems, required=False) or ""
+    if problems:
+        return InvalidRow(where, "; ".join(problems), sample_id, row_split)
+    return Sample(id=sample_id, question=question, choices=choices, answer=answer,
+                  video=_resolve(base, media["video"]), image=_resolve(base, media["image"]),
+                  audio=_resolve(base, media["audio"]), question_type=question_type, split=row_split,
+                  extra={k: v for k, v in row.items() if k not in JSONL_FIELDS})
+
+
+def _from_avqa(row: Any, base: Path, split: str, where: str) -> Sample | InvalidRow:
+    if not isinstance(row, dict):
+        return InvalidRow(where, f"expected an AVQA annotation object, got {_show(row)}", split=split)
+    problems: list[str] = []
+    video_name = _text(row, "video_name", problems)
+    sample_id = _text(row, "id", problems, required=False) or video_name
+    question = _text(row, "question_text", problems)
+    choices = _choices(row["multi_choice"], "multi_choice", problems) if "multi_choice" in row else None
+    if "multi_choice" not in row:
+        problems.append("missing field 'multi_choice'")
+    raw_answer = row.get("answer")
+    if isinstance(raw_answer, str) and raw_answer.strip().isdigit():  # some AVQA dumps store "2"
+        raw_answer = int(raw_answer)
+    if raw_answer is not None and not isinstance(raw_answer, int):
+        problems.append(f"AVQA 'answer' must be a 0-based index, got {_show(raw_answer)}")
+        answer = None
+    else:
+        answer = _answer(raw_answer, len(choices) if choices else None, problems)
+    question_type = _text(row, "question_type", problems, required=False) or ""
+    if problems:
+        return InvalidRow(where, "; ".join(problems), sample_id, split)
+    return Sample(id=sample_id, question=question, choices=choices, answer=answer,
+                  video=str(base / f"{video_name}.mp4"), question_type=question_type, split=split,
+                  extra={"video_name": video_name, "question_relation": row.get("question_relation")})
 
 
 def _resolve(base: Path, value: str | None) -> str | None:
@@ -74,45 +281,3 @@ def _resolve(base: Path, value: str | None) -> str | None:
         return None
     p = Path(value)
     return str(p if p.is_absolute() else base / p)
-
-
-def _check(sample: Sample, where: str) -> Sample:
-    if not sample.question.strip():
-        raise ManifestError(f"{where}: empty question")
-    if not 2 <= len(sample.choices) <= len(LETTERS):
-        raise ManifestError(f"{where}: needs 2 or more choices, got {len(sample.choices)}")
-    if sample.answer not in LETTERS[: len(sample.choices)]:
-        raise ManifestError(f"{where}: answer {sample.answer!r} is not one of the options")
-    if not sample.video and not (sample.image and sample.audio):
-        raise ManifestError(f"{where}: needs 'video' or both 'image' and 'audio'")
-    return sample
-
-
-def _from_jsonl(row: dict[str, Any], base: Path, split: str, line: int) -> Sample:
-    where = f"line {line + 1}"
-    try:
-        answer = row["answer"]
-        if isinstance(answer, int):
-            answer = LETTERS[answer]
-        known = {"id", "video", "image", "audio", "question", "choices", "answer", "question_type", "split"}
-        sample = Sample(id=str(row["id"]), question=str(row["question"]), choices=[str(c) for c in row["choices"]],
-                        answer=str(answer).strip().upper(), video=_resolve(base, row.get("video")),
-                        image=_resolve(base, row.get("image")), audio=_resolve(base, row.get("audio")),
-                        question_type=str(row.get("question_type", "")), split=str(row.get("split", split)),
-                        extra={k: v for k, v in row.items() if k not in known})
-    except KeyError as err:
-        raise ManifestError(f"{where}: missing field {err}") from None
-    return _check(sample, where)
-
-
-def _from_avqa(row: dict[str, Any], base: Path, split: str, index: int) -> Sample:
-    where = f"AVQA entry {index}"
-    try:
-        choices = [str(c) for c in row["multi_choice"]]
-        sample = Sample(id=str(row.get("id", row["video_name"])), question=str(row["question_text"]), choices=choices,
-                        answer=LETTERS[int(row["answer"])], video=str(base / f"{row['video_name']}.mp4"),
-                        question_type=str(row.get("question_type", "")), split=split,
-                        extra={"video_name": row["video_name"], "question_relation": row.get("question_relation")})
-    except (KeyError, ValueError, IndexError) as err:
-        raise ManifestError(f"{where}: bad or missing field ({err})") from None
-    return _check(sample, where)
