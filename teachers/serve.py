@@ -12,6 +12,12 @@ server's default sampling is pinned to the config's (``--generation-config vllm`
 ``--override-generation-config``), so a request that omits a parameter does not silently get the
 checkpoint's ``generation_config.json``.
 
+Before starting anything it checks what would fail later with a less clear error: local weights
+folders exist (anything given with ``--weights`` is a folder), and vLLM's environment can decode
+``input_audio`` (vLLM needs its ``audio`` extra: ``pip install 'vllm[audio]'``) when a server takes
+the audio role. Roles that share one server (two Omni roles) get the same default sampling only
+when theirs agree; otherwise vLLM's neutral default (requests always carry their own sampling).
+
 The launcher waits until every server answers ``/health`` and lists its model on ``/v1/models``,
 prints the ``base_url`` lines for build-avrt (a list when a role has replicas), optionally writes a
 complete config (``--write-config``), then stays in the foreground: Ctrl-C or SIGTERM stops every
@@ -47,7 +53,30 @@ ROLES = ("vision", "audio", "merger")
 SECTION = {"vision": "vision_teacher", "audio": "audio_teacher", "merger": "merger"}
 DEFAULT_PORTS = {"vision": 8000, "audio": 8010, "merger": 8020}  # as in configs/*/paper.yaml
 SERVER_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")  # what vLLM takes
-API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+CLI_MODULE = "vllm.entrypoints.cli.main"  # what the `vllm` executable runs; `-m` of it is `vllm serve` too
+AUDIO_ROLES = {"audio"}  # roles whose requests carry input_audio, which vLLM decodes with its audio extra
+# Decodes a 0.1 s WAV with vLLM's own loader for ``input_audio`` parts (its module moved between
+# releases). Exit 3: the loader needs packages that are missing; exit 4: the loader was not found.
+AUDIO_CHECK = """
+import io, struct, sys, wave
+buffer = io.BytesIO()
+with wave.open(buffer, "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(struct.pack("<1600h", *[0] * 1600))
+loader = None
+for name in ("vllm.multimodal.media.audio", "vllm.multimodal.audio"):
+    try:
+        loader = __import__(name, fromlist=["AudioMediaIO"]).AudioMediaIO
+        break
+    except (ImportError, AttributeError):
+        continue
+if loader is None:
+    sys.exit(4)
+try:
+    loader().load_bytes(buffer.getvalue())
+except ImportError as error:
+    print(error)
+    sys.exit(3)
+"""
 
 
 class PlanError(ValueError):
@@ -134,6 +163,8 @@ def resolve_groups(config, profiles: dict[str, dict[str, Any]], roles: tuple[str
                            "api_key_env": endpoint.api_key_env, "port": ports.get(role, DEFAULT_PORTS[role]),
                            "memory": (memory or {}).get(role)}
         entry = merged[key]
+        if entry["roles"] and entry["generation"] != generation_defaults(endpoint):
+            entry["generation"] = {}  # a shared server cannot default to two roles' sampling
         entry["roles"].append(role)
         entry["replicas"] = max(entry["replicas"], replicas.get(role, 1))
         if role in tensor_parallel:  # an explicit size wins over the profile's (the largest, if shared)
@@ -177,10 +208,7 @@ def assign_gpus(needs: list[int], gpus: list[str], colocate: bool) -> list[tuple
 def vllm_argv(launcher: list[str], group: Group, host: str, port: int, gpu_memory: float) -> list[str]:
     """The vLLM command line for one server of ``group``."""
     profile = group.profile
-    if launcher[-1] == API_SERVER_MODULE:
-        argv = [*launcher, "--model", group.weights]
-    else:
-        argv = [*launcher, "serve", group.weights]
+    argv = [*launcher, "serve", group.weights]
     argv += ["--served-model-name", group.model, "--host", host, "--port", str(port),
              "--tensor-parallel-size", str(group.tensor_parallel),
              "--gpu-memory-utilization", f"{gpu_memory:.2f}"]
@@ -190,8 +218,9 @@ def vllm_argv(launcher: list[str], group: Group, host: str, port: int, gpu_memor
         argv += ["--limit-mm-per-prompt", json.dumps(profile["limit_mm_per_prompt"], separators=(",", ":"))]
     if profile.get("trust_remote_code"):
         argv.append("--trust-remote-code")
-    argv += ["--generation-config", "vllm",
-             "--override-generation-config", json.dumps(group.generation, separators=(",", ":"))]
+    argv += ["--generation-config", "vllm"]  # never the checkpoint's generation_config.json
+    if group.generation:  # the roles' own default sampling; {} (roles differ) keeps vLLM's neutral one
+        argv += ["--override-generation-config", json.dumps(group.generation, separators=(",", ":"))]
     return argv + [str(arg) for arg in profile.get("extra_args") or []]
 
 
@@ -217,6 +246,67 @@ def plan(groups: list[Group], launcher: list[str], gpus: list[str], host: str = 
         servers.append(Server(group=group, replica=i, port=port, gpus=gpu_ids, gpu_memory_utilization=memory,
                               argv=tuple(vllm_argv(launcher, group, host, port, memory)), env=env))
     return servers
+
+
+def is_local_path(weights: str, named_by_user: bool) -> bool:
+    """Weights are a local folder (to check) unless they look like a hub id (``org/name``).
+
+    A path that exists, starts with ``.``, ``/`` or ``~``, or that the user gave with ``--weights``
+    is local; ``models/audio-flamingo-3-think`` given with ``--weights`` is a folder, not a hub id.
+    """
+    return (named_by_user or weights.startswith((".", "/", "~")) or weights.count("/") != 1
+            or Path(weights).expanduser().exists())
+
+
+def check_weights(groups: list[Group], explicit: set[str], strict: bool) -> list[str]:
+    """Missing local weights: a :class:`PlanError` (``strict``, before anything starts) or notes."""
+    problems = []
+    for group in groups:
+        named = any(role in explicit for role in group.roles)
+        if is_local_path(group.weights, named) and not Path(group.weights).expanduser().exists():
+            hint = " (run python -m teachers.prepare_af3_think first)" if "flamingo" in group.use else ""
+            problems.append(f"{'+'.join(group.roles)}: weights folder {group.weights} does not exist here{hint}")
+    if problems and strict:
+        raise PlanError("; ".join(problems))
+    return problems
+
+
+def sampling_notes(groups: list[Group]) -> list[str]:
+    """Say which shared servers got vLLM's neutral default sampling (their roles' differ)."""
+    return [f"{'+'.join(g.roles)} share one server but sample differently: its default sampling is vLLM's "
+            "neutral one, and each request carries its role's own parameters (build-avrt always sends them)"
+            for g in groups if len(g.roles) > 1 and not g.generation]
+
+
+def check_audio_support(python: str) -> str | None:
+    """Why vLLM at ``python`` cannot decode ``input_audio`` parts, or None if it can (or cannot tell)."""
+    try:
+        result = subprocess.run([python, "-c", AUDIO_CHECK], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"could not run {python} to check audio support ({error})"
+    if result.returncode == 3:
+        detail = (result.stdout.strip().splitlines() or ["missing packages"])[-1]
+        return (f"vLLM at {python} cannot decode audio ({detail}). Install its audio extra in vLLM's "
+                "environment: pip install 'vllm[audio]' (see docs/serving.md), or pass --skip-audio-check")
+    if result.returncode not in (0, 4):
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"could not import vLLM with {python} ({tail})"
+    return None
+
+
+def launcher_python(launcher: list[str]) -> str | None:
+    """The Python that runs vLLM: ``--vllm-python`` itself, or the ``vllm`` script's shebang."""
+    if len(launcher) > 1:
+        return launcher[0]
+    path = shutil.which(launcher[0]) or launcher[0]
+    try:
+        with open(path, "rb") as script:
+            first = script.readline(512).decode(errors="replace").strip()
+    except OSError:
+        return None
+    if first.startswith("#!") and "python" in first:
+        return shlex.split(first[2:])[0] if "/env " not in first else shlex.split(first[2:])[-1]
+    return None
 
 
 def base_urls(servers: list[Server], public_host: str) -> dict[str, list[str]]:
@@ -277,7 +367,7 @@ def detect_gpus() -> list[str]:
 
 def resolve_launcher(args: argparse.Namespace) -> list[str]:
     if args.vllm_python:
-        return [args.vllm_python, "-m", API_SERVER_MODULE]
+        return [args.vllm_python, "-m", CLI_MODULE]
     return [args.vllm_bin or os.environ.get("VLLM_BIN") or "vllm"]
 
 
@@ -420,10 +510,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roles", default=None,
                         help="roles to serve, e.g. vision,audio (default: all three; no merger with merger_kind concat)")
     launcher = parser.add_mutually_exclusive_group()
-    launcher.add_argument("--vllm-python", help=f"python of vLLM's own venv (runs -m {API_SERVER_MODULE})")
+    launcher.add_argument("--vllm-python", help=f"python of vLLM's own venv (runs -m {CLI_MODULE} serve, "
+                                                "the same as `vllm serve`)")
     launcher.add_argument("--vllm-bin", help="the `vllm` executable (default: $VLLM_BIN, else vllm on PATH)")
     parser.add_argument("--weights", default=None, metavar="ROLE=PATH,...",
-                        help="local folder or hub id per role, e.g. audio=models/audio-flamingo-3-think")
+                        help="local weights folder per role, e.g. audio=models/audio-flamingo-3-think "
+                             "(checked before anything starts)")
     parser.add_argument("--replicas", default=None, metavar="ROLE=N,...", help="servers per role (default 1 each)")
     parser.add_argument("--tensor-parallel", default=None, metavar="ROLE=N,...",
                         help="GPUs per replica (default: the profile's tensor_parallel_size)")
@@ -446,6 +538,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds to wait for all servers (weights download and load; default %(default)s)")
     parser.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true", help="print the commands and config lines; start nothing")
+    parser.add_argument("--skip-audio-check", action="store_true",
+                        help="do not check that vLLM can decode audio before starting an audio server")
     return parser.parse_args(argv)
 
 
@@ -466,16 +560,12 @@ def build_plan(args: argparse.Namespace) -> tuple[list[Server], dict[str, Any], 
                             replicas=parse_role_map(args.replicas), tensor_parallel=parse_role_map(args.tensor_parallel),
                             weights=parse_role_map(args.weights, str), ports=parse_role_map(args.ports),
                             memory=parse_role_map(args.gpu_memory_utilization, float))
-    notes = []
+    notes = check_weights(groups, explicit=set(parse_role_map(args.weights, str)), strict=not args.dry_run)
+    notes += sampling_notes(groups)
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else detect_gpus()
     if not gpus and args.dry_run:
         gpus = [str(i) for i in range(sum(g.replicas * g.tensor_parallel for g in groups))]
         notes.append(f"no GPUs detected; the dry run assumes {len(gpus)} (pass --gpus to choose)")
-    for group in groups:
-        looks_local = group.weights.startswith((".", "/", "~")) or group.weights.count("/") != 1
-        if looks_local and not Path(group.weights).expanduser().exists():
-            notes.append(f"{'+'.join(group.roles)}: weights {group.weights} do not exist here"
-                         + (" (run python -m teachers.prepare_af3_think first)" if "flamingo" in group.use else ""))
     return plan(groups, resolve_launcher(args), gpus, args.host, args.colocate), config_data, notes
 
 
@@ -510,11 +600,17 @@ def main(argv: list[str] | None = None) -> int:
             print(shell_line(server).strip())
         print_endpoints()
         return 0
-    launcher = servers[0].argv[0] if servers else "vllm"
-    if shutil.which(launcher) is None and not Path(launcher).is_file():
-        print(f"error: {launcher!r} not found: install vLLM in its own venv and pass --vllm-python "
+    launcher = resolve_launcher(args)
+    if shutil.which(launcher[0]) is None and not Path(launcher[0]).is_file():
+        print(f"error: {launcher[0]!r} not found: install vLLM in its own venv and pass --vllm-python "
               "/path/to/venv/bin/python (see docs/serving.md)", file=sys.stderr)
         return 2
+    if not args.skip_audio_check and any(AUDIO_ROLES & set(s.group.roles) for s in servers):
+        python = launcher_python(launcher)
+        problem = check_audio_support(python) if python else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     return run(servers, args.log_dir, args.host, args.ready_timeout, args.poll, print_endpoints)
 
 

@@ -99,16 +99,18 @@ def test_dry_run_has_each_models_flags(capsys):
     vision, audio, merger = servers
     config = load_config(PAPER)
     for server, endpoint in zip(servers, (config.vision_teacher, config.audio_teacher, config.merger)):
-        assert server["positional"] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+        # `python -m vllm.entrypoints.cli.main serve` is what the `vllm` executable runs (not the
+        # deprecated api_server module)
+        assert server["positional"][:4] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.cli.main", "serve"]
         assert server["flags"]["--served-model-name"] == endpoint.model
         assert server["flags"]["--generation-config"] == "vllm"
         assert json.loads(server["flags"]["--override-generation-config"]) == {
             "temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_new_tokens": endpoint.max_tokens}
         assert server["flags"]["--tensor-parallel-size"] == "1"
-    assert vision["flags"]["--model"] == "moonshotai/Kimi-VL-A3B-Thinking"
+    assert vision["positional"][4:] == ["moonshotai/Kimi-VL-A3B-Thinking"]
     assert json.loads(vision["flags"]["--limit-mm-per-prompt"]) == {"image": 8}
     assert vision["flags"]["--trust-remote-code"] is True and vision["flags"]["--max-model-len"] == "32768"
-    assert audio["flags"]["--model"] == "./models/audio-flamingo-3-think"
+    assert audio["positional"][4:] == ["./models/audio-flamingo-3-think"]
     assert json.loads(audio["flags"]["--limit-mm-per-prompt"]) == {"audio": 1}
     assert "--trust-remote-code" not in audio["flags"] and "--limit-mm-per-prompt" not in merger["flags"]
     assert [s["gpus"] for s in servers] == ["0", "1", "2"]
@@ -123,7 +125,7 @@ def test_dry_run_replicas_tensor_parallel_and_written_config(capsys, tmp_path):
     code, servers, endpoints = _dry_run(
         capsys, "--vllm-bin", "/opt/vllm/bin/vllm", "--gpus", "0,1,2,3,4,5", "--replicas", "vision=2,audio=2,merger=1",
         "--tensor-parallel", "merger=2", "--host", "0.0.0.0", "--public-host", "gpu7", "--weights",
-        "audio=/models/af3-think", "--write-config", str(written))
+        "audio=/models/af3-think", "--write-config", str(written))  # a dry run only notes missing weights
     assert code == 0
     assert [(s["flags"]["--port"], s["gpus"]) for s in servers] == [
         ("8000", "0"), ("8001", "1"), ("8010", "2"), ("8011", "3"), ("8020", "4,5")]
@@ -226,7 +228,10 @@ def fake_vllm(tmp_path):
 def _launch(fake_vllm, tmp_path, *extra, env=None):
     script, records = fake_vllm
     ports = {role: free_port() for role in serve.ROLES}
+    weights = tmp_path / "models" / "af3-think"  # --weights are checked before anything starts
+    weights.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "teachers.serve", "--vllm-bin", str(script), "--gpus", "0,1,2,3",
+            "--weights", f"audio={weights}",
             "--replicas", "vision=2", "--ports", ",".join(f"{r}={p}" for r, p in ports.items()),
             "--log-dir", str(tmp_path / "logs"), "--poll", "0.2", "--ready-timeout", "60", *extra]
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -264,7 +269,7 @@ def test_launcher_starts_waits_prints_and_stops(fake_vllm, tmp_path):
         assert sorted(records) == sorted([ports["vision"], ports["vision"] + 1, ports["audio"], ports["merger"]])
         order = [ports["vision"], ports["vision"] + 1, ports["audio"], ports["merger"]]
         assert [records[p]["cuda"] for p in order] == ["0", "1", "2", "3"]
-        assert records[ports["audio"]]["argv"][:2] == ["serve", "./models/audio-flamingo-3-think"]
+        assert records[ports["audio"]]["argv"][:2] == ["serve", str(tmp_path / "models" / "af3-think")]
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
@@ -280,3 +285,89 @@ def test_launcher_fails_fast_when_a_server_dies(fake_vllm, tmp_path):
     records = [json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")]
     time.sleep(0.2)
     assert not any(_alive(r["pid"]) for r in records)  # the healthy ones were stopped too
+
+
+# ------------------------------------------------------------------ first-contact checks (issue 13)
+
+
+@pytest.mark.parametrize("weights, named, local", [
+    ("moonshotai/Kimi-VL-A3B-Thinking", False, False),  # a hub id
+    ("models/audio-flamingo-3-think", True, True),  # named with --weights: a folder, even with one "/"
+    ("models/audio-flamingo-3-think", False, False),
+    ("./models/af3", False, True), ("/abs/af3", False, True), ("~/af3", False, True), ("a/b/c", False, True),
+])
+def test_weights_path_rule(weights, named, local):
+    assert serve.is_local_path(weights, named) is local
+
+
+def test_missing_weights_named_with_one_slash_are_refused_before_starting(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = serve.main(["--vllm-bin", sys.executable, "--gpus", "0,1,2", "--weights",
+                       "audio=models/audio-flamingo-3-think"])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights folder models/audio-flamingo-3-think does not exist" in err
+    assert "prepare_af3_think" in err
+    code, servers, _ = _dry_run(capsys, "--gpus", "0,1,2", "--weights", "audio=models/audio-flamingo-3-think")
+    assert code == 0 and len(servers) == 3  # a dry run prints the plan and notes the problem
+
+
+def _omni_config(tmp_path, audio_temperature):
+    path = tmp_path / "omni.yaml"
+    path.write_text(yaml.safe_dump({
+        "vision_teacher": {"use": "qwen2.5-omni-7b-vision", "base_url": "http://x/v1"},
+        "audio_teacher": {"use": "qwen2.5-omni-7b-audio", "base_url": "http://x/v1",
+                          "temperature": audio_temperature},
+        "merger": {"use": "qwen2.5-14b-instruct", "base_url": "http://x/v1"}, "merger_kind": "concat"}))
+    return path
+
+
+def test_a_shared_server_never_defaults_to_one_roles_sampling(tmp_path, capsys):
+    vision = load_config(_omni_config(tmp_path, 0.0)).vision_teacher
+    code, servers, _ = _dry_run(capsys, "--config", str(_omni_config(tmp_path, vision.temperature)), "--gpus", "0")
+    assert code == 0 and len(servers) == 1  # same sampling: the server defaults to it
+    assert json.loads(servers[0]["flags"]["--override-generation-config"])["temperature"] == vision.temperature
+    different = vision.temperature + 0.3
+    code = serve.main(["--dry-run", "--config", str(_omni_config(tmp_path, different)), "--gpus", "0"])
+    out, err = capsys.readouterr()
+    server = _parse_command(shlex.split(next(l for l in out.splitlines() if l.startswith("CUDA_VISIBLE_DEVICES="))))
+    assert code == 0 and "--override-generation-config" not in server["flags"]
+    assert server["flags"]["--generation-config"] == "vllm"  # vLLM's neutral defaults, not the checkpoint's
+    assert "sample differently" in err
+
+
+FAKE_AUDIO_LOADER = """
+class AudioMediaIO:
+    def load_bytes(self, data):
+        {body}
+"""
+
+
+def _fake_vllm_package(root, body):
+    package = root / "vllm" / "multimodal" / "media"
+    package.mkdir(parents=True)
+    for folder in (root / "vllm", root / "vllm" / "multimodal", package):
+        (folder / "__init__.py").write_text("")
+    (package / "audio.py").write_text(FAKE_AUDIO_LOADER.format(body=body))
+    return root
+
+
+def test_audio_support_check_runs_vllms_own_loader(tmp_path, monkeypatch):
+    broken = _fake_vllm_package(tmp_path / "broken",
+                                'raise ImportError("Please install vllm[audio] for audio support")')
+    monkeypatch.setenv("PYTHONPATH", str(broken))
+    problem = serve.check_audio_support(sys.executable)
+    assert "cannot decode audio (Please install vllm[audio] for audio support)" in problem
+    assert "pip install 'vllm[audio]'" in problem
+    working = _fake_vllm_package(tmp_path / "working", "import wave, io; wave.open(io.BytesIO(data)).readframes(-1)")
+    monkeypatch.setenv("PYTHONPATH", str(working))
+    assert serve.check_audio_support(sys.executable) is None
+
+
+@pytest.mark.slow
+def test_launch_refuses_an_audio_server_vllm_cannot_decode_for(fake_vllm, tmp_path):
+    broken = _fake_vllm_package(tmp_path / "broken", 'raise ImportError("Please install vllm[audio]")')
+    process, _ = _launch(fake_vllm, tmp_path, env={"PYTHONPATH": f"{broken}{os.pathsep}{REPO}"})
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "pip install 'vllm[audio]'" in err
+    assert not list(fake_vllm[1].glob("*.json"))  # no server was started
+    assert serve.launcher_python([str(fake_vllm[0])]) == sys.executable
