@@ -280,8 +280,8 @@ BOXED = [
     (r"Answer: C. Final: \boxed{C}", None, "C"),
     ("**Final Answer**\n\\boxed{B}", None, "B"),
     # Kimi-VL-A3B-Thinking: ◁think▷…◁/think▷ then the answer, boxed when the question looks like math
-    # (delimiters as in the model card's extract_thinking_and_summary,
-    # https://huggingface.co/moonshotai/Kimi-VL-A3B-Thinking-2506; shape modelled on it, not verbatim)
+    # (delimiters as in the model card's extract_thinking_and_summary helper, reproduced in
+    # github.com/kushal-10/clemcore test_kimi.py for moonshotai/Kimi-VL-A3B-Thinking-2506; texts modelled)
     ("◁think▷The meter reads a quarter, so 25%. Option B is 25%.◁/think▷The answer is \\boxed{B}.", PERCENTS, "B"),
     ("◁think▷Options A and D are close; the horn is in frame 3.◁/think▷\\boxed{\\text{C}}", SOUNDS, "C"),
 ]
@@ -292,8 +292,8 @@ CHINESE_OPTION = [
     ("答案是选项 (D) rain falling", SOUNDS, "D"),
     ("分析完毕。\n选项 B", None, "B"),
 ]
-# Audio Flamingo 3 think mode: untagged reasoning, then "Answer: (X) text" (format as the AF3 model
-# card's think-mode example shows it, https://huggingface.co/nvidia/audio-flamingo-3; modelled, not verbatim).
+# Audio Flamingo 3 think mode: untagged reasoning, then "Answer: (X) text" (the shape the issue and
+# AF3_STYLE above describe; model card https://huggingface.co/nvidia/audio-flamingo-3 not re-checked here).
 AF3_THINK = [
     ("The clip opens with a low hum, then a sharp two-tone honk that could be (A) a dog or (C) a horn; "
      "the pitch is mechanical.\nAnswer: (C) car horn", SOUNDS, "C"),
