@@ -3,14 +3,17 @@
 ``parse_answer(text, choices)`` reads the *final* answer, after any thinking (``<think>…</think>``
 or Kimi's ``◁think▷…◁/think▷``), in the forms models really write, in this order:
 
-1. an ``<answer>…</answer>`` tag, else a ``\\boxed{…}`` (the last non-empty one wins);
+1. an ``<answer>…</answer>`` tag, else a ``\\boxed{…}`` (the last non-empty one; braces matched and
+   LaTeX unwrapped, so ``\\boxed{\\text{(B) 25\\%}}`` is B). A box that names no option
+   (``\\boxed{x^2}``) falls through to the statements; an answer statement *after* a box that names
+   a different option wins (the model's last word);
 2. the last *statement* of an answer: a marker and what follows it (``Answer: (D) text``,
    ``**Answer:** B``, ``### Final answer: b``, ``The correct answer is [C]``, ``I choose C``,
-   ``I'll go with option D``, ``答案：C``, ``Answer: I believe it's C``) or a verdict after a letter
+   ``I'll go with option D``, ``答案：选项 C``, ``Answer: I believe it's C``) or a verdict after a letter
    (``Option C is correct``, ``(C) is the best``, ``so B is the answer``). The last one wins, so
    options discussed in the reasoning do not count;
 3. a line holding only the answer (the last line, else the first): ``C``, ``(C)``, ``C.``,
-   ``Option C``, ``{C}``, ``C) a dog`` or the option's own text ``a dog``.
+   ``Option C``, ``选项 (C)``, ``{C}``, ``C) a dog`` or the option's own text ``a dog``.
 
 After a marker the letter may be followed by an explanation (``Answer: C, because…``); the option's
 text is matched case-insensitively, the longest option first (``hot dog`` is not ``dog``); a letter
@@ -60,12 +63,12 @@ _MARKER = re.compile(
 _STRIP_LEAD = " \t\r\n*_`'\"“”‘’>:：-–—"
 _MARKDOWN = re.compile(r"\*+|`+|^\s*#+\s*|^\s*>+\s*|(?<!\w)__|__(?!\w)", re.MULTILINE)
 _HEAD = re.compile(
-    r"^(?P<option>(?:the\s+)?(?:option|choice)\s*)?"
+    r"^(?P<option>(?:the\s+)?(?:option|choice|选项)\s*)?"
     r"(?P<open>[(\[{])?\s*(?P<letter>[A-Za-z])(?![A-Za-z0-9]|['’][A-Za-z])\s*(?P<close>[)\]}])?",
     re.IGNORECASE,
 )
 _CONNECTOR = re.compile(
-    r"^\s*(?:,|/|&|\+|;|\bor\b|\band\b|\bvs\.?|\bversus\b)\s*(?:option\s*|choice\s*)?"
+    r"^\s*(?:,|/|&|\+|;|\bor\b|\band\b|\bvs\.?|\bversus\b)\s*(?:option\s*|choice\s*|选项\s*)?"
     r"(?P<open>[(\[{])?\s*(?P<letter>[A-Za-z])(?![A-Za-z0-9]|['’][A-Za-z])",
     re.IGNORECASE,
 )
@@ -90,7 +93,10 @@ _FILLER = re.compile(
 )
 _MAX_STATEMENTS = 64  # only the last answer statements are read (a looping output has thousands)
 _HEAD_WINDOW = 1000  # characters read after a marker: answers are short, and looping outputs long
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_BOX_OPEN = re.compile(r"\\boxed\s*\{")
+# LaTeX a model wraps a boxed letter in: ``\text{(B) 25\%}``, ``\textbf{C}``, ``\mathrm{C}``.
+_LATEX_WRAP = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|emph|fbox)\s*\{([^{}]*)\}")
+_LATEX_ESCAPE = re.compile(r"\\([%&$#_{} ])")
 # "Option C is correct", "(C) is the best", "so B is the answer": a verdict after the letter.
 _VERDICT_AFTER = re.compile(
     r"(?:^|[\n.,;:!?]|\b(?:so|thus|hence|then|therefore|overall|clearly))\s*"
@@ -156,41 +162,29 @@ def parse_answer(text: str | None, choices: Sequence[str] | None = None, num_cho
     if not final:
         return ParsedAnswer(None, "no answer after thinking")
 
-    for name, pattern in (("the <answer> tag", _ANSWER_TAG), ("\\boxed{}", _BOXED)):
-        tags = pattern.findall(final)
-        if not tags:
-            continue
+    tags = _ANSWER_TAG.findall(final)
+    if tags:
         content = next((t for t in reversed(tags) if t.strip()), "")
-        read = _parse_head(content, choices, valid)
-        parsed = read[0] if read else _parse_line(content, choices, valid)
+        parsed = _read_content(content, choices, valid)
         if parsed is not None:
-            return _where(parsed, f"from {name}")
+            return _where(parsed, "from the <answer> tag")
         if _REFUSAL.search(content):
-            return ParsedAnswer(None, f"refused or undecided in {name}: {_snippet(content)}")
-        return ParsedAnswer(None, f"{name} names no option: {_snippet(content)}")
+            return ParsedAnswer(None, f"refused or undecided in the <answer> tag: {_snippet(content)}")
+        return ParsedAnswer(None, f"the <answer> tag names no option: {_snippet(content)}")
 
-    # The last statement of an answer wins: a marker followed by an answer ("Answer: C") or a
-    # verdict after a letter ("Option C is correct"). A weak reading (an option's text somewhere in
-    # the sentence, a bracketed letter further on) only counts if no statement gives a strong one.
-    statements = [(m.start(), "marker", m) for m in _MARKER.finditer(final)]
-    statements += [(m.start("letter"), "verdict", m) for m in _VERDICT_AFTER.finditer(final)]
-    weak: ParsedAnswer | None = None
-    for _, kind, match in sorted(statements, key=lambda item: item[0], reverse=True)[:_MAX_STATEMENTS]:
-        if kind == "verdict":
-            letter = match["letter"]
-            if letter.isupper() or match["open"] or match["option"]:
-                return _where(_letter_result(letter.upper(), valid), f"from {_snippet(match.group(0).strip())}")
-            continue
-        read = _parse_head(final[match.end(): match.end() + _HEAD_WINDOW], choices, valid)
-        if read is None:
-            continue
-        parsed, strong = read
-        parsed = _where(parsed, f"after {_snippet(match.group(0))}")
-        if strong:
-            return parsed
-        weak = weak or parsed
-    if weak is not None:
-        return weak
+    # A box and the answer statements are both read. A box that names an option wins, unless an
+    # answer statement *after* it names a different one (the last explicit answer is the model's
+    # word); a box holding an expression (``\boxed{x^2}``) falls through to the statements.
+    box_at, box = _read_boxes(final, choices, valid)
+    statement_at, statement = _read_statements(final, choices, valid)
+    if box is not None and (box.ok or box.reason.startswith("refused")):
+        if statement is not None and statement.ok and statement.letter != box.letter and statement_at > box_at:
+            return statement
+        return box
+    if statement is not None:
+        return statement
+    if box is not None and not box.reason.startswith("\\boxed{} names no option"):
+        return box  # ambiguous or out of range inside the box, and no statement elsewhere
 
     lines = [line for line in final.splitlines() if line.strip()]
     for where, line in (("the last line", lines[-1]), ("the first line", lines[0]))[: 2 if len(lines) > 1 else 1]:
@@ -198,10 +192,85 @@ def parse_answer(text: str | None, choices: Sequence[str] | None = None, num_cho
         if parsed is not None:
             return _where(parsed, f"on {where}")
 
+    if box is not None:
+        return box
     refusal = _REFUSAL.search(final)
     if refusal:
         return ParsedAnswer(None, f"refused or undecided: {_snippet(_sentence_around(final, refusal.start()))}")
     return ParsedAnswer(None, f"no answer found (text ends {_snippet(final[-60:])})")
+
+
+def _boxed_contents(text: str) -> list[tuple[int, str]]:
+    """``(start, content)`` of every ``\\boxed{…}``, braces matched (``\\boxed{\\text{C}}``); a box
+    left open (truncated) is skipped."""
+    boxes, pos = [], 0
+    while (opened := _BOX_OPEN.search(text, pos)) is not None:
+        depth, i = 1, opened.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0) if text[i - 1] != "\\" else 0
+            i += 1
+        if depth:
+            break
+        boxes.append((opened.start(), text[opened.end(): i - 1]))
+        pos = i
+    return boxes
+
+
+def _unlatex(content: str) -> str:
+    """``\\text{(B) 25\\%}`` → ``(B) 25%``: text wrappers and escapes removed, innermost first."""
+    for _ in range(4):
+        unwrapped = _LATEX_WRAP.sub(r"\1", content)
+        if unwrapped == content:
+            break
+        content = unwrapped
+    return _LATEX_ESCAPE.sub(r"\1", content).strip()
+
+
+def _read_content(content: str, choices: Sequence[str] | None, valid: str) -> ParsedAnswer | None:
+    """A tag's or box's content: an answer head, else a line holding only the answer."""
+    read = _parse_head(content, choices, valid)
+    return read[0] if read else _parse_line(content, choices, valid)
+
+
+def _read_boxes(final: str, choices: Sequence[str] | None, valid: str) -> tuple[int, ParsedAnswer | None]:
+    """The last non-empty box: ``(start, answer)``; the answer is a failure that says why when the
+    box names no option, and None when there is no box."""
+    boxes = _boxed_contents(final)
+    if not boxes:
+        return -1, None
+    start, content = next(((s, c) for s, c in reversed(boxes) if c.strip()), boxes[-1])
+    content = _unlatex(content)
+    parsed = _read_content(content, choices, valid)
+    if parsed is not None:
+        return start, _where(parsed, "from \\boxed{}")
+    if _REFUSAL.search(content):
+        return start, ParsedAnswer(None, f"refused or undecided in \\boxed{{}}: {_snippet(content)}")
+    return start, ParsedAnswer(None, f"\\boxed{{}} names no option: {_snippet(content)}")
+
+
+def _read_statements(final: str, choices: Sequence[str] | None, valid: str) -> tuple[int, ParsedAnswer | None]:
+    """The last statement of an answer: a marker followed by an answer (``Answer: C``) or a verdict
+    after a letter (``Option C is correct``), as ``(start, answer)``. A weak reading (an option's
+    text somewhere in the sentence, a bracketed letter further on) only counts if no statement gives
+    a strong one."""
+    statements = [(m.start(), "marker", m) for m in _MARKER.finditer(final)]
+    statements += [(m.start("letter"), "verdict", m) for m in _VERDICT_AFTER.finditer(final)]
+    weak: tuple[int, ParsedAnswer] | None = None
+    for at, kind, match in sorted(statements, key=lambda item: item[0], reverse=True)[:_MAX_STATEMENTS]:
+        if kind == "verdict":
+            letter = match["letter"]
+            if letter.isupper() or match["open"] or match["option"]:
+                return at, _where(_letter_result(letter.upper(), valid), f"from {_snippet(match.group(0).strip())}")
+            continue
+        read = _parse_head(final[match.end(): match.end() + _HEAD_WINDOW], choices, valid)
+        if read is None:
+            continue
+        parsed, strong = read
+        parsed = _where(parsed, f"after {_snippet(match.group(0))}")
+        if strong:
+            return at, parsed
+        weak = weak or (at, parsed)
+    return weak if weak is not None else (-1, None)
 
 
 def parse_choice(text: str | None, choices: Sequence[str] | None = None, num_choices: int | None = None) -> str | None:

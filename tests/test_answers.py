@@ -258,11 +258,62 @@ CONTAINED_TEXTS = [
     ("The answer is a hot dog, sizzling.", DOGS, "B"),
 ]
 
+# Issue 14: boxes as math-trained thinking models write them (nested LaTeX braces), a box that names
+# no option falling through to the answer statement, and the last explicit answer winning.
+PERCENTS = ["10%", "25%", "50%", "75%"]
+BOXED = [
+    (r"\boxed{\text{C}}", SOUNDS, "C"),
+    (r"\boxed{\textbf{C}}", None, "C"),
+    (r"\boxed{\mathrm{B}}", None, "B"),
+    (r"So the answer is \boxed{\text{(B) 25\%}}.", PERCENTS, "B"),
+    (r"\boxed{\text{(B)}\ 25\%}", PERCENTS, "B"),
+    (r"\boxed{\text{car horn}}", SOUNDS, "C"),
+    (r"Final answer: $\boxed{\textbf{(D)}}$", SOUNDS, "D"),
+    (r"\boxed{{C}}", None, "C"),
+    # a box holding an expression names no option: the answer statement decides
+    ("The gap gives $\\boxed{\\langle H\\rangle \\ll \\Delta E}$, which is option D.\n\n**Answer: D**", None, "D"),
+    ("Answer: D\n\nIndeed $\\boxed{x^{2} + 1 = 0}$ has no real root.", None, "D"),
+    (r"\boxed{\frac{1}{2}} so the answer is (A).", None, "A"),
+    # a box and an answer statement that disagree: the later one is the model's last word
+    (r"First guess \boxed{B}. Checking again, the sound repeats. Answer: D", None, "D"),
+    (r"I first thought Answer: D, but the horn is clear. \boxed{C}", SOUNDS, "C"),
+    (r"Answer: C. Final: \boxed{C}", None, "C"),
+    ("**Final Answer**\n\\boxed{B}", None, "B"),
+    # Kimi-VL-A3B-Thinking: ◁think▷…◁/think▷ then the answer, boxed when the question looks like math
+    # (delimiters as in the model card's extract_thinking_and_summary helper, reproduced in
+    # github.com/kushal-10/clemcore test_kimi.py for moonshotai/Kimi-VL-A3B-Thinking-2506; texts modelled)
+    ("◁think▷The meter reads a quarter, so 25%. Option B is 25%.◁/think▷The answer is \\boxed{B}.", PERCENTS, "B"),
+    ("◁think▷Options A and D are close; the horn is in frame 3.◁/think▷\\boxed{\\text{C}}", SOUNDS, "C"),
+]
+# 选项 (B): the Chinese option marker.
+CHINESE_OPTION = [
+    ("选项 (B) 25%", PERCENTS, "B"),
+    ("答案：选项 C", None, "C"),
+    ("答案是选项 (D) rain falling", SOUNDS, "D"),
+    ("分析完毕。\n选项 B", None, "B"),
+]
+# Audio Flamingo 3 think mode: untagged reasoning, then "Answer: (X) text" (the shape the issue and
+# AF3_STYLE above describe; model card https://huggingface.co/nvidia/audio-flamingo-3 not re-checked here).
+AF3_THINK = [
+    ("The clip opens with a low hum, then a sharp two-tone honk that could be (A) a dog or (C) a horn; "
+     "the pitch is mechanical.\nAnswer: (C) car horn", SOUNDS, "C"),
+    ("Let me think. Steady broadband noise with droplets; not a dog (A).\n\nAnswer: (D) rain falling.", SOUNDS, "D"),
+]
+BOXED_NONE = [
+    (r"\boxed{\text{(A) or (B)}}", SOUNDS, "ambiguous"),
+    (r"\boxed{\text{E}}", SOUNDS, "out of range"),
+    (r"\boxed{\langle H\rangle \ll \Delta E}", None, "names no option"),
+    (r"\boxed{\text{none of the above}}", SOUNDS, "refused"),
+    (r"Thinking done. \boxed{\text{(C", SOUNDS, "no answer found"),  # truncated inside the box
+    ("◁think▷Is it \\boxed{C}? Let me check the frames", SOUNDS, "truncated"),
+    ("选项 (A) 或 (B)", None, "no answer found"),
+]
+
 FOUND = (TAGS + ANSWER_PAREN_TEXT + ANSWER_LETTER + MARKDOWN + LOWER_CASE + BRACKETS + OPTION_TEXT
          + THE_ANSWER_IS + VERDICT_AFTER_LETTER + CHOOSE + KIMI + FINAL_WINS + CHINESE_AND_OPTION + TRAILING + MULTILINE
-         + CONTAINED_TEXTS)
+         + CONTAINED_TEXTS + BOXED + CHINESE_OPTION + AF3_THINK)
 
-NOT_FOUND = TAGS_NONE + [
+NOT_FOUND = TAGS_NONE + BOXED_NONE + [
     # truncated thinking
     ("<think>I think it is A", SOUNDS, "truncated"),
     ("<think>Let me see... Answer: B", SOUNDS, "truncated"),
