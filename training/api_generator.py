@@ -57,7 +57,7 @@ class ApiDecoding:
     top_p: float = 1.0
     top_k: int = 0
     seed: int = 0
-    logit_bias: dict[str, int] = field(default_factory=dict)
+    logit_bias: dict[str, float] = field(default_factory=dict)
 
     def sampling(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": max(0.0, self.temperature)}
@@ -154,7 +154,7 @@ class OpenAIGenerator:
         return asyncio.run(_chat_via_teacher_client(self.endpoint, self.decoding.sampling(), conversations))
 
 
-def suppress_bias(tokenizer_dir: str | None) -> dict[str, int]:
+def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:
     """``logit_bias`` that forbids the multimodal special tokens (as the local backend's
     ``suppress_tokens``), read from a local copy of the served model's tokenizer; empty without one."""
     if not tokenizer_dir:
@@ -163,4 +163,4 @@ def suppress_bias(tokenizer_dir: str | None) -> dict[str, int]:
 
     from training.student import generation_suppress_tokens
 
-    return {str(i): -100 for i in generation_suppress_tokens(AutoTokenizer.from_pretrained(tokenizer_dir))}
+    return {str(i): -100.0 for i in generation_suppress_tokens(AutoTokenizer.from_pretrained(tokenizer_dir))}
