@@ -374,6 +374,10 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
     scripted_server.queue("student", Reply(status=400))
     rows = evaluate(items[:1], generator, ["a"], tmp_path / "fail", "letter")
     assert rows[0]["error"].startswith("generation: ") and "HTTP 400" in rows[0]["error"]
+    from training.eval_report import summarize
+
+    summary = summarize(rows, {"benchmark": "omnibench"})["settings"]["a"]
+    assert (summary["generation_errors"], summary["media_errors"], summary["all_failed"]) == (1, 0, True)
 
 
 @pytest.mark.slow

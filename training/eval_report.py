@@ -108,8 +108,10 @@ def summarize_setting(rows: Sequence[Mapping[str, Any]], difficulty: Mapping[str
     answered = [r for r in rows if not r.get("error")]
     failures = [r for r in answered if not r.get("letter")]
     unscorable = [r for r in rows if r.get("correct") is None]
+    generation = [r for r in errors if str(r["error"]).startswith("generation:")]
     summary.update({
-        "media_errors": len(errors),
+        "media_errors": len(errors) - len(generation),
+        "generation_errors": len(generation),
         "all_failed": bool(rows) and len(errors) == len(rows),
         "accuracy_excluding_media_errors": _bucket(answered)["accuracy"],
         "parse_failures": len(failures),
@@ -173,17 +175,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     settings = report.get("settings", {})
     failed = [name for name, s in settings.items() if s.get("all_failed")]
     if failed:
-        lines += ["", f"**NOT A RESULT: every item failed in {', '.join(failed)} (see media errors).**"]
+        lines += ["", f"**NOT A RESULT: every item failed in {', '.join(failed)} (media or generation errors).**"]
     lines += ["", "## Accuracy per modality setting", "",
               "Exact: the chosen option is the gold option, over scorable items. Official: the benchmark's own "
               "rule, over all items.", "",
-              "| setting | n | exact % | official % | acc. excl. media errors % | parse failures % | media errors "
-              "| unscorable | disagree |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| setting | n | exact % | official % | acc. excl. errors % | parse failures % | media errors "
+              "| generation errors | unscorable | disagree |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in settings.items():
         lines.append(f"| {name} ({_SETTING_NAMES.get(name, name)}) | {s['n']} | {_pct(s['accuracy'])} | "
                      f"{_pct(s.get('accuracy_official'))} | {_pct(s['accuracy_excluding_media_errors'])} | "
-                     f"{_pct(s['parse_failure_rate'])} | {s['media_errors']} | {s.get('unscorable', 0)} | "
+                     f"{_pct(s['parse_failure_rate'])} | {s['media_errors']} | {s.get('generation_errors', 0)} | "
+                     f"{s.get('unscorable', 0)} | "
                      f"{len(s.get('disagreements', []))} |")
     lines += _table("category", {n: s["per_category"] for n, s in settings.items()})
     tag_names = sorted({t for s in settings.values() for t in s.get("per_tag", {})})

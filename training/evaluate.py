@@ -512,7 +512,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{args.benchmark} [{setting}] exact {summary['accuracy']} over {summary['scorable']} scorable, "
               f"official {summary['accuracy_official']} over {summary['n']} (unscorable {summary['unscorable']}, "
               f"disagreements {len(summary['disagreements'])}, parse failures {summary['parse_failure_rate']}, "
-              f"media errors {summary['media_errors']})")
+              f"media errors {summary['media_errors']}, generation errors {summary['generation_errors']})")
     print(f"report: {out / 'report.md'}")
     if failed:
         first = next(r["error"] for r in rows if r.get("error"))
