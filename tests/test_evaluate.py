@@ -400,3 +400,32 @@ def test_openai_backend_through_transformers_serve_matches_the_local_backend(tra
         assert predictions["openai", benchmark] == predictions["hf", benchmark], benchmark
         assert len(predictions["hf", benchmark]) >= 2
         shutil.rmtree(tmp_path / "hf"), shutil.rmtree(tmp_path / "openai")
+
+
+def test_openai_backend_bounds_requests_in_flight_and_retries(layouts, scripted_server, tmp_path):
+    import threading
+    import time
+
+    from training.api_generator import ApiDecoding, ApiEndpoint, OpenAIGenerator
+    from training.benchmarks import load_benchmark
+
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def slow(request):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.1)
+        with lock:
+            state["now"] -= 1
+        return "<answer>A</answer>"
+
+    scripted_server.set_handler("student", slow)
+    scripted_server.queue("student", Reply(status=503))  # the first request fails once, then is retried
+    items = load_benchmark("mmar", layouts["mmar_2025"])
+    generator = OpenAIGenerator(ApiEndpoint(scripted_server.url, "student", max_in_flight=2, retries=2),
+                                ApiDecoding(max_tokens=4))
+    rows = evaluate(items, generator, ["a"], tmp_path, "token_set", batch_size=3)
+    assert [r["error"] for r in rows] == [None, None, None] and [r["letter"] for r in rows] == ["A", "A", "A"]
+    assert state["max"] == 2, "three requests at once, at most two in flight"
+    assert scripted_server.counts["student"] == 4 and generator.requests_sent == 3, "one retry"
