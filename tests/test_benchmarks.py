@@ -14,7 +14,6 @@ import pytest
 
 from tests.benchmark_layouts import write_layouts
 from training.benchmarks import (
-    BenchItem,
     BenchmarkFormatError,
     check_media_found,
     load_avqa,
@@ -337,7 +336,8 @@ def test_summary_exact_official_unscorable_disagreements_and_all_failed():
     assert (a["n"], a["scorable"], a["correct"], a["accuracy"]) == (6, 4, 2, 0.5)
     assert (a["correct_official"], a["accuracy_official"]) == (3, 0.5)
     assert a["unscorable"] == 2 and a["unscorable_ids"] == ["m3", "m4"]
-    assert [(d["id"], d["exact"], d["official"]) for d in a["disagreements"]] == [("m1", False, True), ("m2", True, False)]
+    assert [(d["id"], d["exact"], d["official"]) for d in a["disagreements"]] == [("m1", False, True),
+                                                                                  ("m2", True, False)]
     assert not a["all_failed"]
     md = render_markdown(report)
     assert "## Unscorable items (a)" in md and "`m3`, `m4`" in md

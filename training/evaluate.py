@@ -54,10 +54,17 @@ from tqdm.auto import tqdm
 
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
 from media.files import jpeg_bytes
-from training.benchmarks import LOADERS, BenchItem, BenchmarkFormatError, check_media_found, load_benchmark, resolve_data
-from training.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 from training.api_generator import JPEG_KEY, ApiDecoding, ApiEndpoint, OpenAIGenerator, suppress_bias
+from training.benchmarks import (
+    LOADERS,
+    BenchItem,
+    BenchmarkFormatError,
+    check_media_found,
+    load_benchmark,
+    resolve_data,
+)
 from training.eval_report import load_difficulty, render_markdown, summarize
+from training.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 
 log = logging.getLogger("avrt.evaluate")
 
