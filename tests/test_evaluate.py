@@ -349,7 +349,9 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
     items = load_benchmark("omnibench", layouts["omnibench"])
     rows = evaluate(items, generator, ["av"], tmp_path / "omni", "letter", batch_size=2)
     assert [r["letter"] for r in rows] == ["B", "B"] and [r["correct"] for r in rows] == [True, False]
-    request = scripted_server.requests[0]
+    scripted_server.reset_counts()
+    evaluate(items[:1], generator, ["av"], tmp_path / "first", "letter")
+    (request,) = scripted_server.requests
     assert request["temperature"] == 0.0 and request["max_tokens"] == 7 and request["logit_bias"] == bias and bias
     parts = request["messages"][0]["content"]
     assert [p["type"] for p in parts] == ["image_url", "input_audio", "text"]
