@@ -321,12 +321,21 @@ def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, l
     assert "NOT A RESULT" in (tmp_path / "o" / "report.md").read_text()
 
 
-def test_bad_data_stops_with_a_message_not_a_traceback(tiny_models, tmp_path):
+def test_bad_data_stops_with_a_message_not_a_traceback(tiny_models, tmp_path, capsys):
     (tmp_path / "MMAR-meta.json").write_text("{not json")
     with pytest.raises(SystemExit, match="error: MMAR-meta.json: not JSON"):
         run(_cli(tiny_models, "mmar", [tmp_path], tmp_path / "o"))
     with pytest.raises(SystemExit, match="no such file"):
         run(_cli(tiny_models, "mmau", [tmp_path / "nope.json"], tmp_path / "o"))
+    with pytest.raises(SystemExit, match="2"):
+        run(_cli(tiny_models, "mmau", [tmp_path], tmp_path / "o", "--backend", "openai"))
+    assert "--backend openai needs --base-url" in capsys.readouterr().err
+    meta = [{"id": "u1", "audio_id": "a.wav", "question": "Q?", "choices": ["x", "y"], "answer": "x"}]
+    (tmp_path / "mmau-test-mini.json").write_text(json.dumps(meta))
+    Image.new("RGB", (2, 2)).save(tmp_path / "a.wav", format="PNG")  # exists; only the model is bad here
+    with pytest.raises(SystemExit, match="--model .*cannot load it"):
+        run(["--model", str(tmp_path), "--benchmark", "mmau", "--data", str(tmp_path), "--out", str(tmp_path / "o2"),
+             "--device", "cpu"])
 
 
 # ---------------------------------------------------------------- the OpenAI-API backend

@@ -443,14 +443,19 @@ def _backend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[
 
 
 def _generator(args: argparse.Namespace, decoding: Decoding) -> Generator:
-    if args.backend == "openai":
-        endpoint = ApiEndpoint(base_url=args.base_url, served_model=args.served_model,
-                               max_in_flight=args.max_in_flight, timeout_s=args.request_timeout,
-                               retries=args.retries, api_key_env=args.api_key_env)
-        api = ApiDecoding(max_tokens=decoding.max_new_tokens, temperature=decoding.temperature, top_p=decoding.top_p,
-                          top_k=decoding.top_k, seed=decoding.seed, logit_bias=suppress_bias(args.model))
-        return OpenAIGenerator(endpoint, api, system=args.system)
-    model, processor = load_student(args.model, args.device, args.dtype)
+    """The backend's generator; a model or tokenizer that cannot be loaded stops with a message."""
+    try:
+        if args.backend == "openai":
+            endpoint = ApiEndpoint(base_url=args.base_url, served_model=args.served_model,
+                                   max_in_flight=args.max_in_flight, timeout_s=args.request_timeout,
+                                   retries=args.retries, api_key_env=args.api_key_env)
+            api = ApiDecoding(max_tokens=decoding.max_new_tokens, temperature=decoding.temperature,
+                              top_p=decoding.top_p, top_k=decoding.top_k, seed=decoding.seed,
+                              logit_bias=suppress_bias(args.model))
+            return OpenAIGenerator(endpoint, api, system=args.system)
+        model, processor = load_student(args.model, args.device, args.dtype)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: --model {args.model}: cannot load it ({type(err).__name__}: {err})") from None
     return HFGenerator(model, processor, decoding, system=args.system)
 
 
