@@ -350,12 +350,12 @@ def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, gener
         row = {"id": item.id, "modality": setting, "category": item.category, "tags": dict(item.tags),
                "gold": item.answer, "gold_text": item.answer_text,
                "unscorable": None if item.scorable else "published answer is not one of the options"}
-        output = sample if isinstance(sample, str) else by_id[item.id]
-        if isinstance(sample, str) or isinstance(output, Exception):
-            error = sample if isinstance(sample, str) else f"generation: {getattr(output, 'reason', output)}"
-            row.update(output=None, letter=None, parse_reason="media error" if isinstance(sample, str) else
-                       "generation error", prediction="", correct=False if item.scorable else None,
-                       correct_official=False, error=error)
+        output = None if isinstance(sample, str) else by_id[item.id]
+        if output is None or isinstance(output, Exception):
+            media_failed = output is None
+            error = sample if media_failed else f"generation: {getattr(output, 'reason', output)}"
+            row.update(output=None, letter=None, parse_reason="media error" if media_failed else "generation error",
+                       prediction="", correct=False if item.scorable else None, correct_official=False, error=error)
         else:
             scored = score_output(output, item.choices, item.answer, item.answer_text, rule)
             row.update(output=output, letter=scored.letter, parse_reason=scored.parse_reason,
