@@ -1,4 +1,8 @@
-"""Evaluation reports: accuracy overall, per category / tag / difficulty, per modality setting.
+"""Evaluation reports: exact and official accuracy overall, per category / tag / difficulty, per
+modality setting, with unscorable ids and the items where the two rules disagree.
+
+Exact accuracy counts scorable rows (``correct`` is None when the published answer is not an
+option); official accuracy counts every row, as the benchmark's own scorer does.
 
 Pure functions over prediction rows (the JSONL that ``training.evaluate`` writes):
 ``summarize(rows, difficulty) -> dict`` and ``render_markdown(report) -> str``.
