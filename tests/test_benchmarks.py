@@ -1,6 +1,7 @@
-"""Benchmark loaders (each published format), scoring rules, difficulty and report summaries.
+"""Benchmark loaders (each published format and layout), scoring rules, difficulty and report summaries.
 
-No model and no media decoding here: tiny annotation files in each benchmark's format.
+No model and no media decoding here: tiny annotation files in each benchmark's format, and each
+benchmark in its published layout (``tests/benchmark_layouts.py``, media made with ffmpeg).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.benchmark_layouts import write_layouts
 from training.benchmarks import (
-    BenchItem,
     BenchmarkFormatError,
-    final_answer_text,
+    check_media_found,
     load_avqa,
     load_benchmark,
     load_dailyomni,
@@ -22,11 +23,11 @@ from training.benchmarks import (
     load_mmar,
     load_mmau,
     load_omnibench,
-    score_output,
+    resolve_data,
     strip_letter,
-    token_set_match,
 )
 from training.eval_report import difficulty_of, load_difficulty, render_markdown, summarize
+from training.scoring import OFFICIAL_RULE, choose_option, final_answer_text, score_output, token_set_match
 
 
 def _write(path: Path, data) -> Path:
@@ -121,10 +122,10 @@ def test_omnibench_gold_is_the_option_index_of_the_answer_text(tmp_path):
     assert (first.category, first.tags) == ("Plot Inference", {"audio type": "speech"})
 
 
-def test_omnibench_answer_not_among_options_is_an_error(tmp_path):
+def test_omnibench_answer_not_among_options_is_unscorable_not_an_error(tmp_path):
     path = _write(tmp_path / "o.jsonl", [_omnibench_row(0, ["a", "b", "c", "d"], "e")])
-    with pytest.raises(BenchmarkFormatError, match="not exactly one of the options"):
-        load_omnibench(path)
+    (item,) = load_omnibench(path)
+    assert item.answer is None and not item.scorable and item.answer_text == "e"
 
 
 def test_dailyomni_strips_letters_and_finds_videos(tmp_path):
@@ -195,26 +196,68 @@ def test_token_set_match_is_the_official_rule():
     assert token_set_match("a car horn", "car horn, a", choices), "a set, not a sequence"
 
 
-def _item(choices=("dog barking", "cat meowing", "car horn", "rain"), answer="A") -> BenchItem:
-    return BenchItem(id="i", question="What?", choices=tuple(choices), answer=answer, audio="x.wav")
+def _score(output, choices, gold, rule, gold_text=None):
+    gold_text = gold_text if gold_text is not None else choices["ABCD".index(gold)]
+    return score_output(output, choices, gold, gold_text, rule)
 
 
 def test_letter_scoring_reads_the_answer_with_the_shared_parser():
-    item = _item(answer="B")
-    right = score_output(item, "<think>It meows.</think><answer>B</answer>", "letter")
-    assert right.correct and right.letter == "B"
-    wrong = score_output(item, "<think>Woof.</think><answer>A</answer>", "letter")
-    assert not wrong.correct and wrong.letter == "A"
-    unparsed = score_output(item, "<think>never closed", "letter")
-    assert unparsed.letter is None and not unparsed.correct and unparsed.parse_reason
+    choices = ("dog barking", "cat meowing", "car horn", "rain")
+    right = _score("<think>It meows.</think><answer>B</answer>", choices, "B", "letter")
+    assert right.correct and right.correct_official and right.letter == "B"
+    wrong = _score("<think>Woof.</think><answer>A</answer>", choices, "B", "letter")
+    assert wrong.correct is False and not wrong.correct_official and wrong.letter == "A"
+    unparsed = _score("<think>never closed", choices, "B", "letter")
+    assert unparsed.letter is None and unparsed.correct is False and unparsed.parse_reason
 
 
-def test_token_set_scoring_compares_option_text_not_letters():
-    # Two options share every token with different order; letters must map to the option text.
-    item = _item(choices=("cat and dog", "dog only", "cat only", "bird"), answer="A")
-    assert score_output(item, "<think>x</think><answer>A</answer>", "token_set").correct
-    result = score_output(item, "<think>x</think><answer>B</answer>", "token_set")
-    assert not result.correct and result.prediction == "dog only"
+def test_token_set_official_compares_option_text_exact_compares_the_option():
+    choices = ("cat and dog", "dog only", "cat only", "bird")
+    assert _score("<think>x</think><answer>A</answer>", choices, "A", "token_set").correct_official
+    result = _score("<think>x</think><answer>B</answer>", choices, "A", "token_set")
+    assert not result.correct_official and result.official_prediction == "dog only" and result.correct is False
+
+
+def test_option_text_answer_is_its_option_never_a_letter():
+    choices = ["A major", "C major", "D minor", "E minor"]
+    assert choose_option("<answer>C major</answer>", choices).letter == "B"
+    assert choose_option("<think>hm</think>**c  MAJOR.**", choices).letter == "B"
+    assert choose_option("<answer>C</answer>", choices).letter == "C", "a bare letter is a letter"
+    assert choose_option("<answer>(C)</answer>", choices).letter == "C"
+    assert choose_option("<answer>C major or D minor</answer>", choices).letter != "B"
+
+
+# One output per kind, scored for a gold option whose text starts with a letter and shares every
+# word with a wrong option. exact / official per benchmark; None = unscorable.
+SCORING_TABLE = [
+    # output,                                    gold,  exact, letter-official, token-set-official
+    ("<think>t</think><answer>B</answer>",          "B", True, True, True),    # right letter
+    ("<think>t</think><answer>C major</answer>",    "B", True, False, False),  # gold text read as letter C
+    ("<think>t</think><answer>A</answer>",          "C", False, False, True),  # wrong option, same words
+    ("<think>t</think><answer>From near to far</answer>", "C", False, False, True),  # same, as text
+    ("<think>t</think><answer>From far to near</answer>", "C", True, True, True),  # gold as text
+    ("<think>t</think><answer>D</answer>",          "B", False, False, False),  # plainly wrong
+]
+TABLE_CHOICES = {"B": ["From near to far", "C major", "From far to near", "G minor"],
+                 "C": ["From near to far", "C major", "From far to near", "G minor"]}
+
+
+@pytest.mark.parametrize("benchmark", ["avqa", "omnibench", "dailyomni", "mmar", "mmau"])
+@pytest.mark.parametrize("output, gold, exact, letter_official, token_official", SCORING_TABLE)
+def test_scoring_table_per_benchmark(benchmark, output, gold, exact, letter_official, token_official):
+    choices = TABLE_CHOICES[gold]
+    result = _score(output, choices, gold, OFFICIAL_RULE[benchmark])
+    assert result.correct is exact
+    assert result.correct_official is (token_official if OFFICIAL_RULE[benchmark] == "token_set" else letter_official)
+
+
+def test_unscorable_item_has_no_exact_score_but_an_official_one():
+    choices = ["American", "Colombian", "British", "Indian"]
+    both = score_output("<think>t</think><answer>American Colombian</answer>", choices, None,
+                        "American\nColombian", "token_set")
+    assert both.correct is None and both.correct_official, "official string_match accepts both words"
+    one = score_output("<think>t</think><answer>A</answer>", choices, None, "American\nColombian", "token_set")
+    assert one.correct is None and not one.correct_official
 
 
 def test_final_answer_text():
@@ -266,10 +309,10 @@ def test_summary_accuracy_breakdowns_and_markdown():
     assert av["media_errors"] == 1 and av["accuracy_excluding_media_errors"] == round(2 / 3, 4)
     assert av["parse_failures"] == 1 and av["parse_failure_rate"] == round(1 / 3, 4)
     assert av["parse_failure_reasons"] == {"no answer found": 1}
-    assert av["per_category"] == {"c1": {"n": 2, "correct": 1, "accuracy": 0.5},
-                                  "c2": {"n": 2, "correct": 1, "accuracy": 0.5}}
-    assert av["per_tag"]["audio type"]["music"] == {"n": 2, "correct": 1, "accuracy": 0.5}
-    assert av["per_difficulty"]["hard"] == {"n": 2, "correct": 1, "accuracy": 0.5}
+    half = {"n": 2, "scorable": 2, "correct": 1, "accuracy": 0.5, "correct_official": 1, "accuracy_official": 0.5}
+    assert av["per_category"] == {"c1": half, "c2": half}
+    assert av["per_tag"]["audio type"]["music"] == half
+    assert av["per_difficulty"]["hard"] == half
     assert av["per_difficulty"]["unknown"]["n"] == 1
     assert a["accuracy"] == 0.5 and a["parse_failures"] == 0
     assert report["difficulty"] == {"source": "t.jsonl", "matched": 3, "unmatched": 1,
@@ -278,3 +321,120 @@ def test_summary_accuracy_breakdowns_and_markdown():
     for needle in ("| av (audio + visual) | 4 | 50.0 |", "## Accuracy per category", "## Accuracy per difficulty",
                    "| hard | 50.0 (2) |", "greedy", "no answer found (1)"):
         assert needle in md, needle
+
+
+def test_summary_exact_official_unscorable_disagreements_and_all_failed():
+    def row(i, correct, official, error=None):
+        return {"id": f"m{i}", "modality": "a", "correct": correct, "correct_official": official, "letter": "A",
+                "category": "c", "tags": {}, "error": error, "parse_reason": "", "gold": "A" if correct is not None
+                else None, "gold_text": "x", "prediction": "x"}
+
+    rows = [row(0, True, True), row(1, False, True), row(2, True, False), row(3, None, True), row(4, None, False),
+            row(5, False, False)]
+    report = summarize(rows, {"benchmark": "mmar"})
+    a = report["settings"]["a"]
+    assert (a["n"], a["scorable"], a["correct"], a["accuracy"]) == (6, 4, 2, 0.5)
+    assert (a["correct_official"], a["accuracy_official"]) == (3, 0.5)
+    assert a["unscorable"] == 2 and a["unscorable_ids"] == ["m3", "m4"]
+    assert [(d["id"], d["exact"], d["official"]) for d in a["disagreements"]] == [("m1", False, True),
+                                                                                  ("m2", True, False)]
+    assert not a["all_failed"]
+    md = render_markdown(report)
+    assert "## Unscorable items (a)" in md and "`m3`, `m4`" in md
+    assert "## Exact vs official disagreements (a): 2" in md and "| `m1` |" in md
+    assert "NOT A RESULT" not in md
+
+    failed = summarize([row(0, False, False, error="frames: file not found"),
+                        row(1, False, False, error="frames: file not found")], {"benchmark": "avqa"})
+    assert failed["settings"]["a"]["all_failed"] and "NOT A RESULT" in render_markdown(failed)
+
+
+# ---------------------------------------------------------------- published layouts
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    return write_layouts(tmp_path_factory.mktemp("published"))
+
+
+def test_avqa_repository_layout_finds_data_video_from_the_annotation_folder(layouts):
+    repo = layouts["avqa"]
+    for data in (repo, repo / "data" / "annotation" / "val_qa.json"):
+        items = load_benchmark("avqa", data)
+        assert [i.id for i in items] == ["1000", "1001"] and [i.answer for i in items] == ["A", "B"]
+        assert all(Path(i.video).parent == repo / "data" / "video" and Path(i.video).exists() for i in items)
+        assert check_media_found("avqa", items) == []
+
+
+def test_avqa_videos_elsewhere_stop_with_the_flag_to_give_and_media_root_fixes_it(layouts, tmp_path):
+    annotation = tmp_path / "annotation" / "val_qa.json"  # the JSON copied away from its videos
+    annotation.parent.mkdir()
+    annotation.write_text((layouts["avqa"] / "data" / "annotation" / "val_qa.json").read_text())
+    items = load_benchmark("avqa", annotation)
+    with pytest.raises(BenchmarkFormatError, match="--media-root"):
+        check_media_found("avqa", items)
+    items = load_benchmark("avqa", annotation, layouts["avqa"] / "data" / "video")
+    assert check_media_found("avqa", items) == [] and all(Path(i.video).exists() for i in items)
+
+
+def test_avqa_folder_with_train_and_val_asks_for_one_file(layouts, tmp_path):
+    folder = tmp_path / "data" / "annotation"
+    folder.mkdir(parents=True)
+    for name in ("train_qa.json", "val_qa.json"):
+        (folder / name).write_text("[]")
+    with pytest.raises(BenchmarkFormatError, match="several avqa files.*give one with --data"):
+        resolve_data("avqa", tmp_path)
+
+
+def test_omnibench_github_layout(layouts):
+    items = load_benchmark("omnibench", layouts["omnibench"])
+    assert [i.answer for i in items] == ["B", "D"] and [i.answer_text for i in items] == ["C major chord on a piano",
+                                                                                       "Rain on a roof"]
+    assert all(Path(i.image).exists() and Path(i.audio).exists() for i in items)
+    assert items[0].audio.endswith("mm_data/audio/omni_0.mp3")
+
+
+def test_omnibench_hub_parquet_parts_without_path_columns(layouts):
+    parts = sorted((layouts["omnibench_hub"] / "data").glob("*.parquet"))
+    for data in (layouts["omnibench_hub"], parts):
+        items = load_benchmark("omnibench", data)
+        assert [i.id for i in items] == ["10", "11"] and [i.answer for i in items] == ["B", "D"]
+        assert [Path(i.audio).suffix for i in items] == [".wav", ".wav"]
+        assert [Path(i.image).suffix for i in items] == [".png", ".png"]
+        assert Path(items[1].audio).read_bytes()[:4] == b"RIFF"
+    with pytest.raises(BenchmarkFormatError, match="give one --data file"):
+        load_benchmark("mmar", [layouts["mmar_2025"] / "MMAR-meta.json", layouts["mmau"] / "mmau-test-mini.json"])
+
+
+def test_dailyomni_layout(layouts):
+    items = load_benchmark("dailyomni", layouts["dailyomni"])
+    assert [i.id for i in items] == ["vid_a1#0", "vid_b2#0"] and items[0].choices[2] == "C major"
+    assert all(Path(i.video).exists() for i in items)
+
+
+def test_mmar_may_2025_rows_whose_answer_is_not_a_choice_are_unscorable_not_a_crash(layouts):
+    items = load_benchmark("mmar", layouts["mmar_2025"])
+    assert [i.id for i in items] == ["mmar-1", "mmar-2", "mmar-3"]
+    assert [i.answer for i in items] == ["A", None, "B"]
+    assert items[1].answer_text == "American\nColombian" and not items[1].scorable
+    assert all(Path(i.audio).exists() for i in items)
+    fixed = load_benchmark("mmar", layouts["mmar_2026"])
+    assert [i.answer for i in fixed] == ["A", "A", "B"], "the Feb-2026 JSONL fixed the row"
+
+
+def test_mmar_folder_with_both_releases_uses_the_newer_file(layouts, tmp_path):
+    for name in ("MMAR-meta.json", "MMAR-meta.jsonl"):
+        (tmp_path / name).write_text("")
+    assert resolve_data("mmar", tmp_path) == [tmp_path / "MMAR-meta.jsonl"]
+
+
+def test_mmau_layout(layouts):
+    items = load_benchmark("mmau", layouts["mmau"])
+    assert [i.answer for i in items] == ["A", "B"] and items[0].tags["difficulty"] == "easy"
+    assert all(Path(i.audio).exists() for i in items)
+
+
+def test_a_folder_without_the_published_file_names_the_flag(tmp_path):
+    with pytest.raises(BenchmarkFormatError, match="no dailyomni annotation file found.*--data"):
+        resolve_data("dailyomni", tmp_path)
+    with pytest.raises(BenchmarkFormatError, match="no such file"):
+        resolve_data("mmau", tmp_path / "missing.json")

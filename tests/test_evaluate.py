@@ -27,6 +27,7 @@ from training.evaluate import (
     parse_modalities,
     read_predictions,
 )
+from tests.scripted_server import Reply
 from training.student import build_inputs, generation_suppress_tokens
 
 FAST = Decoding(max_new_tokens=6)
@@ -261,6 +262,181 @@ def test_cli_refuses_a_setting_the_benchmark_lacks(tiny_models, tmp_path):
     _image_audio_files(tmp_path, 1)
     meta = [{"id": "m0", "audio_path": "mm_data/audio/0.wav", "question": "Q?", "choices": ["x", "y"], "answer": "x"}]
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(SystemExit, match="lacks"):
         main(["--model", str(tiny_models["omni"]), "--benchmark", "mmar", "--data", str(tmp_path / "meta.json"),
               "--modalities", "av", "--out", str(tmp_path / "o")])
+
+
+# ---------------------------------------------------------------- published layouts through the CLI
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    from tests.benchmark_layouts import write_layouts
+
+    return write_layouts(tmp_path_factory.mktemp("published"))
+
+
+def _cli(tiny_models, benchmark, data, out, *extra):
+    return ["--model", str(tiny_models["omni"]), "--benchmark", benchmark, "--data", *map(str, data),
+            "--out", str(out), "--max-new-tokens", "4", "--device", "cpu", "--quiet", *extra]
+
+
+def test_mmar_may_2025_runs_reports_unscorable_rows_and_both_scores(tiny_models, layouts, tmp_path):
+    report = run(_cli(tiny_models, "mmar", [layouts["mmar_2025"]], tmp_path / "o", "--limit", "3"))
+    a = report["settings"]["a"]
+    assert (a["n"], a["scorable"], a["unscorable"], a["unscorable_ids"]) == (3, 2, 1, ["mmar-2"])
+    assert a["accuracy_official"] is not None and "disagreements" in a and report["status"] == "ok"
+    assert set(report["scoring"]) == {"exact", "official"} and report["scoring"]["official"].startswith("token_set")
+    rows = {r["id"]: r for r in read_predictions(tmp_path / "o" / PREDICTIONS)}
+    assert rows["mmar-2"]["correct"] is None and isinstance(rows["mmar-2"]["correct_official"], bool)
+    assert rows["mmar-2"]["gold_text"] == "American\nColombian"
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "official %" in md and "`mmar-2`" in md
+
+
+def test_avqa_repository_layout_with_and_without_media_root(tiny_models, layouts, tmp_path, capsys):
+    repo = layouts["avqa"]
+    report = run(_cli(tiny_models, "avqa", [repo], tmp_path / "repo", "--limit", "1"))
+    assert report["settings"]["av"]["media_errors"] == 0
+    away = tmp_path / "annotation" / "val_qa.json"
+    away.parent.mkdir()
+    shutil.copy(repo / "data" / "annotation" / "val_qa.json", away)
+    with pytest.raises(SystemExit, match="--media-root"):
+        run(_cli(tiny_models, "avqa", [away], tmp_path / "away"))
+    report = run(_cli(tiny_models, "avqa", [away], tmp_path / "away", "--limit", "1",
+                      "--media-root", str(repo / "data" / "video")))
+    assert report["settings"]["av"]["media_errors"] == 0 and report["n_items"] == 1
+
+
+def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, layouts, tmp_path):
+    broken = tmp_path / "AVQA"
+    shutil.copytree(layouts["avqa"] / "data" / "annotation", broken / "data" / "annotation")
+    (broken / "data" / "video").mkdir(parents=True)
+    for name in ("-0aXnCWdnw8_000030", "0Fk3MQ5Wfb8_000110"):
+        (broken / "data" / "video" / f"{name}.mp4").write_bytes(b"not a video")
+    with pytest.raises(SystemExit, match="every item failed.*not a result"):
+        run(_cli(tiny_models, "avqa", [broken], tmp_path / "o"))
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["status"].startswith("failed") and report["settings"]["av"]["all_failed"]
+    assert "NOT A RESULT" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_bad_data_stops_with_a_message_not_a_traceback(tiny_models, tmp_path, capsys):
+    (tmp_path / "MMAR-meta.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="error: MMAR-meta.json: not JSON"):
+        run(_cli(tiny_models, "mmar", [tmp_path], tmp_path / "o"))
+    with pytest.raises(SystemExit, match="no such file"):
+        run(_cli(tiny_models, "mmau", [tmp_path / "nope.json"], tmp_path / "o"))
+    with pytest.raises(SystemExit, match="2"):
+        run(_cli(tiny_models, "mmau", [tmp_path], tmp_path / "o", "--backend", "openai"))
+    assert "--backend openai needs --base-url" in capsys.readouterr().err
+    meta = [{"id": "u1", "audio_id": "a.wav", "question": "Q?", "choices": ["x", "y"], "answer": "x"}]
+    (tmp_path / "mmau-test-mini.json").write_text(json.dumps(meta))
+    Image.new("RGB", (2, 2)).save(tmp_path / "a.wav", format="PNG")  # exists; only the model is bad here
+    with pytest.raises(SystemExit, match="--model .*cannot load it"):
+        run(["--model", str(tmp_path), "--benchmark", "mmau", "--data", str(tmp_path), "--out", str(tmp_path / "o2"),
+             "--device", "cpu"])
+
+
+# ---------------------------------------------------------------- the OpenAI-API backend
+
+def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, scripted_server, synthetic_data,
+                                                                     tiny_models, tmp_path):
+    import base64
+    import io
+
+    import soundfile as sf
+
+    from training.api_generator import ApiDecoding, ApiEndpoint, OpenAIGenerator, api_messages, suppress_bias
+    from training.benchmarks import load_benchmark
+    from training.student import student_prompt
+
+    scripted_server.set_handler("student", lambda request: "<think>t</think><answer>C major chord on a piano</answer>")
+    bias = suppress_bias(str(tiny_models["omni"]))
+    generator = OpenAIGenerator(ApiEndpoint(scripted_server.url, "student", max_in_flight=2, retries=0),
+                                ApiDecoding(max_tokens=7, logit_bias=bias))
+    items = load_benchmark("omnibench", layouts["omnibench"])
+    rows = evaluate(items, generator, ["av"], tmp_path / "omni", "letter", batch_size=2)
+    assert [r["letter"] for r in rows] == ["B", "B"] and [r["correct"] for r in rows] == [True, False]
+    scripted_server.reset_counts()
+    evaluate(items[:1], generator, ["av"], tmp_path / "first", "letter")
+    (request,) = scripted_server.requests
+    assert request["temperature"] == 0.0 and request["max_tokens"] == 7 and request["logit_bias"] == bias and bias
+    parts = request["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "input_audio", "text"]
+    assert parts[2]["text"] == student_prompt(items[0].question, items[0].choices)
+    media = load_item_media(items[0])
+    samples, rate = sf.read(io.BytesIO(base64.b64decode(parts[1]["input_audio"]["data"])), dtype="float32")
+    assert rate == 16000 and np.array_equal(samples, media.audio), "the exact samples, not re-quantised"
+    png = Image.open(io.BytesIO(base64.b64decode(parts[0]["image_url"]["url"].split(",", 1)[1])))
+    assert np.array_equal(np.asarray(png), np.asarray(media.frames[0]))
+
+    # a video item: the 8 frames as one video of JPEGs, the very bytes the local backend decoded
+    video_item = load_manifest(synthetic_data / "manifest.jsonl")[0]
+    video_media = load_item_media(video_item)
+    (part, audio, text) = api_messages(make_sample(video_item, video_media, "av"))[0]["content"]
+    url = part["video_url"]["url"]
+    assert part["type"] == "video_url" and url.startswith("data:video/jpeg;base64,")
+    frames = [Image.open(io.BytesIO(base64.b64decode(b))) for b in url.split(",", 1)[1].split(",")]
+    assert len(frames) == 8 and all(np.array_equal(np.asarray(f), np.asarray(g))
+                                    for f, g in zip(frames, video_media.frames))
+
+    # a request that fails for good is that item's error, not the run's
+    scripted_server.queue("student", Reply(status=400))
+    rows = evaluate(items[:1], generator, ["a"], tmp_path / "fail", "letter")
+    assert rows[0]["error"].startswith("generation: ") and "HTTP 400" in rows[0]["error"]
+    from training.eval_report import summarize
+
+    summary = summarize(rows, {"benchmark": "omnibench"})["settings"]["a"]
+    assert (summary["generation_errors"], summary["media_errors"], summary["all_failed"]) == (1, 0, True)
+
+
+@pytest.mark.slow
+def test_openai_backend_through_transformers_serve_matches_the_local_backend(transformers_server, tiny_models,
+                                                                            layouts, tmp_path):
+    """Same items, greedy: the tiny student served by `transformers serve` writes what it writes locally."""
+    predictions = {}
+    for benchmark, data, setting in (("omnibench", layouts["omnibench"], "av"), ("mmar", layouts["mmar_2026"], "a")):
+        common = ["--benchmark", benchmark, "--data", str(data), "--max-new-tokens", "12", "--quiet",
+                  "--modalities", setting]
+        local = run([*common, "--model", str(tiny_models["omni"]), "--device", "cpu", "--out", str(tmp_path / "hf")])
+        api = run([*common, "--backend", "openai", "--base-url", transformers_server,
+                   "--served-model", str(tiny_models["omni"]), "--model", str(tiny_models["omni"]),
+                   "--out", str(tmp_path / "openai"), "--max-in-flight", "2"])
+        for name, report in (("hf", local), ("openai", api)):
+            rows = read_predictions(tmp_path / name / PREDICTIONS)
+            assert all(r["error"] is None for r in rows), rows
+            predictions[name, benchmark] = {r["id"]: (r["output"], r["letter"]) for r in rows}
+        assert api["backend"]["kind"] == "openai" and local["backend"]["kind"] == "hf"
+        assert predictions["openai", benchmark] == predictions["hf", benchmark], benchmark
+        assert len(predictions["hf", benchmark]) >= 2
+        shutil.rmtree(tmp_path / "hf"), shutil.rmtree(tmp_path / "openai")
+
+
+def test_openai_backend_bounds_requests_in_flight_and_retries(layouts, scripted_server, tmp_path):
+    import threading
+    import time
+
+    from training.api_generator import ApiDecoding, ApiEndpoint, OpenAIGenerator
+    from training.benchmarks import load_benchmark
+
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def slow(request):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.1)
+        with lock:
+            state["now"] -= 1
+        return "<answer>A</answer>"
+
+    scripted_server.set_handler("student", slow)
+    scripted_server.queue("student", Reply(status=503))  # the first request fails once, then is retried
+    items = load_benchmark("mmar", layouts["mmar_2025"])
+    generator = OpenAIGenerator(ApiEndpoint(scripted_server.url, "student", max_in_flight=2, retries=2),
+                                ApiDecoding(max_tokens=4))
+    rows = evaluate(items, generator, ["a"], tmp_path, "token_set", batch_size=3)
+    assert [r["error"] for r in rows] == [None, None, None] and [r["letter"] for r in rows] == ["A", "A", "A"]
+    assert state["max"] == 2, "three requests at once, at most two in flight"
+    assert scripted_server.counts["student"] == 4 and generator.requests_sent == 3, "one retry"

@@ -1,41 +1,34 @@
-"""Benchmark loaders and scoring rules, one pure function per published format.
+"""Benchmark loaders, one pure function per published format, and where ``--data`` points.
 
 Every loader reads local files and returns ``list[BenchItem]``: the question, the option texts
-(without letters), the gold letter, a category for the per-category breakdown, extra ``tags`` for
-further breakdowns, and the media paths (``video``, or ``image`` + ``audio``, or ``audio`` alone).
+(without letters), the gold letter (``None`` when the published answer is not one of the options:
+the item is *unscorable* under the exact rule, see ``training.scoring``), the published answer
+text, a category, extra ``tags`` for breakdowns, and the media paths (``video``, or ``image`` +
+``audio``, or ``audio`` alone).
 
-Formats (see ``/work/shared/FACTS.md``):
+Published layouts (``--data`` may name the file, or the folder it was downloaded to):
 
-``manifest``  the project's JSONL: ``id, video, question, choices, answer (letter), question_type``;
-              a row may give ``image`` + ``audio`` instead of ``video``; paths relative to the file.
-``avqa``      AVQA annotation JSON (list): ``id, video_name, question_text, multi_choice,
-              answer (0-based index), question_relation, question_type``; videos are
-              ``{media_root}/{video_name}.mp4`` (default ``videos/`` beside the JSON, else its folder).
-``omnibench`` OmniBench JSONL/JSON: ``index, task type, audio type, question, options, answer
-              (option text), audio_path, image_path`` (basenames under ``mm_data/audio`` and
-              ``mm_data/image``). Gold is the *index* of ``answer`` in ``options``: the official
-              parser mislabels some gold answers, so we never re-parse the gold. The Hugging Face
-              parquet (media bytes embedded in ``image``/``audio``) works too: the bytes are written
-              once under ``mm_data_extracted/``.
-``dailyomni`` Daily-Omni ``qa.json``: ``Question, Choice ["A. ...", ...], Answer (letter), video_id,
-              Type, video_category, video_duration``; videos ``Videos/{id}/{id}_video.mp4`` (audio
-              from ``{id}_audio.wav`` beside it when present, else from the video); ids
-              ``{video_id}#{k}`` (k-th question of that video in file order) unless a row has ``id``.
-``mmar``      MMAR-meta.json: ``id, audio_path, question, choices, answer (option text), modality,
-              category, sub-category``; audio-only.
-``mmau``      MMAU test-mini JSON: ``id, audio_id, question, choices, answer (option text), task,
-              difficulty, sub-category``; audio-only.
-
-Scoring (``score_output``):
-
-* ``letter`` (manifest, AVQA, OmniBench, Daily-Omni): the student's answer letter, read with the
-  shared parser ``filters.answers.parse_answer``, must equal the gold letter. An unreadable answer
-  is wrong (and counted as a parse failure).
-* ``token_set`` (MMAR, MMAU): the official MMAU/MMAR ``string_match`` on option *text*: every word
-  token of the gold option is in the prediction and no token that only occurs in a wrong option is.
-  The prediction is the text of the option the parser read; when no letter can be read, it is the
-  final answer text (inside ``<answer>`` if present, after any thinking), as the official script
-  would match free text.
+``avqa``      AVQA repository: ``data/annotation/{train,val}_qa.json`` (rows ``id, video_name,
+              video_id, question_text, multi_choice, answer (0-based), question_relation,
+              question_type``), videos ``data/video/{video_name}.mp4``. Default video folder: the
+              first of ``videos/`` or ``video/`` beside the JSON, ``../video/``, ``../videos/``.
+``omnibench`` GitHub JSONL (``dataset/*.jsonl``; ``index, task type, audio type, question, options,
+              answer (option text), audio_path, image_path``; media basenames under ``mm_data/{audio,
+              image}``), or the Hugging Face parquet files (``data/*.parquet``, media bytes embedded
+              in ``audio``/``image``; several files are read together). Embedded media are written
+              once under ``mm_data_extracted/`` (in ``--media-root`` or beside the first file).
+``dailyomni`` ``qa.json`` (``Question, Choice ["A. …"], Answer (letter), video_id, Type,
+              video_category, video_duration``), videos ``Videos/{id}/{id}_video.mp4`` (audio from
+              ``{id}_audio.wav`` beside it when present). Ids ``{video_id}#{k}`` (k-th question of
+              that video in file order) unless a row has ``id``.
+``mmar``      ``MMAR-meta.jsonl`` (Feb 2026) or ``MMAR-meta.json`` (May 2025; a folder holding both
+              uses the newer): ``id, audio_path (./audio/…), question, choices, answer (option
+              text), modality, category, sub-category``. Five May-2025 rows have an answer that is
+              not a choice: unscorable under the exact rule, still scored by the official one.
+``mmau``      ``mmau-test-mini.json`` (or ``mmau-test.json``): ``id, audio_id (./test-mini-audios/…),
+              question, choices, answer (option text), task, difficulty, sub-category``.
+``manifest``  the project's JSONL (build-avrt's input): ``id, video | image + audio, question,
+              choices, answer (letter), question_type``; paths relative to the file.
 """
 
 from __future__ import annotations
@@ -47,12 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filters.answers import LETTERS, parse_answer, split_thinking
+from filters.answers import LETTERS
 from media.files import atomic_write_bytes
 
 
 class BenchmarkFormatError(ValueError):
-    """A benchmark file that does not follow its published format (message names the row)."""
+    """A benchmark file that does not follow its published format (message names the row or flag)."""
 
 
 @dataclass(frozen=True)
@@ -62,16 +55,21 @@ class BenchItem:
     id: str
     question: str
     choices: tuple[str, ...]
-    answer: str  # gold letter "A", "B", ...
+    answer: str | None  # gold letter "A", "B", ...; None: the published answer is not an option
     category: str = ""
     video: str | None = None
     image: str | None = None
     audio: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    gold_text: str = ""  # the published answer text (defaults to the gold option's text)
 
     @property
     def answer_text(self) -> str:
-        return self.choices[LETTERS.index(self.answer)]
+        return self.gold_text or (self.choices[LETTERS.index(self.answer)] if self.answer else "")
+
+    @property
+    def scorable(self) -> bool:
+        return self.answer is not None
 
     @property
     def has_visual(self) -> bool:
@@ -87,10 +85,62 @@ class BenchItem:
         """The full input setting: ``av``, ``a`` or ``v``."""
         return ("a" if self.has_audio else "") + ("v" if self.has_visual else "")
 
+    @property
+    def media_paths(self) -> list[str]:
+        return [p for p in (self.video, self.image, self.audio) if p]
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "question": self.question, "choices": list(self.choices), "answer": self.answer,
-                "category": self.category, "video": self.video, "image": self.image, "audio": self.audio,
-                "tags": dict(self.tags)}
+                "gold_text": self.answer_text, "category": self.category, "video": self.video,
+                "image": self.image, "audio": self.audio, "tags": dict(self.tags)}
+
+
+# ---------------------------------------------------------------- where --data points
+
+# Published file names per benchmark, searched in order under a folder given as --data.
+PUBLISHED_FILES: dict[str, tuple[str, ...]] = {
+    "avqa": ("data/annotation/*.json", "annotation/*.json", "*.json"),
+    "omnibench": ("data/*.parquet", "*.parquet", "dataset/*.jsonl", "*.jsonl"),
+    "dailyomni": ("qa.json", "*/qa.json"),
+    "mmar": ("MMAR-meta.jsonl", "MMAR-meta.json"),
+    "mmau": ("mmau-test-mini.json", "mmau-test.json"),
+    "manifest": ("*.jsonl",),
+}
+
+
+def resolve_data(name: str, data: Path | str | Sequence[Path | str]) -> list[Path]:
+    """The annotation file(s) ``--data`` names: files as given, or the published file in a folder.
+
+    Several files are accepted only as parquet parts of one dataset (OmniBench on the Hub)."""
+    paths = _paths(data)
+    if not paths:
+        raise BenchmarkFormatError("--data: no file given")
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += _published_in(name, path)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise BenchmarkFormatError(f"--data {path}: no such file or folder")
+    if len(files) > 1 and not all(f.suffix == ".parquet" for f in files):
+        raise BenchmarkFormatError(f"--data names {len(files)} files ({', '.join(f.name for f in files[:4])}); "
+                                   f"give one --data file for {name} (several are accepted only as parquet parts)")
+    return files
+
+
+def _published_in(name: str, folder: Path) -> list[Path]:
+    for pattern in PUBLISHED_FILES.get(name, ()):
+        found = sorted(folder.glob(pattern))
+        if found and (len(found) == 1 or pattern.endswith(".parquet")):
+            return found
+        if found:
+            listed = ", ".join(str(f.relative_to(folder)) for f in found[:6])
+            raise BenchmarkFormatError(f"--data {folder}: several {name} files ({listed}); give one with "
+                                       f"--data {folder / found[0].relative_to(folder)}")
+    expected = " or ".join(PUBLISHED_FILES.get(name, ("?",)))
+    raise BenchmarkFormatError(f"--data {folder}: no {name} annotation file found (looked for {expected}); "
+                               f"give the file with --data PATH")
 
 
 # ---------------------------------------------------------------- helpers
@@ -105,8 +155,18 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return pd.read_parquet(path).to_dict(orient="records")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise BenchmarkFormatError(f"{path.name} line {n}: not JSON ({err.msg})") from None
+        return rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BenchmarkFormatError(f"{path.name}: not JSON ({err.msg} at line {err.lineno})") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -131,14 +191,15 @@ def _list(value: Any) -> list[str]:
     return [str(v) for v in list(value)]
 
 
-def gold_from_text(answer: str, choices: Sequence[str], where: str) -> str:
-    """Gold letter = index of the answer text among the options (exact, then whitespace/case-folded)."""
-    if answer in choices:
+def gold_letter(answer: str, choices: Sequence[str]) -> str | None:
+    """Gold letter = index of the answer text among the options (exact, then whitespace/case-folded);
+    None when it is not exactly one of them (the item is then unscorable by option)."""
+    if list(choices).count(answer) == 1:
         return LETTERS[list(choices).index(answer)]
     folded = [_norm(c) for c in choices]
     if folded.count(_norm(answer)) == 1:
         return LETTERS[folded.index(_norm(answer))]
-    raise BenchmarkFormatError(f"{where}: answer {answer!r} is not exactly one of the options {list(choices)}")
+    return None
 
 
 def _resolve(base: Path, value: str | None) -> str | None:
@@ -161,13 +222,26 @@ def _find(name: str, roots: Sequence[Path], subdirs: Sequence[str]) -> str:
     return str(candidates[0])
 
 
-def _embedded(value: Any, path: str, directory: Path) -> str:
+_MAGIC = ((b"\xff\xd8", ".jpg"), (b"\x89PNG", ".png"), (b"RIFF", ".wav"), (b"ID3", ".mp3"), (b"\xff\xfb", ".mp3"),
+          (b"\xff\xf3", ".mp3"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"GIF8", ".gif"))
+
+
+def _media_name(value: Mapping[str, Any], fallback: str) -> str:
+    """A file name for embedded bytes: their recorded ``path``, else ``fallback`` + a sniffed suffix."""
+    if value.get("path"):
+        return Path(str(value["path"])).name
+    data = bytes(value["bytes"][:4])
+    suffix = next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".bin")
+    return fallback + suffix
+
+
+def _embedded(value: Any, path: str | None, directory: Path, fallback: str) -> str | None:
     """``path`` if it exists; else write embedded bytes (``{"bytes", "path"}``) once under ``directory``."""
-    if Path(path).exists() or not isinstance(value, Mapping) or not value.get("bytes"):
+    if (path and Path(path).exists()) or not isinstance(value, Mapping) or not value.get("bytes"):
         return path
-    target = directory / Path(str(value.get("path") or Path(path).name)).name
+    target = directory / _media_name(value, fallback)
     if not target.exists():
-        atomic_write_bytes(target, value["bytes"])
+        atomic_write_bytes(target, bytes(value["bytes"]))
     return str(target)
 
 
@@ -187,32 +261,36 @@ def _check(item: BenchItem, where: str) -> BenchItem:
         raise BenchmarkFormatError(f"{where}: empty question")
     if not 2 <= len(item.choices) <= len(LETTERS):
         raise BenchmarkFormatError(f"{where}: needs 2 or more options, got {len(item.choices)}")
-    if item.answer not in LETTERS[: len(item.choices)]:
+    if item.answer is not None and item.answer not in LETTERS[: len(item.choices)]:
         raise BenchmarkFormatError(f"{where}: gold {item.answer!r} is not one of the options")
     if not (item.video or item.image or item.audio):
         raise BenchmarkFormatError(f"{where}: no media (video, image or audio)")
     return item
 
 
-def _unique(items: list[BenchItem], path: Path) -> list[BenchItem]:
+def _unique(items: list[BenchItem], where: str) -> list[BenchItem]:
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
-            raise BenchmarkFormatError(f"{path}: duplicate id {item.id!r}")
+            raise BenchmarkFormatError(f"{where}: duplicate id {item.id!r}")
         seen.add(item.id)
     return items
 
 
-def _field(row: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if name in row and row[name] is not None:
-            return row[name]
-    raise KeyError(names[0])
+def _paths(data: Path | str | Sequence[Path | str]) -> list[Path]:
+    return [Path(data)] if isinstance(data, (str, Path)) else [Path(p) for p in data]
+
+
+def _one(data: Path | str | Sequence[Path | str], name: str) -> Path:
+    paths = _paths(data)
+    if len(paths) != 1:
+        raise BenchmarkFormatError(f"{name} takes one --data file, got {len(paths)}")
+    return paths[0]
 
 
 # ---------------------------------------------------------------- loaders
 
-def _from_pipeline(path: str | Path, media_root: str | Path | None) -> list[BenchItem]:
+def _from_pipeline(path: Path, media_root: Path | None) -> list[BenchItem]:
     """Manifest and AVQA files are build-avrt's inputs too: one loader (``flows.manifest``) reads both."""
     from flows.manifest import ManifestError
     from flows.manifest import load_manifest as load_pipeline_manifest
@@ -228,43 +306,66 @@ def _from_pipeline(path: str | Path, media_root: str | Path | None) -> list[Benc
             for s in samples]
 
 
-def load_manifest(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
+def load_manifest(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
     """The project's JSONL manifest (also build-avrt's input); paths relative to the manifest."""
-    return _from_pipeline(path, media_root)
+    return _from_pipeline(_one(paths, "manifest"), media_root)
 
 
-def load_avqa(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
-    """AVQA annotations; ``media_root`` is the video folder (default ``videos/`` beside the file)."""
-    return _from_pipeline(path, media_root)
+def avqa_video_dir(path: Path) -> Path:
+    """Default AVQA video folder for an annotation file (the repository keeps them in ``data/video``)."""
+    for candidate in (path.parent / "videos", path.parent / "video", path.parent.parent / "video",
+                      path.parent.parent / "videos"):
+        if candidate.is_dir():
+            return candidate
+    return path.parent
 
 
-def load_omnibench(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
-    """OmniBench rows; media basenames are looked up under ``mm_data/{audio,image}`` (or the root)."""
-    path = Path(path)
-    roots = [Path(media_root)] if media_root else [path.parent, path.parent.parent]
+def load_avqa(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
+    """AVQA annotations; ``media_root`` is the video folder (default: ``avqa_video_dir``)."""
+    path = _one(paths, "avqa")
+    return _from_pipeline(path, media_root or avqa_video_dir(path))
+
+
+def _omnibench_rows(path: Path, roots: Sequence[Path], cache: Path) -> list[BenchItem]:
     items = []
     for i, row in enumerate(_read_rows(path)):
         where = f"{path.name} row {i + 1}"
         try:
+            index = str(row.get("index", i))
             choices = tuple(_list(row["options"]))
-            answer = gold_from_text(str(row["answer"]), choices, where)
-            image = _find(row["image_path"], roots, ["mm_data/image", "image", "images", "."])
-            audio = _find(row["audio_path"], roots, ["mm_data/audio", "audio", "audios", "."])
-            cache = roots[0] / "mm_data_extracted"  # the Hugging Face parquet embeds the media bytes
-            image = _embedded(row.get("image"), image, cache / "image")
-            audio = _embedded(row.get("audio"), audio, cache / "audio")
-            item = BenchItem(id=str(row.get("index", i)), question=str(row["question"]), choices=choices,
-                             answer=answer, category=str(row.get("task type") or ""), image=image, audio=audio,
+            image = _find(row["image_path"], roots, ["mm_data/image", "image", "images", "."]) \
+                if row.get("image_path") else None
+            audio = _find(row["audio_path"], roots, ["mm_data/audio", "audio", "audios", "."]) \
+                if row.get("audio_path") else None
+            image = _embedded(row.get("image"), image, cache / "image", index)
+            audio = _embedded(row.get("audio"), audio, cache / "audio", index)
+            answer = str(row["answer"])
+            item = BenchItem(id=index, question=str(row["question"]), choices=choices,
+                             answer=gold_letter(answer, choices), gold_text=answer,
+                             category=str(row.get("task type") or ""), image=image, audio=audio,
                              tags={"audio type": str(row.get("audio type") or "")})
         except KeyError as err:
             raise BenchmarkFormatError(f"{where}: missing field {err}") from None
+        if not (item.image and item.audio):
+            raise BenchmarkFormatError(f"{where}: needs an image and an audio (image_path/audio_path or embedded "
+                                       "image/audio bytes)")
         items.append(_check(item, where))
-    return _unique(items, path)
+    return items
 
 
-def load_dailyomni(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
+def load_omnibench(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
+    """OmniBench JSONL (media under ``mm_data/`` of its folder or the parent) or Hub parquet part(s)."""
+    paths = _paths(paths)
+    first = paths[0]
+    roots = [Path(media_root)] if media_root else [first.parent, first.parent.parent]
+    cache = roots[0] / "mm_data_extracted"
+    items = [item for path in paths for item in _omnibench_rows(path, roots, cache)]
+    return _unique(items, first.name if len(paths) == 1 else f"{len(paths)} files")
+
+
+def load_dailyomni(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
     """Daily-Omni ``qa.json``; ``media_root`` is the ``Videos/`` folder (default beside the file)."""
-    path = Path(path)
+    path = _one(paths, "dailyomni")
     if media_root:
         base = Path(media_root)
     else:
@@ -290,10 +391,10 @@ def load_dailyomni(path: str | Path, media_root: str | Path | None = None) -> li
         except KeyError as err:
             raise BenchmarkFormatError(f"{where}: missing field {err}") from None
         items.append(_check(item, where))
-    return _unique(items, path)
+    return _unique(items, path.name)
 
 
-def _load_audio_mc(path: Path, media_root: str | Path | None, audio_key: str, category_key: str,
+def _load_audio_mc(path: Path, media_root: Path | None, audio_key: str, category_key: str,
                    tag_keys: Sequence[str]) -> list[BenchItem]:
     base = Path(media_root) if media_root else path.parent
     items = []
@@ -301,27 +402,28 @@ def _load_audio_mc(path: Path, media_root: str | Path | None, audio_key: str, ca
         where = f"{path.name} row {i + 1}"
         try:
             choices = tuple(_list(row["choices"]))
+            answer = str(row["answer"])
             item = BenchItem(id=str(row.get("id", i)), question=str(row["question"]), choices=choices,
-                             answer=gold_from_text(str(row["answer"]), choices, where),
+                             answer=gold_letter(answer, choices), gold_text=answer,
                              category=str(row.get(category_key) or ""), audio=_resolve(base, row[audio_key]),
                              tags={k: str(row[k]) for k in tag_keys if row.get(k)})
         except KeyError as err:
             raise BenchmarkFormatError(f"{where}: missing field {err}") from None
         items.append(_check(item, where))
-    return _unique(items, path)
+    return _unique(items, path.name)
 
 
-def load_mmar(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
-    """MMAR-meta.json; ``audio_path`` (``./audio/x.wav``) relative to ``media_root`` or the file."""
-    return _load_audio_mc(Path(path), media_root, "audio_path", "category", ["modality", "sub-category"])
+def load_mmar(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
+    """MMAR-meta.json(l); ``audio_path`` (``./audio/x.wav``) relative to ``media_root`` or the file."""
+    return _load_audio_mc(_one(paths, "mmar"), media_root, "audio_path", "category", ["modality", "sub-category"])
 
 
-def load_mmau(path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
+def load_mmau(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
     """MMAU test(-mini) JSON; ``audio_id`` relative to ``media_root`` or the file."""
-    return _load_audio_mc(Path(path), media_root, "audio_id", "task", ["difficulty", "sub-category"])
+    return _load_audio_mc(_one(paths, "mmau"), media_root, "audio_id", "task", ["difficulty", "sub-category"])
 
 
-LOADERS: dict[str, Callable[..., list[BenchItem]]] = {
+LOADERS: dict[str, Callable[[Sequence[Path], Path | None], list[BenchItem]]] = {
     "avqa": load_avqa,
     "omnibench": load_omnibench,
     "dailyomni": load_dailyomni,
@@ -330,69 +432,36 @@ LOADERS: dict[str, Callable[..., list[BenchItem]]] = {
     "manifest": load_manifest,
 }
 
-SCORING_RULE = {"avqa": "letter", "omnibench": "letter", "dailyomni": "letter", "manifest": "letter",
-                "mmar": "token_set", "mmau": "token_set"}
-
-SCORING_DOC = {
-    "letter": "parsed answer letter == gold letter (filters.answers.parse_answer); unparsed = wrong",
-    "token_set": "official MMAU/MMAR string_match of the chosen option's text (or the final answer text "
-                 "when no letter is readable) against the gold option text; unparsed = wrong unless the text matches",
+# What --media-root means per benchmark (named in error messages).
+MEDIA_ROOT_HELP = {
+    "avqa": "the folder holding {video_name}.mp4 (the repository's data/video)",
+    "omnibench": "the folder holding mm_data/",
+    "dailyomni": "the Videos/ folder",
+    "mmar": "the folder the audio_path values (./audio/...) are relative to",
+    "mmau": "the folder the audio_id values (./test-mini-audios/...) are relative to",
+    "manifest": "the folder the media paths are relative to",
 }
 
 
-def load_benchmark(name: str, path: str | Path, media_root: str | Path | None = None) -> list[BenchItem]:
+def load_benchmark(name: str, data: Path | str | Sequence[Path | str],
+                   media_root: Path | str | None = None) -> list[BenchItem]:
+    """Items of benchmark ``name`` from ``--data`` (file, folder, or parquet parts)."""
     if name not in LOADERS:
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(LOADERS)}")
-    return LOADERS[name](path, media_root)
+    return LOADERS[name](resolve_data(name, data), Path(media_root) if media_root else None)
 
 
-# ---------------------------------------------------------------- scoring
-
-def _tokens(text: str) -> set[str]:
-    return set(re.findall(r"\b\w+\b", text.lower()))
-
-
-def token_set_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
-    """The official MMAU/MMAR ``string_match`` (re-implemented from its definition)."""
-    predicted, gold = _tokens(prediction), _tokens(answer)
-    if not predicted:
-        return False
-    wrong: set[str] = set()
-    for choice in choices:
-        tokens = _tokens(choice)
-        if tokens != gold:
-            wrong |= tokens - gold
-    return gold <= predicted and predicted.isdisjoint(wrong)
+def missing_media(items: Sequence[BenchItem]) -> list[tuple[str, str]]:
+    """``(id, path)`` of every media file the items name that does not exist."""
+    return [(item.id, path) for item in items for path in item.media_paths if not Path(path).exists()]
 
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-
-
-def final_answer_text(output: str) -> str:
-    """The text a free-text matcher should see: the last ``<answer>`` content, else the text after
-    thinking; empty when the thinking never closed."""
-    _, final, closed = split_thinking(output or "")
-    if not closed:
-        return ""
-    tags = _ANSWER_TAG.findall(final)
-    return (tags[-1] if tags else final).strip()
-
-
-@dataclass(frozen=True)
-class Scored:
-    letter: str | None  # the letter the parser read (None: parse failure)
-    parse_reason: str
-    prediction: str  # what was compared with the gold (a letter, or option/answer text)
-    correct: bool
-
-
-def score_output(item: BenchItem, output: str, rule: str) -> Scored:
-    """Score one model output against ``item`` under ``rule`` (``letter`` or ``token_set``)."""
-    parsed = parse_answer(output, item.choices)
-    if rule == "letter":
-        return Scored(parsed.letter, parsed.reason, parsed.letter or "", parsed.letter == item.answer)
-    if rule == "token_set":
-        prediction = item.choices[LETTERS.index(parsed.letter)] if parsed.letter else final_answer_text(output)
-        return Scored(parsed.letter, parsed.reason, prediction,
-                      token_set_match(item.answer_text, prediction, item.choices))
-    raise ValueError(f"unknown scoring rule {rule!r}")
+def check_media_found(name: str, items: Sequence[BenchItem]) -> list[tuple[str, str]]:
+    """Stop with the flag to give when no item's media exist; return the missing ones otherwise."""
+    missing = missing_media(items)
+    if items and len({i for i, _ in missing}) == len(items):
+        folder = Path(missing[0][1]).parent
+        raise BenchmarkFormatError(
+            f"none of the {len(items)} {name} items has its media (e.g. {missing[0][1]} does not exist, "
+            f"looked in {folder}); give --media-root DIR: {MEDIA_ROOT_HELP[name]}")
+    return missing

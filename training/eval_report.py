@@ -1,4 +1,8 @@
-"""Evaluation reports: accuracy overall, per category / tag / difficulty, per modality setting.
+"""Evaluation reports: exact and official accuracy overall, per category / tag / difficulty, per
+modality setting, with unscorable ids and the items where the two rules disagree.
+
+Exact accuracy counts scorable rows (``correct`` is None when the published answer is not an
+option); official accuracy counts every row, as the benchmark's own scorer does.
 
 Pure functions over prediction rows (the JSONL that ``training.evaluate`` writes):
 ``summarize(rows, difficulty) -> dict`` and ``render_markdown(report) -> str``.
@@ -73,9 +77,14 @@ def load_difficulty(path: str | Path) -> dict[str, str]:
 # ---------------------------------------------------------------- summary
 
 def _bucket(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Exact accuracy over the scorable rows, official accuracy over all rows (as the official scorer)."""
     n = len(rows)
-    correct = sum(1 for r in rows if r.get("correct"))
-    return {"n": n, "correct": correct, "accuracy": round(correct / n, 4) if n else None}
+    scorable = [r for r in rows if r.get("correct") is not None]
+    correct = sum(1 for r in scorable if r["correct"])
+    official = sum(1 for r in rows if r.get("correct_official", r.get("correct")))
+    return {"n": n, "scorable": len(scorable), "correct": correct,
+            "accuracy": round(correct / len(scorable), 4) if scorable else None,
+            "correct_official": official, "accuracy_official": round(official / n, 4) if n else None}
 
 
 def _grouped(rows: Sequence[Mapping[str, Any]], key) -> dict[str, Any]:
@@ -90,18 +99,33 @@ def _reason(row: Mapping[str, Any]) -> str:
     return str(row.get("parse_reason") or "?").split(" (", 1)[0].split(":", 1)[0].strip()
 
 
+def _disagreement(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "exact": row.get("correct"), "official": row.get("correct_official"),
+            "gold": row.get("gold"), "gold_text": row.get("gold_text"), "letter": row.get("letter"),
+            "official_prediction": row.get("prediction")}
+
+
 def summarize_setting(rows: Sequence[Mapping[str, Any]], difficulty: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Metrics for the rows of one modality setting."""
     summary = _bucket(rows)
     errors = [r for r in rows if r.get("error")]
     answered = [r for r in rows if not r.get("error")]
     failures = [r for r in answered if not r.get("letter")]
+    unscorable = [r for r in rows if r.get("correct") is None]
+    generation = [r for r in errors if str(r["error"]).startswith("generation:")]
     summary.update({
-        "media_errors": len(errors),
+        "media_errors": len(errors) - len(generation),
+        "generation_errors": len(generation),
+        "all_failed": bool(rows) and len(errors) == len(rows),
         "accuracy_excluding_media_errors": _bucket(answered)["accuracy"],
         "parse_failures": len(failures),
         "parse_failure_rate": round(len(failures) / len(answered), 4) if answered else None,
         "parse_failure_reasons": dict(Counter(_reason(r) for r in failures).most_common()),
+        "unscorable": len(unscorable),
+        "unscorable_ids": [str(r["id"]) for r in unscorable],
+        "disagreements": [_disagreement(r) for r in answered
+                          if r.get("correct") is not None and "correct_official" in r
+                          and bool(r["correct"]) != bool(r["correct_official"])],
         "per_category": _grouped(rows, lambda r: r.get("category") or "(none)"),
     })
     tag_names = sorted({k for r in rows for k in (r.get("tags") or {})})
@@ -146,18 +170,28 @@ _SETTING_NAMES = {"av": "audio + visual", "a": "audio only", "v": "visual only"}
 def render_markdown(report: Mapping[str, Any]) -> str:
     """A human-readable Markdown version of ``summarize``'s report."""
     lines = [f"# Evaluation: {report.get('benchmark')}", ""]
-    for key in ("model", "data", "n_items", "scoring", "prompt", "media", "decoding", "created"):
+    for key in ("model", "backend", "data", "n_items", "scoring", "prompt", "media", "decoding", "created"):
         if key in report:
             value = report[key]
             value = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
-            lines.append(f"- **{key}**: `{value}`" if key in ("model", "data", "decoding", "media") else f"- **{key}**: {value}")
+            lines.append(f"- **{key}**: `{value}`" if key in ("model", "backend", "data", "decoding", "media")
+                         else f"- **{key}**: {value}")
     settings = report.get("settings", {})
+    failed = [name for name, s in settings.items() if s.get("all_failed")]
+    if failed:
+        lines += ["", f"**NOT A RESULT: every item failed in {', '.join(failed)} (media or generation errors).**"]
     lines += ["", "## Accuracy per modality setting", "",
-              "| setting | n | accuracy % | acc. excl. media errors % | parse failures % | media errors |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "Exact: the chosen option is the gold option, over scorable items. Official: the benchmark's own "
+              "rule, over all items.", "",
+              "| setting | n | exact % | official % | acc. excl. errors % | parse failures % | media errors "
+              "| generation errors | unscorable | disagree |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in settings.items():
         lines.append(f"| {name} ({_SETTING_NAMES.get(name, name)}) | {s['n']} | {_pct(s['accuracy'])} | "
-                     f"{_pct(s['accuracy_excluding_media_errors'])} | {_pct(s['parse_failure_rate'])} | {s['media_errors']} |")
+                     f"{_pct(s.get('accuracy_official'))} | {_pct(s['accuracy_excluding_media_errors'])} | "
+                     f"{_pct(s['parse_failure_rate'])} | {s['media_errors']} | {s.get('generation_errors', 0)} | "
+                     f"{s.get('unscorable', 0)} | "
+                     f"{len(s.get('disagreements', []))} |")
     lines += _table("category", {n: s["per_category"] for n, s in settings.items()})
     tag_names = sorted({t for s in settings.values() for t in s.get("per_tag", {})})
     for tag in tag_names:
@@ -166,12 +200,42 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         d = report["difficulty"]
         lines += ["", f"Difficulty from `{d['source']}`: {d['matched']} items matched, {d['unmatched']} unmatched."]
         lines += _table("difficulty", {n: s.get("per_difficulty", {}) for n, s in settings.items()})
+    lines += _item_lists(settings)
     reasons = {n: s["parse_failure_reasons"] for n, s in settings.items() if s["parse_failure_reasons"]}
     if reasons:
         lines += ["", "## Parse failures", ""]
         for name, counts in reasons.items():
             lines.append(f"- {name}: " + ", ".join(f"{reason} ({count})" for reason, count in counts.items()))
     return "\n".join(lines) + "\n"
+
+
+MAX_LISTED = 50  # items listed per setting in report.md (report.json lists all)
+
+
+def _item_lists(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Unscorable ids and exact/official disagreements, per setting."""
+    lines: list[str] = []
+    for name, s in settings.items():
+        if s.get("unscorable_ids"):
+            ids = s["unscorable_ids"]
+            more = f" … and {len(ids) - MAX_LISTED} more (report.json)" if len(ids) > MAX_LISTED else ""
+            lines += ["", f"## Unscorable items ({name}): published answer not among the options", "",
+                      ", ".join(f"`{i}`" for i in ids[:MAX_LISTED]) + more]
+        if s.get("disagreements"):
+            rows = s["disagreements"]
+            lines += ["", f"## Exact vs official disagreements ({name}): {len(rows)}", "",
+                      "| id | gold | chosen | exact | official | official compared |", "|---|---|---|---|---|---|"]
+            for d in rows[:MAX_LISTED]:
+                lines.append(f"| `{d['id']}` | {d['gold']} ({_cell(d['gold_text'])}) | {d['letter'] or '-'} | "
+                             f"{'right' if d['exact'] else 'wrong'} | {'right' if d['official'] else 'wrong'} | "
+                             f"{_cell(d['official_prediction'])} |")
+            if len(rows) > MAX_LISTED:
+                lines.append(f"| … {len(rows) - MAX_LISTED} more in report.json | | | | | |")
+    return lines
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text or "").split()).replace("|", "\\|")[:60]
 
 
 def _table(title: str, per_setting: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:

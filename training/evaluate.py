@@ -1,28 +1,37 @@
 """Evaluate a student (Qwen2.5-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
 
     python -m training.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
-        --data PATH [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
+        --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
         [--difficulty-from CORPUS_OR_TEACHER_RESULTS]
+    python -m training.evaluate --backend openai --base-url http://HOST:8000/v1 --served-model NAME ...
+
+``--data`` is the benchmark as published: the annotation file, the folder it was downloaded to, or
+several parquet parts (layouts in ``training.benchmarks``); media are found in the published layout
+around it, else a message names ``--media-root``. Bad input stops with a message, not a traceback.
 
 The student sees exactly what it saw in training (``training.student``): the same prompt
 (``prompts/student.txt``) and media handling (``media``): 8 frames at segment centres as one video,
 and the 10 s audio window centred on the clip, mono 16 kHz; a still image (OmniBench) goes in as an
-image; frames pass through the same JPEG encoding the corpus uses. Its answer is read with the shared
-parser ``filters.answers.parse_answer`` and scored per benchmark (``training.benchmarks``):
-letters for AVQA/OmniBench/Daily-Omni/manifest (OmniBench gold by option index), the official
-token-set match on option text for MMAR/MMAU.
+image; frames pass through the same JPEG encoding the corpus uses. Two backends produce the text:
+``hf`` (``model.generate`` here, batched with left padding) and ``openai`` (any OpenAI-compatible
+server, the same prompt and media sent by ``training.api_generator``). Each output is scored twice
+(``training.scoring``): the *exact* rule (the chosen option, an option-text answer matched to its
+option, never misread as a letter) and the benchmark's *official* rule (letter, or MMAU/MMAR's
+token-set match); items whose published answer is not an option are unscorable (listed, counted).
 
 Modality settings (``--modalities``): ``av`` is the full input; ``a`` drops the frames/image and
 ``v`` drops the audio, nothing else (same prompt text). Several settings share one media decode.
 
 Decoding is greedy by default; ``--temperature T > 0`` samples (with ``--top-p``/``--top-k``,
-seeded by ``--seed``). Generation is batched with left padding (``--batch-size``).
+seeded by ``--seed``).
 
-Outputs in ``--out``: ``predictions.jsonl`` (one row per item and setting: raw output, parsed
-letter, correctness; appended per batch, so a re-run skips what is done), ``run.json`` (the settings
+Outputs in ``--out``: ``predictions.jsonl`` (one row per item and setting: raw output, chosen
+letter, both scores; appended per batch, so a re-run skips what is done), ``run.json`` (the settings
 the predictions were made with: a re-run with different ones is refused unless ``--overwrite``),
-``report.json`` and ``report.md`` (accuracy overall, per category, per tag, per modality setting,
-parse-failure rate, media errors, decoding settings; easy/medium/hard with ``--difficulty-from``).
+``report.json`` and ``report.md`` (exact and official accuracy overall, per category, per tag, per
+modality setting; unscorable ids; disagreements; parse-failure rate, media errors, decoding
+settings; easy/medium/hard with ``--difficulty-from``). A run in which every item of a setting
+failed writes its report marked as not a result and exits non-zero.
 """
 
 from __future__ import annotations
@@ -45,8 +54,17 @@ from tqdm.auto import tqdm
 
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
 from media.files import jpeg_bytes
-from training.benchmarks import LOADERS, SCORING_DOC, SCORING_RULE, BenchItem, load_benchmark, score_output
+from training.api_generator import JPEG_KEY, ApiDecoding, ApiEndpoint, OpenAIGenerator, suppress_bias
+from training.benchmarks import (
+    LOADERS,
+    BenchItem,
+    BenchmarkFormatError,
+    check_media_found,
+    load_benchmark,
+    resolve_data,
+)
 from training.eval_report import load_difficulty, render_markdown, summarize
+from training.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 
 log = logging.getLogger("avrt.evaluate")
 
@@ -126,9 +144,13 @@ class ItemMedia:
 
 
 def _jpeg_roundtrip(frame: np.ndarray, quality: int) -> Image.Image:
-    """The frame as the corpus stores it (JPEG), so evaluation sees what training saw."""
-    with Image.open(io.BytesIO(jpeg_bytes(frame, quality))) as image:
-        return image.convert("RGB")
+    """The frame as the corpus stores it (JPEG), so evaluation sees what training saw; the JPEG bytes
+    stay in ``info`` so the API backend sends exactly these pixels."""
+    data = jpeg_bytes(frame, quality)
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+    rgb.info[JPEG_KEY] = data
+    return rgb
 
 
 def _error(err: Exception) -> str:
@@ -182,7 +204,10 @@ def make_sample(item: BenchItem, media: ItemMedia, setting: str):
 # ---------------------------------------------------------------- generation
 
 class Generator(Protocol):
-    def generate(self, samples: Sequence[Any]) -> list[str]: ...
+    """Texts for a batch of ``StudentSample``s; an ``Exception`` in place of a text is that sample's
+    failure (becomes its error row)."""
+
+    def generate(self, samples: Sequence[Any]) -> list[str | Exception]: ...
 
 
 def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
@@ -249,6 +274,7 @@ class HFGenerator:
 
 PREDICTIONS = "predictions.jsonl"
 RUN_FILE = "run.json"
+SCORING_VERSION = "exact+official/2"  # rows scored before this version are not mixed with new ones
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
@@ -283,7 +309,8 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
              batch_size: int = 4, media: MediaSettings = MediaSettings(),
              load_media: Callable[..., ItemMedia] = load_item_media) -> list[dict[str, Any]]:
     """Predict every (item, setting) not yet in ``out/predictions.jsonl``; return the rows of
-    ``items`` × ``modalities`` (old and new)."""
+    ``items`` × ``modalities`` (old and new). ``rule`` is the benchmark's official rule
+    (``training.scoring``); the exact rule is always scored too."""
     Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / PREDICTIONS
     done = {(r["id"], r["modality"]) for r in read_predictions(path)}
@@ -321,14 +348,19 @@ def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, gener
     rows = []
     for item, sample in samples:
         row = {"id": item.id, "modality": setting, "category": item.category, "tags": dict(item.tags),
-               "gold": item.answer, "gold_text": item.answer_text}
-        if isinstance(sample, str):
-            row.update(output=None, letter=None, parse_reason="media error", prediction="", correct=False,
-                       error=sample)
+               "gold": item.answer, "gold_text": item.answer_text,
+               "unscorable": None if item.scorable else "published answer is not one of the options"}
+        output = None if isinstance(sample, str) else by_id[item.id]
+        if output is None or isinstance(output, Exception):
+            media_failed = output is None
+            error = sample if media_failed else f"generation: {getattr(output, 'reason', output)}"
+            row.update(output=None, letter=None, parse_reason="media error" if media_failed else "generation error",
+                       prediction="", correct=False if item.scorable else None, correct_official=False, error=error)
         else:
-            scored = score_output(item, by_id[item.id], rule)
-            row.update(output=by_id[item.id], letter=scored.letter, parse_reason=scored.parse_reason,
-                       prediction=scored.prediction, correct=scored.correct, error=None,
+            scored = score_output(output, item.choices, item.answer, item.answer_text, rule)
+            row.update(output=output, letter=scored.letter, parse_reason=scored.parse_reason,
+                       prediction=scored.official_prediction, correct=scored.correct,
+                       correct_official=scored.correct_official, error=None,
                        new_tokens=tokens.get(item.id), seconds=round(seconds, 3))
         rows.append(row)
     return rows
@@ -351,13 +383,27 @@ def _media_info(settings: MediaSettings) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="student checkpoint dir (thinker or full Qwen2.5-Omni)")
+    parser.add_argument("--model", default=None,
+                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni). openai backend: "
+                             "optional local copy of the served model's tokenizer (its media tokens are then "
+                             "suppressed with logit_bias, as the hf backend suppresses them)")
     parser.add_argument("--benchmark", required=True, choices=sorted(LOADERS), help="benchmark format of --data")
-    parser.add_argument("--data", required=True, type=Path, help="benchmark annotation file (JSON/JSONL/parquet)")
+    parser.add_argument("--data", required=True, type=Path, nargs="+",
+                        help="the published annotation file, the folder it was downloaded to, or several parquet "
+                             "parts (OmniBench from the Hub)")
     parser.add_argument("--media-root", type=Path, default=None,
-                        help="where the media live (AVQA: video dir; Daily-Omni: Videos/; OmniBench: dir "
-                             "holding mm_data/; MMAR/MMAU: dir the audio paths are relative to). "
-                             "Default: beside --data")
+                        help="where the media live (AVQA: video dir, default data/video of the repository; "
+                             "Daily-Omni: Videos/; OmniBench: dir holding mm_data/; MMAR/MMAU: dir the audio paths "
+                             "are relative to). Default: the published layout around --data")
+    parser.add_argument("--backend", choices=("hf", "openai"), default="hf",
+                        help="hf: transformers generate in this process; openai: an OpenAI-compatible server "
+                             "(vLLM, transformers serve) given by --base-url and --served-model")
+    parser.add_argument("--base-url", default=None, help="openai backend: server URL ending in /v1")
+    parser.add_argument("--served-model", default=None, help="openai backend: the model name the server serves")
+    parser.add_argument("--max-in-flight", type=int, default=16, help="openai backend: requests in flight")
+    parser.add_argument("--request-timeout", type=float, default=600.0, help="openai backend: seconds per request")
+    parser.add_argument("--retries", type=int, default=4, help="openai backend: retries per request")
+    parser.add_argument("--api-key-env", default=None, help="openai backend: environment variable holding the key")
     parser.add_argument("--modalities", default=None,
                         help="comma-separated settings among av (full), a (audio only), v (visual only); "
                              "default: the benchmark's full input (av, or a for MMAR/MMAU)")
@@ -366,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--difficulty-from", type=Path, default=None,
                         help="teacher results for easy/medium/hard: a build-avrt output dir (corpus/ and "
                              "rejected/ parquets), a parquet, or a JSONL with id, vision_answer, audio_answer, answer")
-    parser.add_argument("--batch-size", type=int, default=4, help="items per generate call (left padding)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="items per generate call (hf: left padding, default 4; openai: default --max-in-flight)")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
@@ -376,50 +423,113 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-seconds", type=float, default=10.0,
                         help="length of the centred audio window (training: 10; the student caps at 30)")
     parser.add_argument("--system", default=None, help="system prompt (default none, as in training)")
-    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    parser.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 or auto (bf16 on GPU)")
+    parser.add_argument("--device", default="auto", help="hf backend: cuda, cpu or auto")
+    parser.add_argument("--dtype", default="auto", help="hf backend: bfloat16, float16, float32 or auto (bf16 on GPU)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --out")
     parser.add_argument("--quiet", action="store_true", help="less logging")
     return parser
 
 
+def _backend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """What the predictions are made with (recorded in run.json and the report)."""
+    if args.backend == "openai":
+        if not args.base_url or not args.served_model:
+            parser.error("--backend openai needs --base-url URL and --served-model NAME")
+        return {"kind": "openai", "base_url": args.base_url, "served_model": args.served_model,
+                "tokenizer": str(Path(args.model).resolve()) if args.model else None}
+    if not args.model:
+        parser.error("--backend hf needs --model CHECKPOINT_DIR")
+    return {"kind": "hf", "model": str(Path(args.model).resolve())}
+
+
+def _generator(args: argparse.Namespace, decoding: Decoding) -> Generator:
+    """The backend's generator; a model or tokenizer that cannot be loaded stops with a message."""
+    try:
+        if args.backend == "openai":
+            endpoint = ApiEndpoint(base_url=args.base_url, served_model=args.served_model,
+                                   max_in_flight=args.max_in_flight, timeout_s=args.request_timeout,
+                                   retries=args.retries, api_key_env=args.api_key_env)
+            api = ApiDecoding(max_tokens=decoding.max_new_tokens, temperature=decoding.temperature,
+                              top_p=decoding.top_p, top_k=decoding.top_k, seed=decoding.seed,
+                              logit_bias=suppress_bias(args.model))
+            return OpenAIGenerator(endpoint, api, system=args.system)
+        model, processor = load_student(args.model, args.device, args.dtype)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: --model {args.model}: cannot load it ({type(err).__name__}: {err})") from None
+    return HFGenerator(model, processor, decoding, system=args.system)
+
+
+def _load_items(args: argparse.Namespace) -> tuple[list[BenchItem], list[Path]]:
+    """Items (after ``--limit``) and the annotation files; bad input stops with a message, not a traceback."""
+    try:
+        files = resolve_data(args.benchmark, args.data)
+        items = load_benchmark(args.benchmark, files, args.media_root)
+        if args.limit:
+            items = items[: args.limit]
+        missing = check_media_found(args.benchmark, items)
+    except BenchmarkFormatError as err:
+        raise SystemExit(f"error: {err}") from None
+    if missing:
+        log.warning("%d media files missing (e.g. %s); those items become media errors", len(missing), missing[0][1])
+    return items, files
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the CLI and return the report (``main`` is the console entry point)."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI and return the report (``main`` is the console entry point).
+
+    Exits non-zero (``SystemExit``) on bad input, and after writing the report when every item of a
+    setting failed: such a run is not a result."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
-    items = load_benchmark(args.benchmark, args.data, args.media_root)
-    if args.limit:
-        items = items[: args.limit]
-    native = "a" if SCORING_RULE[args.benchmark] == "token_set" else "av"
-    modalities = parse_modalities(args.modalities or native)
-    check_modalities(items, modalities)
+    backend = _backend(args, parser)
+    items, files = _load_items(args)
+    rule = OFFICIAL_RULE[args.benchmark]
+    native = "a" if args.benchmark in ("mmar", "mmau") else "av"
+    try:
+        modalities = parse_modalities(args.modalities or native)
+        check_modalities(items, modalities)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    batch_size = args.batch_size or (args.max_in_flight if args.backend == "openai" else 4)
     decoding = Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                        top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
+                        top_k=args.top_k, seed=args.seed, batch_size=batch_size)
     media = MediaSettings(num_frames=args.num_frames, audio_seconds=args.audio_seconds)
-    rule = SCORING_RULE[args.benchmark]
     out = args.out or Path("outputs/eval") / args.benchmark
-    run = {"model": str(Path(args.model).resolve()), "benchmark": args.benchmark,
-           "data": str(args.data.resolve()), "decoding": {k: v for k, v in decoding.describe().items() if k != "batch_size"} | {"seed": decoding.seed},
-           "prompt": _prompt_info(args.system), "media": _media_info(media)}
+    model_name = backend.get("model") or backend["served_model"]
+    data = [str(f.resolve()) for f in files]
+    run = {"model": model_name, "backend": backend, "benchmark": args.benchmark,
+           "data": data[0] if len(data) == 1 else data,
+           "decoding": {k: v for k, v in decoding.describe().items() if k != "batch_size"} | {"seed": decoding.seed},
+           "prompt": _prompt_info(args.system), "media": _media_info(media), "scoring": SCORING_VERSION}
     check_run(out, run, args.overwrite)
 
-    model, processor = load_student(args.model, args.device, args.dtype)
-    generator = HFGenerator(model, processor, decoding, system=args.system)
+    generator = _generator(args, decoding)
     started = time.perf_counter()
-    rows = evaluate(items, generator, modalities, out, rule, batch_size=args.batch_size, media=media)
+    rows = evaluate(items, generator, modalities, out, rule, batch_size=batch_size, media=media)
     difficulty = load_difficulty(args.difficulty_from) if args.difficulty_from else None
-    meta = {"benchmark": args.benchmark, "model": run["model"], "data": run["data"], "n_items": len(items),
-            "scoring": f"{rule}: {SCORING_DOC[rule]}", "prompt": run["prompt"], "media": run["media"],
+    meta = {"benchmark": args.benchmark, "model": model_name, "backend": backend, "data": run["data"],
+            "n_items": len(items),
+            "scoring": {"exact": RULE_DOC["exact"], "official": f"{rule}: {RULE_DOC[rule]}"},
+            "prompt": run["prompt"], "media": run["media"],
             "decoding": decoding.describe(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds_this_run": round(time.perf_counter() - started, 1)}
     report = summarize(rows, meta, difficulty, str(args.difficulty_from) if args.difficulty_from else None)
+    failed = [name for name, summary in report["settings"].items() if summary["all_failed"]]
+    report["status"] = "failed: every item failed in " + ", ".join(failed) if failed else "ok"
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render_markdown(report))
     for setting, summary in report["settings"].items():
-        print(f"{args.benchmark} [{setting}] accuracy {summary['accuracy']} over {summary['n']} "
-              f"(parse failures {summary['parse_failure_rate']}, media errors {summary['media_errors']})")
+        print(f"{args.benchmark} [{setting}] exact {summary['accuracy']} over {summary['scorable']} scorable, "
+              f"official {summary['accuracy_official']} over {summary['n']} (unscorable {summary['unscorable']}, "
+              f"disagreements {len(summary['disagreements'])}, parse failures {summary['parse_failure_rate']}, "
+              f"media errors {summary['media_errors']}, generation errors {summary['generation_errors']})")
     print(f"report: {out / 'report.md'}")
+    if failed:
+        first = next(r["error"] for r in rows if r.get("error"))
+        raise SystemExit(f"error: every item failed in setting(s) {', '.join(failed)}: this is not a result "
+                         f"(first error: {first}). Check --media-root / --base-url; report: {out / 'report.md'}")
     return report
 
 

@@ -1,0 +1,166 @@
+"""The evaluator's OpenAI-API backend: the student's exact input, sent to a model behind a server.
+
+``OpenAIGenerator`` turns each ``training.student.StudentSample`` into one chat request with the
+same prompt text (``training.student.student_prompt``), the same system turn and the same media, in
+the same order as the local backend's chat template (media parts, then the text):
+
+* the 8 frames as **one video**: a ``video_url`` part holding the frames as comma-separated base64
+  JPEGs (``data:video/jpeg;base64,…``, vLLM's frame-list video format), the JPEG bytes the local
+  backend decoded, so both see the same pixels;
+* a still image (OmniBench) as an ``image_url`` PNG (lossless: the pixels the local backend used);
+* the audio as an ``input_audio`` WAV of 32-bit floats (the local samples, not re-quantised).
+
+Greedy is ``temperature 0``; the multimodal special tokens that the local backend suppresses are
+suppressed with ``logit_bias`` -100 when a local tokenizer is given. Requests go through the
+project's teacher client (``teachers.client``: retries with backoff, bound on requests in flight)
+via one adapter function, ``_chat_via_teacher_client``. A request that fails for good becomes that
+sample's error (an ``Exception`` in place of its text), never the run's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+from media import SAMPLE_RATE
+from media.files import jpeg_bytes
+
+JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (training.evaluate)
+
+
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """Where the model is served and how to call it."""
+
+    base_url: str
+    served_model: str
+    max_in_flight: int = 16
+    timeout_s: float = 600.0
+    retries: int = 4
+    api_key_env: str | None = None
+
+
+@dataclass
+class ApiDecoding:
+    """The request's sampling fields (greedy: ``temperature`` 0)."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    logit_bias: dict[str, float] = field(default_factory=dict)
+
+    def sampling(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": max(0.0, self.temperature)}
+        if self.temperature > 0:
+            out.update(top_p=self.top_p, seed=self.seed)
+            if self.top_k:
+                out["top_k"] = self.top_k
+        if self.logit_bias:
+            out["logit_bias"] = dict(self.logit_bias)
+        return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def frame_jpeg(frame: Image.Image) -> bytes:
+    """The JPEG bytes a frame was decoded from, else a fresh high-quality encoding."""
+    data = frame.info.get(JPEG_KEY)
+    return data if isinstance(data, bytes) else jpeg_bytes(np.asarray(frame.convert("RGB")), 95)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def float_wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A WAV of 32-bit floats: the exact samples (16-bit PCM would re-quantise them)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(samples, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def api_messages(sample: Any, system: str | None = None) -> list[dict[str, Any]]:
+    """The OpenAI chat messages for one ``StudentSample`` (layout of ``student_messages``)."""
+    from training.student import student_prompt
+
+    content: list[dict[str, Any]] = []
+    if sample.frames:
+        if sample.frames_are_video:
+            frames = ",".join(_b64(frame_jpeg(f)) for f in sample.frames)
+            content.append({"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{frames}"}})
+        else:
+            content.extend({"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(png_bytes(f))}}
+                           for f in sample.frames)
+    if sample.audio is not None:
+        content.append({"type": "input_audio", "input_audio": {"data": _b64(float_wav_bytes(sample.audio)),
+                                                               "format": "wav"}})
+    content.append({"type": "text", "text": student_prompt(sample.question, sample.choices)})
+    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    return messages + [{"role": "user", "content": content}]
+
+
+async def _chat_via_teacher_client(endpoint: ApiEndpoint, sampling: dict[str, Any],
+                                   conversations: Sequence[list[dict[str, Any]]]) -> list[str | Exception]:
+    """The one place the evaluator uses ``teachers.client``: send every conversation concurrently
+    (bounded by ``max_in_flight``, retried by the client) and return the full text of each answer,
+    reasoning included as ``<think>…</think>`` when the server split it off, or the failure."""
+    from teachers.client import ModelCallError, ModelClient
+
+    client = ModelClient(model=endpoint.served_model, base_urls=[endpoint.base_url], sampling=sampling,
+                         api_key_env=endpoint.api_key_env, timeout_s=endpoint.timeout_s,
+                         max_in_flight=endpoint.max_in_flight, retries=endpoint.retries)
+    try:
+        results = await asyncio.gather(*(client.chat(c) for c in conversations), return_exceptions=True)
+    finally:
+        await client.close()
+    out: list[str | Exception] = []
+    for result in results:
+        if isinstance(result, ModelCallError):
+            out.append(result)
+        elif isinstance(result, BaseException):
+            out.append(ModelCallError(f"{type(result).__name__}: {result}"))
+        elif result.reasoning and result.reasoning not in result.raw:
+            out.append(f"<think>\n{result.reasoning}\n</think>\n\n{result.raw}")
+        else:
+            out.append(result.raw)
+    return out
+
+
+class OpenAIGenerator:
+    """``generate(samples)`` through an OpenAI-compatible server (see the module doc)."""
+
+    def __init__(self, endpoint: ApiEndpoint, decoding: ApiDecoding, system: str | None = None):
+        self.endpoint, self.decoding, self.system = endpoint, decoding, system
+        self.new_tokens: list[int] = []  # not reported by every server: left empty
+        self.requests_sent = 0
+
+    def generate(self, samples: Sequence[Any]) -> list[str | Exception]:
+        conversations = [api_messages(s, self.system) for s in samples]
+        self.requests_sent += len(conversations)
+        return asyncio.run(_chat_via_teacher_client(self.endpoint, self.decoding.sampling(), conversations))
+
+
+def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:
+    """``logit_bias`` that forbids the multimodal special tokens (as the local backend's
+    ``suppress_tokens``), read from a local copy of the served model's tokenizer; empty without one."""
+    if not tokenizer_dir:
+        return {}
+    from transformers import AutoTokenizer
+
+    from training.student import generation_suppress_tokens
+
+    return {str(i): -100.0 for i in generation_suppress_tokens(AutoTokenizer.from_pretrained(tokenizer_dir))}

@@ -1,0 +1,155 @@
+"""Export a trained student (a Qwen2.5-Omni *thinker* checkpoint) as a full Qwen2.5-Omni checkpoint.
+
+    python -m training.export_student --model outputs/train/avrt/grpo/final --out outputs/export/avrt-3b
+
+vLLM 0.33 registers Qwen2.5-Omni under ``Qwen2_5OmniModel`` / ``Qwen2_5OmniForConditionalGeneration``
+(its thinker implementation behind the full model's names), not under the thinker-only class the
+trainer saves, and lmms-eval's ``qwen2_5_omni`` model loads ``Qwen2_5OmniForConditionalGeneration``.
+Both read the published full-model layout, which this writes:
+
+* ``config.json``: a ``qwen2_5_omni`` config with the student's config as ``thinker_config``,
+  ``architectures: ["Qwen2_5OmniForConditionalGeneration"]`` and ``enable_audio_output: false`` (no
+  talker: the student answers in text; transformers then builds no talker and expects no talker
+  weights);
+* weights: every tensor renamed ``thinker.<name>``, shard by shard (never the whole model in
+  memory), optionally cast with ``--dtype``, with a matching ``model.safetensors.index.json``;
+* the processor, tokenizer, chat template and generation config copied unchanged;
+* ``spk_dict.pt``, which ``Qwen2_5OmniForConditionalGeneration.from_pretrained`` always reads and
+  whose speaker names its ``generate`` checks even for text output: copied from ``--speakers-from``
+  (the released Qwen2.5-Omni checkpoint) when given, else the two released names with no voice data
+  (text output only).
+
+Serving and benchmark commands for the export are in the README (evaluation section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+FULL_ARCHITECTURE = "Qwen2_5OmniForConditionalGeneration"
+PREFIX = "thinker."
+# Files beside the weights that serving needs (processor, tokenizer, template, generation defaults).
+SIDE_FILES = ("tokenizer*.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+              "chat_template.*", "processor_config.json", "preprocessor_config.json",
+              "video_preprocessor_config.json", "generation_config.json")
+DTYPES = ("keep", "bfloat16", "float16", "float32")
+SPEAKERS = "spk_dict.pt"
+SPEAKER_NAMES = ("Chelsie", "Ethan")  # the released voices; full-model generate checks the name
+
+
+class ExportError(ValueError):
+    """A source directory that is not a thinker checkpoint (message says what it is)."""
+
+
+def full_config(thinker_config: dict) -> dict:
+    """The full-model ``config.json`` around a thinker's config (through transformers' own class)."""
+    from transformers import Qwen2_5OmniConfig
+
+    thinker = {k: v for k, v in thinker_config.items() if k not in ("architectures", "transformers_version")}
+    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+    config.architectures = [FULL_ARCHITECTURE]
+    out = config.to_dict()
+    if "dtype" in thinker_config:
+        out["dtype"] = thinker_config["dtype"]
+    return out
+
+
+def weight_files(model_dir: Path) -> tuple[list[str], dict | None]:
+    """The safetensors shard names and the index (None for a single ``model.safetensors``)."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        return sorted(set(data["weight_map"].values())), data
+    if (model_dir / "model.safetensors").exists():
+        return ["model.safetensors"], None
+    raise ExportError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def renamed(names: Sequence[str]) -> dict[str, str]:
+    """``{thinker name: full-model name}``: the published Qwen2.5-Omni naming."""
+    return {name: PREFIX + name for name in names}
+
+
+def export_student(model_dir: str | Path, out: str | Path, dtype: str = "keep",
+                   speakers_from: str | Path | None = None) -> Path:
+    """Write the full-model checkpoint of the thinker in ``model_dir`` to ``out``; returns ``out``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, out = Path(model_dir), Path(out)
+    config_file = src / "config.json"
+    if not config_file.exists():
+        raise ExportError(f"{src}: no config.json (not a checkpoint directory)")
+    config = json.loads(config_file.read_text())
+    model_type = config.get("model_type")
+    if model_type == "qwen2_5_omni":
+        raise ExportError(f"{src} is already a full Qwen2.5-Omni checkpoint: serve it as it is")
+    if model_type != "qwen2_5_omni_thinker":
+        raise ExportError(f"{src}: model_type {model_type!r}, expected a Qwen2.5-Omni thinker (qwen2_5_omni_thinker)")
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    if out.resolve() == src.resolve():
+        raise ExportError("--out must differ from --model")
+    shards, index = weight_files(src)
+    out.mkdir(parents=True, exist_ok=True)
+    cast = None if dtype == "keep" else getattr(torch, dtype)
+    weight_map: dict[str, str] = {}
+    for shard in tqdm(shards, desc="export shards", unit="shard", disable=None):
+        tensors = load_file(str(src / shard))
+        names = renamed(list(tensors))
+        tensors = {names[k]: (v.to(cast) if cast is not None and v.is_floating_point() else v).contiguous()
+                   for k, v in tensors.items()}
+        save_file(tensors, str(out / shard), metadata={"format": "pt"})
+        weight_map.update({name: shard for name in tensors})
+    if index is not None:
+        meta = dict(index.get("metadata") or {})
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": meta, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    full = full_config(config)
+    if cast is not None:
+        full["dtype"] = dtype
+        full["thinker_config"]["dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+    for pattern in SIDE_FILES:
+        for path in src.glob(pattern):
+            shutil.copy2(path, out / path.name)
+    if speakers_from:
+        if not (Path(speakers_from) / SPEAKERS).exists():
+            raise ExportError(f"--speakers-from {speakers_from}: no {SPEAKERS}")
+        shutil.copy2(Path(speakers_from) / SPEAKERS, out / SPEAKERS)
+    else:
+        torch.save({name: {} for name in SPEAKER_NAMES}, out / SPEAKERS)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.export_student", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=Path, help="the trained thinker checkpoint directory")
+    parser.add_argument("--out", required=True, type=Path, help="directory for the full-model checkpoint")
+    parser.add_argument("--dtype", default="keep", choices=DTYPES, help="cast floating weights (default: keep)")
+    parser.add_argument("--speakers-from", type=Path, default=None,
+                        help=f"a released Qwen2.5-Omni checkpoint dir whose {SPEAKERS} to copy "
+                             "(default: speaker names without voice data; text output only)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        out = export_student(args.model, args.out, args.dtype, args.speakers_from)
+    except ExportError as err:
+        raise SystemExit(f"error: {err}") from None
+    shards, _ = weight_files(out)
+    print(f"exported {args.model} -> {out} ({len(shards)} shard(s), architecture {FULL_ARCHITECTURE}); "
+          f"serve with: vllm serve {out}")
+
+
+if __name__ == "__main__":
+    main()
