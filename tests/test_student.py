@@ -49,6 +49,8 @@ def test_prompt_has_paper_option_form_and_answer_instruction():
 def test_messages_order_media_before_text():
     sample = _av()
     (user,) = student_messages(sample)
+    assert [p["type"] for p in user["content"]] == ["video", "text"], "aligned: the audio rides inside the video"
+    (user,) = student_messages(sample, layout="separate")
     assert [p["type"] for p in user["content"]] == ["video", "audio", "text"]
     still = StudentSample("q", ["a", "b"], _frames(1), None, frames_are_video=False)
     assert [p["type"] for p in student_messages(still)[0]["content"]] == ["image", "text"]

@@ -77,41 +77,51 @@ def _logps(trainer, rows, completion_ids, prompt_rows=None):
 
 
 def test_grpo_loss_forward_sees_audio_and_frames(grpo_trainer):
-    """Fails if audio features or pixel values stop reaching the GRPO log-prob forward."""
+    """Fails if audio or frames stop reaching the GRPO log-prob forward, cached or not."""
+    from dataclasses import replace
+
     trainer = grpo_trainer
     trainer.model.eval()
     row = trainer.train_dataset[0]
     (media,) = trainer._prepare_media([row])
+    assert "encoded" in media, "frozen encoders: the prompt's media are encoded once"
     completion = torch.tensor(trainer.processing_class.tokenizer("<think>red</think><answer>A</answer>")["input_ids"])
     base = _logps(trainer, [media], completion)
     assert torch.equal(base, _logps(trainer, [dict(media)], completion)), "deterministic forward"
-    louder = {**media, "input_features": media["input_features"] + 1.0}
-    darker = {**media, "pixel_values_videos": media["pixel_values_videos"] * -1.0}
+    encoded = media["encoded"]
+    louder = {**media, "encoded": replace(encoded, audio=tuple(a + 1.0 for a in encoded.audio))}
+    darker = {**media, "encoded": replace(encoded, video=tuple(v * -1.0 for v in encoded.video))}
     assert not torch.allclose(base, _logps(trainer, [louder], completion)), "audio does not reach the loss forward"
     assert not torch.allclose(base, _logps(trainer, [darker], completion)), "frames do not reach the loss forward"
+    raw = {k: v for k, v in media.items() if k != "encoded"}  # the uncached path: encoders run in the forward
+    assert torch.equal(base, _logps(trainer, [raw], completion)), "cached and uncached log-probs differ"
+    raw_louder = {**raw, "input_features": raw["input_features"] + 1.0}
+    assert not torch.allclose(base, _logps(trainer, [raw_louder], completion))
     (other,) = trainer._prepare_media([trainer.train_dataset[1]])
     assert _logps(trainer, [media, other], completion).shape[0] == 2
     with pytest.raises(RuntimeError, match="do not belong"):  # media swapped between rows
         _logps(trainer, [other, media], completion, prompt_rows=[media, other])
 
 
-def test_grpo_training_step_runs_encoders_with_grad(grpo_trainer):
-    """A real GRPO step: generation and the gradient-carrying loss forward both run both encoders."""
-    trainer = grpo_trainer
+def test_grpo_step_encodes_each_prompt_once(grpo_trainer):
+    """A real GRPO step (G=4: generation, loss forward, backward): one encoding per prompt, none with grad."""
+    from training.encoders import count_encodings
     from training.student import generation_suppress_tokens
 
+    trainer = grpo_trainer
     assert set(trainer.generation_config.suppress_tokens) == set(generation_suppress_tokens(trainer.processing_class))
-    calls = {"audio_tower": [], "visual": []}
-    hooks = [getattr(trainer.model.model, name).register_forward_pre_hook(
-        lambda module, args, name=name: calls[name].append(torch.is_grad_enabled())) for name in calls]
+    prompts: list = []
+    prepare = trainer._prepare_media
+    trainer._prepare_media = lambda inputs: prompts.append({r["id"] for r in inputs}) or prepare(inputs)
     try:
-        trainer.train()
+        with count_encodings(trainer.model) as counts:
+            trainer.train()
     finally:
-        for hook in hooks:
-            hook.remove()
-    for name, grad_flags in calls.items():
-        assert False in grad_flags, f"{name} not used in generation"
-        assert True in grad_flags, f"{name} not used in the loss forward"
+        del trainer._prepare_media
+    n_prompts = sum(len(p) for p in prompts)
+    assert trainer.state.global_step == 1 and n_prompts == 1
+    assert counts["visual"] == n_prompts and counts["audio"] == n_prompts, counts
+    assert counts["outputs_requiring_grad"] == 0
     first = trainer.model.model.audio_tower.parameters().__next__()
     assert not first.requires_grad, "audio encoder is frozen"
 

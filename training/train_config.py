@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
 class DataConfig(_Strict):
@@ -96,8 +96,15 @@ class TrainConfig(_Strict):
     stages: list[Literal["sft", "grpo"]] = ["sft", "grpo"]
     seed: int = 42
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    gradient_checkpointing: bool | None = None  # None: on with CUDA, off on CPU
+    # None: on with CUDA, off on CPU. `gradient_checkpointing` is still accepted (transformers' old name).
+    activation_checkpointing: bool | None = Field(
+        None, validation_alias=AliasChoices("activation_checkpointing", "gradient_checkpointing"))
     freeze_encoders: bool = True  # the paper freezes the vision and audio modules
+    # Frozen encoders run once per prompt per step (no_grad) and their outputs are reused (exact).
+    encoder_cache: bool = True
+    # Clips: audio inside the video on one time axis ("aligned", Qwen2.5-Omni's video-with-sound layout)
+    # or as a separate part after the video ("separate"). Image + audio items are always separate.
+    av_layout: Literal["aligned", "separate"] = "aligned"
     system_prompt: str | None = None  # optional system turn (also used by evaluation if set)
     dataloader_num_workers: int = 0
     report_to: str = "none"
