@@ -167,3 +167,31 @@ def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path):
     assert all("rewards/format_reward/mean" in r and "kl" in r for r in grpo if "loss" in r)
     for png in ("sft/plots/loss.png", "grpo/plots/rewards.png", "grpo/plots/completion_length.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_models, corpus):
+    """The same corpus item: SFT's training prompt, GRPO's prompt and evaluation's generate inputs agree."""
+    from training.evaluate import Decoding, HFGenerator
+    from training.runtime import MediaLoader, load_corpus
+    from training.sft import SFTCollator
+    from training.student import MEDIA_KEYS, load_corpus_sample, prompt_lengths
+
+    trainer = grpo_trainer
+    processor = trainer.processing_class
+    config = _config(tiny_models, corpus, "unused")
+    row = load_corpus(corpus, config.data).iloc[0].to_dict()
+    sft = SFTCollator(processor, MediaLoader(corpus, config.data))([row])
+    n = prompt_lengths(sft)[0]
+    (grpo,) = trainer._prepare_media([trainer.train_dataset[0]])
+    assert trainer.train_dataset[0]["id"] == row["id"]
+    generator = HFGenerator(trainer.model, processor, Decoding(max_new_tokens=2))
+    generator.generate([load_corpus_sample(row, corpus)])
+    evaluation = generator.last_inputs
+
+    assert tuple(sft["input_ids"][0, :n].tolist()) == grpo["prompt_ids"] == tuple(evaluation["input_ids"][0].tolist())
+    assert torch.equal(sft["position_ids"][:, 0, :n], grpo["positions"])
+    assert torch.equal(evaluation["position_ids"][:, 0], grpo["positions"])
+    media = [k for k in MEDIA_KEYS if k in grpo]
+    assert {"pixel_values_videos", "input_features", "feature_attention_mask"} <= set(media)
+    for key in media:
+        assert torch.equal(sft[key], grpo[key]) and torch.equal(evaluation[key], grpo[key]), key
