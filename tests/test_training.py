@@ -39,6 +39,10 @@ def test_config_overrides_are_typed_and_checked(tmp_path):
     assert (paper.grpo.num_generations, paper.grpo.epsilon, paper.grpo.beta, paper.grpo.temperature) == (4, 0.2, 0.01, 1.0)
     with pytest.raises(Exception):
         load_config(TINY, ["grpo.nonsense=1"])
+    assert load_config(TINY, ["gradient_checkpointing=true"]).activation_checkpointing is True, "old name accepted"
+    assert (paper.av_layout, paper.encoder_cache, paper.activation_checkpointing) == ("aligned", True, None)
+    with pytest.raises(Exception):
+        load_config(TINY, ["av_layout=interleaved"])
 
 
 def test_sft_collator_masks_everything_but_the_trace(tiny_models, corpus):

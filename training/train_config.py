@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(_Strict):
@@ -97,8 +97,7 @@ class TrainConfig(_Strict):
     seed: int = 42
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     # None: on with CUDA, off on CPU. `gradient_checkpointing` is still accepted (transformers' old name).
-    activation_checkpointing: bool | None = Field(
-        None, validation_alias=AliasChoices("activation_checkpointing", "gradient_checkpointing"))
+    activation_checkpointing: bool | None = None
     freeze_encoders: bool = True  # the paper freezes the vision and audio modules
     # Frozen encoders run once per prompt per step (no_grad) and their outputs are reused (exact).
     encoder_cache: bool = True
@@ -111,6 +110,19 @@ class TrainConfig(_Strict):
     data: DataConfig = DataConfig()
     sft: SFTStageConfig = SFTStageConfig()
     grpo: GRPOStageConfig = GRPOStageConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_checkpointing_name(cls, data: Any) -> Any:
+        """``gradient_checkpointing`` -> ``activation_checkpointing`` (the later key wins if both are set)."""
+        if isinstance(data, dict) and "gradient_checkpointing" in data:
+            keys = list(data)
+            data = dict(data)
+            old = data.pop("gradient_checkpointing")
+            if "activation_checkpointing" not in data or keys.index("gradient_checkpointing") > keys.index(
+                    "activation_checkpointing"):
+                data["activation_checkpointing"] = old
+        return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
