@@ -8,13 +8,14 @@
 (``encoder_cache=false``: the encoders run in every forward, the old behaviour) and ``text``
 (``data.vision=false data.audio=false``). Per mode: the median of TRL's per-step ``step_time``
 (generation + log-probs + loss + backward; first step dropped as warm-up; every rollout generates
-exactly the completion length, so all modes do the same text work), media items encoded per
-prompt per step, peak RSS; and the ratios av / text and av_uncached / text.
+exactly the completion length, so all modes do the same text work), time in
+``_prepare_media`` (loading, processing and, when cached, encoding), prompt length, media items
+encoded per prompt per step, peak RSS; and the ratios av / text and av_uncached / text.
 
 **Real-size student** (``--real-model``, from ``python -m training.tiny_models --preset omni-3b-shape
 --text-layers 2``), bf16 on CPU, one process, on a corpus of 8 random 1280x720 frames + 10 s of
 audio per item: seconds per SFT step and per GRPO step (G=4, ``--real-completion-tokens``,
-beta=0: no reference model, to fit in memory), the share of each step spent in the encoders, and
+beta=0: no reference model, to fit in memory; with the encoders cached and uncached), the share of each step spent in the encoders, and
 one SFT backward without checkpointing, with checkpointing, and with checkpointing but uncached
 encoders (the old behaviour); ratios against the backward without checkpointing.
 Without ``--corpus`` the tiny corpus is built from synthetic clips in a temporary directory.
@@ -106,6 +107,15 @@ def run_tiny_mode(mode: str, corpus: str, model: str, steps: int, out_dir: str) 
     stage = Path(out_dir) / "grpo"
     trainer = build_grpo_trainer(config, model, stage)
     fixed_length(trainer, config.grpo.max_completion_length)
+    prepare, media_seconds = trainer._prepare_media, []
+
+    def timed_prepare(inputs):
+        start = time.perf_counter()
+        rows = prepare(inputs)
+        media_seconds.append(time.perf_counter() - start)
+        return rows
+
+    trainer._prepare_media = timed_prepare
     with count_encodings(trainer.model) as policy, count_encodings(trainer.ref_model) as reference:
         trainer.train()  # beta > 0: the reference model exists and is counted too
     times = [r["step_time"] for r in read_metrics(stage / "metrics.jsonl") if "step_time" in r]
@@ -115,6 +125,8 @@ def run_tiny_mode(mode: str, corpus: str, model: str, steps: int, out_dir: str) 
             "prompts": prompts,
             "encodings_per_prompt_per_step": {kind: (policy[kind] + reference[kind]) / prompts
                                               for kind in ("visual", "audio")},
+            "media_prep_seconds": statistics.median(media_seconds[1:] or media_seconds),
+            "prompt_tokens": len(trainer._row_media[0]["prompt_ids"]),
             "peak_rss_mib": peak_rss_mib()}
 
 
@@ -165,8 +177,11 @@ def _backward_seconds(trainer, batch, checkpointing: bool, cached: bool) -> tupl
     return seconds, counts["outputs_requiring_grad"]
 
 
-def run_real(stage: str, model: str, completion_tokens: int, out_dir: str) -> dict:
-    """One real-size stage (``sft`` or ``grpo``) in this process: step time, encoder share (and SFT backward)."""
+REAL_STAGES = {"sft": ("sft", []), "grpo": ("grpo", []), "grpo_uncached": ("grpo", ["encoder_cache=false"])}
+
+
+def run_real(name: str, model: str, completion_tokens: int, out_dir: str) -> dict:
+    """One real-size stage in this process: step time, encoder share (and, for SFT, the backward figures)."""
     import torch
 
     from training.grpo import build_grpo_trainer
@@ -179,9 +194,10 @@ def run_real(stage: str, model: str, completion_tokens: int, out_dir: str) -> di
         f"model={model}", f"corpus={corpus}", f"output_dir={out_dir}", "precision=bf16",
         "activation_checkpointing=false", "sft.max_steps=1", "sft.save_steps=100000", "grpo.max_steps=1",
         "grpo.save_steps=100000", "grpo.beta=0", f"grpo.max_completion_length={completion_tokens}",
-        "grpo.logging_steps=1"])
+        "grpo.logging_steps=1", *REAL_STAGES[name][1]])
+    stage = REAL_STAGES[name][0]
     build = build_sft_trainer if stage == "sft" else build_grpo_trainer
-    trainer = build(config, model, Path(out_dir) / stage)
+    trainer = build(config, model, Path(out_dir) / name)
     if stage == "grpo":
         fixed_length(trainer, completion_tokens)
     times, timer = step_times(trainer), EncoderTimer(trainer.model)
@@ -241,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-model", help="real-size student (python -m training.tiny_models --preset omni-3b-shape)")
     parser.add_argument("--real-completion-tokens", type=int, default=16, help="GRPO completion tokens, real size")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "train_step.json", help="JSON result file")
-    parser.add_argument("--mode", choices=[*TINY_MODES, "real_sft", "real_grpo"], help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--mode", choices=[*TINY_MODES, *(f"real_{n}" for n in REAL_STAGES)], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.mode and args.mode.startswith("real_"):
@@ -260,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             tiny[mode] = _subprocess(["--mode", mode, "--corpus", corpus, "--model", model,
                                       "--steps", str(args.steps), "--work", str(tmp / mode)])
         real = {}
-        for stage in ("sft", "grpo") if args.real_model else ():
+        for stage in REAL_STAGES if args.real_model else ():
             print(f"real-size student, {stage} ...", flush=True)
             real[stage] = _subprocess(["--mode", f"real_{stage}", "--real-model", args.real_model,
                                        "--real-completion-tokens", str(args.real_completion_tokens),
@@ -274,7 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     if real:
         report["real"] = {"what": "omni-3b-shape student, bf16 on CPU, 8 frames 1280x720 + 10 s audio, "
-                                  "SFT batch 1; GRPO 1 prompt x G=4, beta=0; one step each", **real}
+                                  "SFT batch 1; GRPO 1 prompt x G=4, beta=0; one step each", **real,
+                          "ratio_grpo_uncached_over_cached": real["grpo_uncached"]["step_seconds"]
+                          / real["grpo"]["step_seconds"]}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_summary(report, args.out)
 
@@ -284,16 +302,18 @@ def print_summary(report: dict, out: Path) -> None:
     for mode in TINY_MODES:
         r = tiny[mode]
         enc = r["encodings_per_prompt_per_step"]
-        print(f"tiny {mode:>11}: {r['step_seconds']:.2f} s/step (median of {r['steps'] - 1}), encodings per prompt "
+        print(f"tiny {mode:>11}: {r['step_seconds']:.2f} s/step (median of {r['steps'] - 1}; media loading, processing "
+              f"and encoding {r['media_prep_seconds']:.2f} s; {r['prompt_tokens']} prompt tokens), encodings per prompt "
               f"per step: visual {enc['visual']:.1f}, audio {enc['audio']:.1f}; peak RSS {r['peak_rss_mib']:.0f} MiB")
     print(f"ratio audio+frames / text-only: {tiny['ratio_av_over_text']:.2f}x "
           f"(encoders uncached: {tiny['ratio_av_uncached_over_text']:.2f}x)")
     if "real" in report:
         real = report["real"]
-        for stage in ("sft", "grpo"):
+        for stage in REAL_STAGES:
             r = real[stage]
             print(f"real {stage}: {r['step_seconds']:.1f} s/step, encoders {r['encoder_seconds']:.1f} s "
-                  f"({100 * r['encoder_share']:.1f} %)")
+                  f"({100 * r['encoder_share']:.1f} %, {r['encoder_calls']} encoder calls)")
+        print(f"real GRPO step, encoders uncached / cached: {real['ratio_grpo_uncached_over_cached']:.2f}x")
         b = real["sft"]["backward"]
         print(f"real SFT backward: plain {b['plain']['seconds']:.1f} s; checkpointing "
               f"{b['checkpointing']['seconds']:.1f} s ({b['checkpointing']['ratio_vs_plain']:.2f}x); checkpointing "
