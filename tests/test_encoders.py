@@ -121,3 +121,24 @@ def test_activation_checkpointing_keeps_frozen_encoders_out_of_backward(tiny_mod
         results[cache] = counts["outputs_requiring_grad"]
     assert results[True] == 0
     assert results[False] > 0, "checkpointing hooks no longer drag the encoders in: the check is void"
+
+
+def test_old_policy_forward_reuses_the_encodings(tiny_models, corpus, tmp_path):
+    """num_iterations=2: one generation serves 2 steps, with an old-policy forward; still 1 encoding per prompt."""
+    from training.grpo import build_grpo_trainer
+
+    config = _config(tiny_models, corpus, tmp_path, "grpo.beta=0.01", "grpo.max_steps=2", "grpo.save_steps=100")
+    trainer = build_grpo_trainer(config, str(tiny_models["omni"]), tmp_path / "grpo")
+    trainer.num_iterations = 2  # TRL's mu: generate every 2 steps, importance-sample against the old policy
+    forwards: list[str] = []
+    logps = trainer._get_per_token_logps_and_entropies
+    trainer._get_per_token_logps_and_entropies = lambda model, *a, **k: forwards.append(
+        "reference" if model is trainer.ref_model else "policy") or logps(model, *a, **k)
+    try:
+        with count_encodings(trainer.model) as policy, count_encodings(trainer.ref_model) as reference:
+            trainer.train()
+    finally:
+        del trainer._get_per_token_logps_and_entropies
+    assert trainer.state.global_step == 2
+    assert forwards.count("reference") == 1 and forwards.count("policy") == 3, forwards  # old policy + 2 losses
+    assert policy["visual"] == policy["audio"] == 1 and reference["visual"] == reference["audio"] == 0, policy
