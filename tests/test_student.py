@@ -49,6 +49,8 @@ def test_prompt_has_paper_option_form_and_answer_instruction():
 def test_messages_order_media_before_text():
     sample = _av()
     (user,) = student_messages(sample)
+    assert [p["type"] for p in user["content"]] == ["video", "text"], "aligned: the audio rides inside the video"
+    (user,) = student_messages(sample, layout="separate")
     assert [p["type"] for p in user["content"]] == ["video", "audio", "text"]
     still = StudentSample("q", ["a", "b"], _frames(1), None, frames_are_video=False)
     assert [p["type"] for p in student_messages(still)[0]["content"]] == ["image", "text"]
@@ -141,3 +143,72 @@ def test_load_corpus_sample(tmp_path):
     assert sample.choices == ["a", "b", "c", "d"] and sample.duration == 4.0
     blind = load_corpus_sample(row, tmp_path, vision=False, audio=False)
     assert blind.frames is None and blind.audio is None
+
+
+def _times(batch, row: int, token: str, processor) -> torch.Tensor:
+    ids = batch["input_ids"][row]
+    return batch["position_ids"][0, row][ids == processor.tokenizer.convert_tokens_to_ids(token)]
+
+
+def test_aligned_clip_puts_audio_and_frames_of_one_second_at_one_time(processor):
+    """TMRoPE time of the frames at t s equals that of the audio token at t s (25 per second)."""
+    batch = build_inputs(processor, [_av(10.0)])
+    ids = batch["input_ids"][0].tolist()
+    tok = processor.tokenizer
+    bos = ids.index(tok.convert_tokens_to_ids("<|vision_bos|>"))
+    assert ids[bos + 1] == tok.convert_tokens_to_ids("<|audio_bos|>"), "video-with-sound layout"
+    video, audio = _times(batch, 0, "<|VIDEO|>", processor), _times(batch, 0, "<|AUDIO|>", processor)
+    start = int(audio[0])
+    assert len(audio) == 250 and torch.equal(audio, torch.arange(start, start + 250)), "25 positions per second"
+    per_grid = float(batch["video_second_per_grid"][0])  # 2.5 s per temporal patch of 2 frames
+    for k, t in enumerate(sorted(set(video.tolist()))):
+        second = k * per_grid
+        assert t == int(audio[int(second * 25)]), f"frames at {second} s and audio at {second} s differ in time"
+    # tokens are interleaved in 2 s chunks: audio of 0-2 s comes before the frames at 2.5 s
+    first_late_frame = next(i for i, p in enumerate(batch["position_ids"][0, 0].tolist())
+                            if ids[i] == tok.convert_tokens_to_ids("<|VIDEO|>") and p >= start + 50)
+    assert ids.index(tok.convert_tokens_to_ids("<|AUDIO|>")) < first_late_frame
+
+    separate = build_inputs(processor, [_av(10.0)], layout="separate")
+    assert _times(separate, 0, "<|AUDIO|>", processor)[0] > _times(separate, 0, "<|VIDEO|>", processor).max(), \
+        "separate parts: the audio starts after the whole video"
+
+
+def test_positions_are_the_models_and_per_row_in_mixed_batches(processor, tiny_models):
+    """Each row's positions equal the model's rope index for that row alone with its own layout."""
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tiny_models["omni"])
+    still = StudentSample("q?", ["a", "b", "c", "d"], _frames(1), _audio(3.0), frames_are_video=False)
+    silent = StudentSample("q?", ["a", "b", "c", "d"], _frames(colour=2), None, duration=10.0)
+    long_clip = StudentSample("q?", ["a", "b", "c", "d"], _frames(colour=3), _audio(10.0), duration=60.0)
+    samples = [_av(10.0), still, silent, long_clip, StudentSample("q?", ["a", "b"])]
+    aligned = [True, False, False, False, False]  # a 60 s clip with its centred 10 s of audio is not aligned
+    for completions in (None, ["<think>t</think><answer>A</answer>"] * len(samples)):
+        batch = build_inputs(processor, samples, completions)
+        for row, (sample, flag) in enumerate(zip(samples, aligned)):
+            alone = build_inputs(processor, [sample], None if completions is None else completions[:1])
+            mask = alone["attention_mask"]
+            expected, _ = model.model.get_rope_index(
+                alone["input_ids"], alone.get("image_grid_thw"), alone.get("video_grid_thw"), mask, flag,
+                alone["feature_attention_mask"].sum(-1) if "feature_attention_mask" in alone else None,
+                alone.get("video_second_per_grid"))
+            assert torch.equal(batch["position_ids"][:, row][:, batch["attention_mask"][row].bool()],
+                               expected[:, 0][:, mask[0].bool()]), f"row {row}"
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+
+
+def test_audio_features_are_not_padded_to_the_extractor_window(processor):
+    """The released processor pads to chunk_length=300 s; the student's features stop at the clip window."""
+    import copy
+
+    released = copy.deepcopy(processor)
+    extractor = released.feature_extractor
+    extractor.chunk_length, extractor.n_samples = 300, 300 * 16000
+    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+    short = build_inputs(released, [_av(10.0)])
+    assert short["input_features"].shape[-1] == 1000 and short["feature_attention_mask"].all()
+    mixed = build_inputs(released, [_av(4.0), StudentSample("q?", ["a", "b"], None, _audio(14.0))])
+    assert mixed["input_features"].shape[-1] == 1400, "padded to the longest audio of the batch"
+    assert mixed["feature_attention_mask"].sum(-1).tolist() == [400, 1400]

@@ -57,3 +57,23 @@ def test_models_are_deterministic_from_the_seed(tmp_path, tiny_models):
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["text"])
     assert all(tokenizer.convert_tokens_to_ids(t) != tokenizer.unk_token_id for t in MULTIMODAL_TOKENS)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+
+
+def test_omni_3b_shape_preset_has_the_published_sizes(tmp_path):
+    """The real-size builder's config (weights are not built here: about 4 GB with 2 text layers)."""
+    from training.tiny_models import build_processor, build_tokenizer, thinker_config
+
+    tokenizer = build_tokenizer(tmp_path)
+    config = thinker_config(tokenizer, "omni-3b-shape", text_layers=2)
+    text, vision, audio = config.text_config, config.vision_config, config.audio_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads,
+            text.intermediate_size, text.vocab_size) == (2048, 2, 16, 2, 11008, 151936)
+    assert text.rope_parameters["mrope_section"] == [16, 24, 24] and text.hidden_size // text.num_attention_heads == 128
+    assert (vision.depth, vision.hidden_size, vision.intermediate_size, vision.window_size,
+            vision.fullatt_block_indexes, vision.out_hidden_size) == (32, 1280, 3420, 112, [7, 15, 23, 31], 2048)
+    assert (audio.d_model, audio.encoder_layers, audio.encoder_attention_heads, audio.encoder_ffn_dim,
+            audio.n_window, audio.num_mel_bins, audio.output_dim) == (1280, 32, 20, 5120, 100, 128, 2048)
+    assert thinker_config(tokenizer, "omni-3b-shape").text_config.num_hidden_layers == 36
+    processor = build_processor(tokenizer, "omni-3b-shape")
+    assert processor.feature_extractor.chunk_length == 300  # as released: the student must not pad to it
+    assert processor.video_processor.size == {"shortest_edge": 3136, "longest_edge": 12845056}

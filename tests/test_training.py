@@ -39,6 +39,10 @@ def test_config_overrides_are_typed_and_checked(tmp_path):
     assert (paper.grpo.num_generations, paper.grpo.epsilon, paper.grpo.beta, paper.grpo.temperature) == (4, 0.2, 0.01, 1.0)
     with pytest.raises(Exception):
         load_config(TINY, ["grpo.nonsense=1"])
+    assert load_config(TINY, ["gradient_checkpointing=true"]).activation_checkpointing is True, "old name accepted"
+    assert (paper.av_layout, paper.encoder_cache, paper.activation_checkpointing) == ("aligned", True, None)
+    with pytest.raises(Exception):
+        load_config(TINY, ["av_layout=interleaved"])
 
 
 def test_sft_collator_masks_everything_but_the_trace(tiny_models, corpus):
@@ -77,41 +81,51 @@ def _logps(trainer, rows, completion_ids, prompt_rows=None):
 
 
 def test_grpo_loss_forward_sees_audio_and_frames(grpo_trainer):
-    """Fails if audio features or pixel values stop reaching the GRPO log-prob forward."""
+    """Fails if audio or frames stop reaching the GRPO log-prob forward, cached or not."""
+    from dataclasses import replace
+
     trainer = grpo_trainer
     trainer.model.eval()
     row = trainer.train_dataset[0]
     (media,) = trainer._prepare_media([row])
+    assert "encoded" in media, "frozen encoders: the prompt's media are encoded once"
     completion = torch.tensor(trainer.processing_class.tokenizer("<think>red</think><answer>A</answer>")["input_ids"])
     base = _logps(trainer, [media], completion)
     assert torch.equal(base, _logps(trainer, [dict(media)], completion)), "deterministic forward"
-    louder = {**media, "input_features": media["input_features"] + 1.0}
-    darker = {**media, "pixel_values_videos": media["pixel_values_videos"] * -1.0}
+    encoded = media["encoded"]
+    louder = {**media, "encoded": replace(encoded, audio=tuple(a + 1.0 for a in encoded.audio))}
+    darker = {**media, "encoded": replace(encoded, video=tuple(v * -1.0 for v in encoded.video))}
     assert not torch.allclose(base, _logps(trainer, [louder], completion)), "audio does not reach the loss forward"
     assert not torch.allclose(base, _logps(trainer, [darker], completion)), "frames do not reach the loss forward"
+    raw = {k: v for k, v in media.items() if k != "encoded"}  # the uncached path: encoders run in the forward
+    assert torch.equal(base, _logps(trainer, [raw], completion)), "cached and uncached log-probs differ"
+    raw_louder = {**raw, "input_features": raw["input_features"] + 1.0}
+    assert not torch.allclose(base, _logps(trainer, [raw_louder], completion))
     (other,) = trainer._prepare_media([trainer.train_dataset[1]])
     assert _logps(trainer, [media, other], completion).shape[0] == 2
     with pytest.raises(RuntimeError, match="do not belong"):  # media swapped between rows
         _logps(trainer, [other, media], completion, prompt_rows=[media, other])
 
 
-def test_grpo_training_step_runs_encoders_with_grad(grpo_trainer):
-    """A real GRPO step: generation and the gradient-carrying loss forward both run both encoders."""
-    trainer = grpo_trainer
+def test_grpo_step_encodes_each_prompt_once(grpo_trainer):
+    """A real GRPO step (G=4: generation, loss forward, backward): one encoding per prompt, none with grad."""
+    from training.encoders import count_encodings
     from training.student import generation_suppress_tokens
 
+    trainer = grpo_trainer
     assert set(trainer.generation_config.suppress_tokens) == set(generation_suppress_tokens(trainer.processing_class))
-    calls = {"audio_tower": [], "visual": []}
-    hooks = [getattr(trainer.model.model, name).register_forward_pre_hook(
-        lambda module, args, name=name: calls[name].append(torch.is_grad_enabled())) for name in calls]
+    prompts: list = []
+    prepare = trainer._prepare_media
+    trainer._prepare_media = lambda inputs: prompts.append({r["id"] for r in inputs}) or prepare(inputs)
     try:
-        trainer.train()
+        with count_encodings(trainer.model) as counts:
+            trainer.train()
     finally:
-        for hook in hooks:
-            hook.remove()
-    for name, grad_flags in calls.items():
-        assert False in grad_flags, f"{name} not used in generation"
-        assert True in grad_flags, f"{name} not used in the loss forward"
+        del trainer._prepare_media
+    n_prompts = sum(len(p) for p in prompts)
+    assert trainer.state.global_step == 1 and n_prompts == 1
+    assert counts["visual"] == n_prompts and counts["audio"] == n_prompts, counts
+    assert counts["outputs_requiring_grad"] == 0
     first = trainer.model.model.audio_tower.parameters().__next__()
     assert not first.requires_grad, "audio encoder is frozen"
 
@@ -157,3 +171,31 @@ def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path):
     assert all("rewards/format_reward/mean" in r and "kl" in r for r in grpo if "loss" in r)
     for png in ("sft/plots/loss.png", "grpo/plots/rewards.png", "grpo/plots/completion_length.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_models, corpus):
+    """The same corpus item: SFT's training prompt, GRPO's prompt and evaluation's generate inputs agree."""
+    from training.evaluate import Decoding, HFGenerator
+    from training.runtime import MediaLoader, load_corpus
+    from training.sft import SFTCollator
+    from training.student import MEDIA_KEYS, load_corpus_sample, prompt_lengths
+
+    trainer = grpo_trainer
+    processor = trainer.processing_class
+    config = _config(tiny_models, corpus, "unused")
+    row = load_corpus(corpus, config.data).iloc[0].to_dict()
+    sft = SFTCollator(processor, MediaLoader(corpus, config.data))([row])
+    n = prompt_lengths(sft)[0]
+    (grpo,) = trainer._prepare_media([trainer.train_dataset[0]])
+    assert trainer.train_dataset[0]["id"] == row["id"]
+    generator = HFGenerator(trainer.model, processor, Decoding(max_new_tokens=2))
+    generator.generate([load_corpus_sample(row, corpus)])
+    evaluation = generator.last_inputs
+
+    assert tuple(sft["input_ids"][0, :n].tolist()) == grpo["prompt_ids"] == tuple(evaluation["input_ids"][0].tolist())
+    assert torch.equal(sft["position_ids"][:, 0, :n], grpo["positions"])
+    assert torch.equal(evaluation["position_ids"][:, 0], grpo["positions"])
+    media = [k for k in MEDIA_KEYS if k in grpo]
+    assert {"pixel_values_videos", "input_features", "feature_attention_mask"} <= set(media)
+    for key in media:
+        assert torch.equal(sft[key], grpo[key]) and torch.equal(evaluation[key], grpo[key]), key

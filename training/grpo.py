@@ -5,22 +5,27 @@ the prompt, but its log-prob forwards (old policy, reference model, the loss) ge
 ``input_features`` / ``pixel_values_videos``, so the policy would be trained on bare placeholder
 tokens while the run looks healthy. ``AVGRPOTrainer`` fixes that:
 
-* each prompt's media are loaded and processed **once per step** by ``training.student.build_inputs``
-  (the G rollouts of a prompt share the same tensors), and the same modality dropout applies to
-  the whole group;
-* the processed prompt ids and media go to ``generate`` (with the multimodal special tokens
-  suppressed) through ``_tokenize_prompts``;
+* each prompt's media are loaded and processed **once per step** by ``training.student.encode_prompt``
+  (the G rollouts of a prompt share the same tensors and the same modality dropout), with the
+  prompt's own TMRoPE ``position_ids`` (aligned audio-visual layout for clips);
+* with frozen encoders (``freeze_encoders`` and ``encoder_cache``, the defaults) the prompt's media
+  are also **encoded once per step** (``training.encoders.encode_media``, under ``no_grad``) and the
+  outputs feed generation of all G rollouts, the old-policy, reference and loss forwards: 1
+  encoding per prompt per step instead of 3·G. The reference model shares the policy's frozen
+  encoders' weights (both load from the same checkpoint), so the encodings are the same;
+* the processed prompt ids go to ``generate`` (with the multimodal special tokens suppressed) through
+  ``_tokenize_prompts``, the encoder outputs and per-row positions through ``generate`` kwargs;
 * the per-row media ride in the batch under ``av_media`` (a list, one entry per row), so TRL's
   shuffle and split keep them aligned with their rows; every log-prob forward
-  (``_get_per_token_logps_and_entropies``: old policy, reference, loss) collates the media of
-  exactly its rows and checks, row by row, that the media belong to that row's prompt tokens.
-
-The vision and audio encoders still run in every forward (per row); caching their (frozen) outputs
-per prompt is possible through the model's ``mm_encoder_outputs`` and is left for later.
+  (``_get_per_token_logps_and_entropies``) collates the media of exactly its rows and checks, row
+  by row, that the media belong to that row's prompt tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,46 +33,70 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from training.encoders import EncodedMedia, enable_encoded_audio, encode_media, encoded_kwargs, thinker
 from training.rewards import accuracy_reward, format_reward, make_length_reward
 from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, optim_kwargs,
-                              resume_point)
-from training.student import build_inputs, generation_suppress_tokens, student_prompt
+                              resume_point, use_encoder_cache)
+from training.student import (MEDIA_KEYS, Layout, collate_media, continue_positions, encode_prompt,
+                              generation_suppress_tokens, pad_positions, student_prompt)
 from training.train_config import TrainConfig
 
-MEDIA_KEYS = ("input_features", "feature_attention_mask", "pixel_values_videos", "video_grid_thw",
-              "video_second_per_grid", "pixel_values", "image_grid_thw")
+
+def row_forward_kwargs(rows: list[dict[str, Any]], device: torch.device | str | None = None) -> dict[str, Any]:
+    """Media kwargs of ``rows`` (in row order): their encoder outputs when cached, else the raw media."""
+    media = collate_media([{k: r[k] for k in MEDIA_KEYS if k in r} for r in rows])
+    if rows and "encoded" in rows[0]:
+        return encoded_kwargs(EncodedMedia.concat([r["encoded"] for r in rows]), media, device)
+    return {k: v.to(device) for k, v in media.items()} if device is not None else media
 
 
-def collate_media(rows: list[dict[str, Any]], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """Concatenate the per-row media tensors (in row order) into model kwargs."""
-    out = {}
-    for key in MEDIA_KEYS:
-        parts = [row[key] for row in rows if key in row]
-        if parts:
-            out[key] = torch.cat(parts, dim=0).to(device) if device is not None else torch.cat(parts, dim=0)
-    return out
+def sequence_positions(rows: list[dict[str, Any]], width: int, completion_length: int) -> torch.Tensor:
+    """``(3, rows, width)`` positions of left-padded prompts followed by ``completion_length`` tokens."""
+    return pad_positions([continue_positions(r["positions"], len(r["prompt_ids"]) + completion_length) for r in rows],
+                         "left", width)
+
+
+@contextmanager
+def generate_kwargs(model, **extra) -> Iterator[None]:
+    """Within the block, ``model.generate`` also receives ``extra`` (TRL only forwards tensors to it)."""
+    target = thinker(model)
+    target.generate = partial(type(target).generate, target, **extra)
+    try:
+        yield
+    finally:
+        del target.generate
 
 
 class AVGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` that feeds the student's audio and frames to generation and to every log-prob forward."""
 
-    def __init__(self, *args, media_loader: MediaLoader, system_prompt: str | None = None, **kwargs):
+    def __init__(self, *args, media_loader: MediaLoader, system_prompt: str | None = None,
+                 layout: Layout = "aligned", cache_encoders: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.media_loader = media_loader
         self.system_prompt = system_prompt
+        self.layout = layout
+        self.cache_encoders = cache_encoders
         self._row_media: list[dict[str, Any]] | None = None
+        if cache_encoders:
+            for model in (self.model, getattr(self, "ref_model", None)):
+                if model is not None:
+                    enable_encoded_audio(model)
 
     # -- media, once per prompt -------------------------------------------------------------
     def _prepare_media(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per row: ``{"prompt_ids": tuple, <media tensors of that row>}``; one processing per prompt."""
+        """Per row: ``{"prompt_ids": tuple, "positions", <media tensors>, ["encoded"]}``; once per prompt."""
         cache: dict[Any, dict[str, Any]] = {}
         rows = []
         for row in inputs:
             key = row["id"]
             if key not in cache:
-                encoded = build_inputs(self.processing_class, [self.media_loader(row)], system=self.system_prompt)
-                entry = {k: encoded[k] for k in MEDIA_KEYS if k in encoded}
-                entry["prompt_ids"] = tuple(encoded["input_ids"][0][encoded["attention_mask"][0].bool()].tolist())
+                prompt = encode_prompt(self.processing_class, self.media_loader(row), self.system_prompt, self.layout)
+                entry = {k: prompt[k] for k in MEDIA_KEYS if k in prompt}
+                entry["prompt_ids"] = tuple(prompt["input_ids"].tolist())
+                entry["positions"] = prompt["position_ids"]
+                if self.cache_encoders:
+                    entry["encoded"] = encode_media(self.model, {k: prompt[k] for k in MEDIA_KEYS if k in prompt})
                 cache[key] = entry
             rows.append(cache[key])
         return rows
@@ -82,7 +111,22 @@ class AVGRPOTrainer(GRPOTrainer):
         rows = self._row_media
         if rows is None or len(rows) != len(prompts):
             raise RuntimeError("AVGRPOTrainer: media were not prepared for this generation batch")
-        return [list(r["prompt_ids"]) for r in rows], None, collate_media(rows)
+        kwargs = row_forward_kwargs(rows)
+        tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+        return [list(r["prompt_ids"]) for r in rows], None, tensors
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+        rows = self._row_media
+        width = max(len(p) for p in prompt_ids)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        device = self.accelerator.device
+        extra = {"position_ids": sequence_positions(rows, width, 0).to(device)}
+        if self.cache_encoders:
+            extra["mm_encoder_outputs"] = row_forward_kwargs(rows, device).get("mm_encoder_outputs")
+        with generate_kwargs(self.model, **{k: v for k, v in extra.items() if v is not None}):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 *args, **kwargs)
 
     def _compute_loss(self, model, inputs):
         self._row_media = inputs["av_media"]
@@ -104,7 +148,9 @@ class AVGRPOTrainer(GRPOTrainer):
         for start in range(0, input_ids.size(0), batch_size):
             end = min(start + batch_size, input_ids.size(0))
             ids, mask = input_ids[start:end], attention_mask[start:end]
-            model_inputs = {"input_ids": ids, "attention_mask": mask, **collate_media(rows[start:end], ids.device)}
+            model_inputs = {"input_ids": ids, "attention_mask": mask,
+                            "position_ids": sequence_positions(rows[start:end], ids.size(1), logits_to_keep).to(ids.device),
+                            **row_forward_kwargs(rows[start:end], ids.device)}
             if compute_aux_loss:
                 model_inputs["output_router_logits"] = True
             labels = ids.masked_fill(mask == 0, -100)
@@ -179,6 +225,7 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> A
         model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt),
         processing_class=processor, callbacks=[JsonlMetrics(out_dir / "metrics.jsonl")],
         media_loader=MediaLoader(config.corpus, config.data, config.seed), system_prompt=config.system_prompt,
+        layout=config.av_layout, cache_encoders=use_encoder_cache(config),
     )
 
 

@@ -59,8 +59,13 @@ def use_bf16(config: TrainConfig) -> bool:
     return config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available())
 
 
-def use_gradient_checkpointing(config: TrainConfig) -> bool:
-    return torch.cuda.is_available() if config.gradient_checkpointing is None else config.gradient_checkpointing
+def use_activation_checkpointing(config: TrainConfig) -> bool:
+    return torch.cuda.is_available() if config.activation_checkpointing is None else config.activation_checkpointing
+
+
+def use_encoder_cache(config: TrainConfig) -> bool:
+    """Encode media once and reuse the outputs: only exact when the encoders are frozen."""
+    return config.encoder_cache and config.freeze_encoders
 
 
 def load_student(path: str | Path, config: TrainConfig):
@@ -143,8 +148,8 @@ def optim_kwargs(stage, config: TrainConfig, out_dir: Path) -> dict[str, Any]:
         save_total_limit=stage.save_total_limit,
         save_strategy="steps",
         bf16=use_bf16(config),
-        gradient_checkpointing=use_gradient_checkpointing(config),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=use_activation_checkpointing(config),
+        activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False,
         dataloader_num_workers=config.dataloader_num_workers,
         report_to=config.report_to,

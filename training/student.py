@@ -5,23 +5,34 @@ up to 10 s for AVQA clips), and the question with its options in the paper's for
 ``<question> Choose one among the following options:(A) … (B) …`` followed by the instruction of
 ``prompts/student.txt`` to reason in ``<think>…</think>`` and answer with ``<answer>X</answer>``.
 
-**The 8 frames go in as one video, not as 8 images**, because
+**The 8 frames go in as one video, not as 8 images**: the video path groups frames in temporal
+patches of 2 (8 frames cost 4 frame-grids of tokens; 8 images would cost twice as many), and a video
+gets TMRoPE time positions (``video_second_per_grid`` × 25 positions per second), so frame *k* sits
+at its real time in the clip. Its ``fps`` is ``len(frames) / duration`` (0.8 for 8 frames of a 10 s
+clip), set per sample (each sample is processed on its own).
 
-* the video path groups frames in temporal patches of 2, so 8 frames cost 4 frame-grids of tokens;
-  8 separate images each get duplicated into a 2-frame temporal patch and cost twice as many;
-* a video gets TMRoPE time positions (``video_second_per_grid`` × 25 positions per second), so
-  frame *k* sits at its real time in the clip, on the same time axis as the audio tokens (also 25
-  per second). Separate images restart their temporal position each time and carry no order in time;
-* Qwen2.5-Omni was trained on video this way, and evaluation on video benchmarks uses the same path.
+**Audio and frames of a clip share one time axis** (``layout="aligned"``, the default): the clip's
+audio rides inside the video in Qwen2.5-Omni's video-with-sound layout
+(``<|vision_bos|><|audio_bos|>`` frames and audio interleaved in 2 s chunks
+``<|audio_eos|><|vision_eos|>``, the processor's ``load_audio_from_video``), and the rope index gives
+audio token *j* (25 per second) and the frames of the same second the same time position. This is
+used when the audio covers the clip (its length ≥ the clip duration − 0.5 s, or the duration is
+unknown); otherwise, and with ``layout="separate"``, the audio is its own part after the video and
+gets text-like positions *after* the whole video block (no time alignment). A single still image
+(OmniBench) always goes in as an image part followed by a separate audio part.
 
-The video's ``fps`` is ``len(frames) / duration`` (0.8 for 8 frames of a 10 s clip), so time
-positions are right; it is set per sample (the processor takes one ``fps`` per call, so
-``video_second_per_grid`` is rewritten per sample after the call: it changes positions, not token
-counts). The frame size budget is passed explicitly as ``videos_kwargs={"size": …}`` because the Omni
-processor's defaults override the video processor's own size: the processor's saved size, capped at
-``VIDEO_MAX_PIXELS`` per frame (about 1000 video tokens for 8 frames of a 16:9 clip). A single
-still image (OmniBench) goes in as an image (``frames_are_video=False``), capped at
-``IMAGE_MAX_PIXELS``. Audio is cut to the Whisper window of 30 s.
+Because the model's own position computation takes one ``use_audio_in_video`` flag per batch,
+``build_inputs`` computes ``position_ids`` (3 × batch × length) row by row with the model's own
+``get_rope_index`` and the row's own layout, and returns them with the batch: mixed batches (aligned
+clips next to image + audio items or clips whose audio was dropped) get the right positions in SFT,
+GRPO and ``generate``.
+
+Frame size: ``videos_kwargs={"size": …}`` is passed explicitly because the Omni processor's defaults
+override the video processor's own size: the processor's saved size capped at ``VIDEO_MAX_PIXELS``
+per frame (about 1000 video tokens for 8 frames of a 16:9 clip); a still image is capped at
+``IMAGE_MAX_PIXELS``. Audio is cut to the Whisper window of 30 s and its features are padded only to
+``max(AUDIO_SECONDS, longest audio of the batch)``, not to the feature extractor's ``chunk_length``
+(300 s for the released processor: 15 MB of zeros per row).
 
 Token layout for training is ``prompt_ids + completion_ids + <|im_end|>``: the prompt (with its
 expanded media placeholders) is processed once, the completion is tokenized on its own, exactly as a
@@ -35,7 +46,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MethodType, SimpleNamespace
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,6 +64,9 @@ IGNORE_INDEX = -100
 VIDEO_MAX_PIXELS = 256 * 28 * 28  # per frame: 1280x720 -> 588x336 -> 252 tokens per 2 frames
 IMAGE_MAX_PIXELS = 1024 * 28 * 28  # a single still: about the token budget of the 8-frame video
 MAX_AUDIO_SECONDS = 30.0  # the Whisper feature window
+# Processor outputs that describe a sample's media (everything but the token ids and masks).
+MEDIA_KEYS = ("input_features", "feature_attention_mask", "pixel_values_videos", "video_grid_thw",
+              "video_second_per_grid", "pixel_values", "image_grid_thw")
 
 
 @dataclass
@@ -73,15 +88,33 @@ def student_prompt(question: str, choices: Sequence[str], template: str | None =
     return template.replace("{question}", question.strip()).replace("{options}", format_choices(list(choices)))
 
 
-def student_messages(sample: StudentSample, system: str | None = None) -> list[dict]:
-    """Chat messages: an optional system turn, then the user turn (media parts first, then text)."""
+Layout = Literal["aligned", "separate"]
+LAYOUTS: tuple[str, ...] = ("aligned", "separate")
+ALIGN_TOLERANCE_S = 0.5  # audio this much shorter than the clip still counts as the clip's own
+
+
+def is_aligned(sample: StudentSample, layout: Layout = "aligned") -> bool:
+    """Whether the sample's audio goes inside its video on one time axis (see the module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: use one of {LAYOUTS}")
+    if layout != "aligned" or not sample.frames or not sample.frames_are_video or sample.audio is None:
+        return False
+    audio_s = min(len(sample.audio) / SAMPLE_RATE, MAX_AUDIO_SECONDS)
+    return sample.duration is None or audio_s >= sample.duration - ALIGN_TOLERANCE_S
+
+
+def student_messages(sample: StudentSample, system: str | None = None, layout: Layout = "aligned") -> list[dict]:
+    """Chat messages: an optional system turn, then the user turn (media parts first, then text).
+
+    An aligned clip has a single video part (its audio is added inside the video by the processor).
+    """
     content: list[dict[str, Any]] = []
     if sample.frames:
         if sample.frames_are_video:
             content.append({"type": "video"})
         else:
             content.extend({"type": "image"} for _ in sample.frames)
-    if sample.audio is not None:
+    if sample.audio is not None and not is_aligned(sample, layout):
         content.append({"type": "audio"})
     content.append({"type": "text", "text": student_prompt(sample.question, sample.choices)})
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
@@ -99,29 +132,117 @@ def _size(processor_size: Any, cap: int) -> dict[str, int]:
     return {"shortest_edge": min(int(processor_size["shortest_edge"]), longest), "longest_edge": longest}
 
 
-def media_kwargs(processor, samples: Sequence[StudentSample]) -> dict[str, Any]:
-    """``images=``, ``videos=``, ``audio=`` and size kwargs for one processor call, in sample order."""
-    images, videos, audio = [], [], []
-    for sample in samples:
-        if sample.frames:
-            if sample.frames_are_video:
-                videos.append(np.stack([np.asarray(f.convert("RGB")) for f in sample.frames]))
-            else:
-                images.extend(f.convert("RGB") for f in sample.frames)
-        if sample.audio is not None:
-            audio.append(np.asarray(sample.audio, dtype=np.float32)[: int(MAX_AUDIO_SECONDS * SAMPLE_RATE)])
+def _clip_audio(audio: np.ndarray) -> np.ndarray:
+    return np.asarray(audio, dtype=np.float32)[: int(MAX_AUDIO_SECONDS * SAMPLE_RATE)]
+
+
+def audio_feature_samples(samples: Sequence[StudentSample]) -> int:
+    """Samples the audio features are padded to: ``max(AUDIO_SECONDS, longest audio)``, at most 30 s."""
+    longest = max((len(_clip_audio(s.audio)) for s in samples if s.audio is not None), default=0)
+    return max(int(AUDIO_SECONDS * SAMPLE_RATE), longest)
+
+
+def media_kwargs(processor, sample: StudentSample, layout: Layout = "aligned",
+                 audio_samples: int | None = None) -> dict[str, Any]:
+    """``images=``, ``videos=``, ``audio=`` and their kwargs for processing one sample."""
     kwargs: dict[str, Any] = {}
-    if videos:
-        kwargs["videos"] = videos
+    if sample.frames and sample.frames_are_video:
+        kwargs["videos"] = [np.stack([np.asarray(f.convert("RGB")) for f in sample.frames])]
         kwargs["videos_kwargs"] = {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS),
-                                   "fps": video_fps(next(s for s in samples if s.frames and s.frames_are_video)),
-                                   "cap_pixels_per_frame": True}
-    if images:
-        kwargs["images"] = images
+                                   "fps": video_fps(sample), "cap_pixels_per_frame": True}
+    elif sample.frames:
+        kwargs["images"] = [f.convert("RGB") for f in sample.frames]
         kwargs["images_kwargs"] = {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
-    if audio:
-        kwargs["audio"] = audio
+    if sample.audio is not None:
+        kwargs["audio"] = [_clip_audio(sample.audio)]
+        kwargs["audio_kwargs"] = {"max_length": audio_samples or audio_feature_samples([sample])}
+        if is_aligned(sample, layout):
+            kwargs["load_audio_from_video"] = True
+            kwargs["audio_from_video_indices"] = [0]
     return kwargs
+
+
+def rope_positions(processor, input_ids: torch.Tensor, media: dict[str, torch.Tensor], aligned: bool) -> torch.Tensor:
+    """TMRoPE positions ``(3, len)`` of one unpadded row, by the model's own ``get_rope_index``.
+
+    ``media`` holds that row's ``video_grid_thw``, ``video_second_per_grid``, ``image_grid_thw`` and
+    ``feature_attention_mask`` (whichever it has); the token ids and time constants come from the
+    processor, which shares them with the model config.
+    """
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+        Qwen2_5OmniPreTrainedModelForConditionalGeneration as Omni)
+
+    tok = processor.tokenizer
+    config = SimpleNamespace(
+        image_token_id=tok.convert_tokens_to_ids(tok.image_token),
+        video_token_id=tok.convert_tokens_to_ids(tok.video_token),
+        audio_token_id=tok.convert_tokens_to_ids(tok.audio_token),
+        vision_start_token_id=tok.convert_tokens_to_ids(tok.vision_bos_token),
+        audio_start_token_id=tok.convert_tokens_to_ids(tok.audio_bos_token),
+        position_id_per_seconds=processor.position_id_per_seconds,
+        seconds_per_chunk=processor.seconds_per_chunk,
+    )
+    index = SimpleNamespace(config=config, spatial_merge_size=processor.video_processor.merge_size)
+    index.get_llm_pos_ids_for_vision = MethodType(Omni.get_llm_pos_ids_for_vision, index)
+    index.get_chunked_index = MethodType(Omni.get_chunked_index, index)
+    ids = input_ids.view(1, -1)
+    mask = media.get("feature_attention_mask")
+    positions, _ = Omni.get_rope_index(
+        index, ids, image_grid_thw=media.get("image_grid_thw"), video_grid_thw=media.get("video_grid_thw"),
+        attention_mask=torch.ones_like(ids), use_audio_in_video=aligned,
+        audio_seqlens=mask.sum(-1) if mask is not None else None, second_per_grids=media.get("video_second_per_grid"))
+    return positions[:, 0, :]
+
+
+def encode_prompt(processor, sample: StudentSample, system: str | None = None, layout: Layout = "aligned",
+                  audio_samples: int | None = None) -> dict[str, torch.Tensor]:
+    """One sample's generation prompt: ``input_ids`` (1-D), its media tensors and ``position_ids`` (3 × len)."""
+    text = processor.apply_chat_template(student_messages(sample, system, layout), add_generation_prompt=True,
+                                         tokenize=False)
+    encoded = processor(text=[text], return_tensors="pt", **media_kwargs(processor, sample, layout, audio_samples))
+    out = {k: encoded[k] for k in MEDIA_KEYS if k in encoded}
+    if "video_second_per_grid" in out:  # float32: the processor's list becomes float64
+        out["video_second_per_grid"] = torch.tensor(
+            [processor.video_processor.temporal_patch_size / video_fps(sample)], dtype=torch.float32)
+    out["input_ids"] = encoded["input_ids"][0]
+    out["position_ids"] = rope_positions(processor, out["input_ids"], out, is_aligned(sample, layout))
+    return out
+
+
+def continue_positions(prompt_positions: torch.Tensor, total: int) -> torch.Tensor:
+    """Positions ``(3, total)``: the prompt's, then text positions counting on from its largest."""
+    extra = total - prompt_positions.shape[1]
+    if extra <= 0:
+        return prompt_positions[:, :total]
+    tail = torch.arange(1, extra + 1, dtype=prompt_positions.dtype) + prompt_positions.max()
+    return torch.cat([prompt_positions, tail.view(1, -1).expand(3, -1)], dim=1)
+
+
+def pad_positions(rows: list[torch.Tensor], side: str, width: int | None = None) -> torch.Tensor:
+    """Stack per-row positions ``(3, len_i)`` into ``(3, batch, width)``; padding positions are 1 (as the model's)."""
+    width = width or max(r.shape[1] for r in rows)
+    out = torch.ones(3, len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = row.shape[1]
+        if side == "left":
+            out[:, i, width - n:] = row
+        else:
+            out[:, i, :n] = row
+    return out
+
+
+def collate_media(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate per-sample media tensors (in order); audio features are zero-padded to one width."""
+    out: dict[str, torch.Tensor] = {}
+    for key in MEDIA_KEYS:
+        tensors = [p[key] for p in parts if key in p]
+        if not tensors:
+            continue
+        if key in ("input_features", "feature_attention_mask"):
+            width = max(t.shape[-1] for t in tensors)
+            tensors = [torch.nn.functional.pad(t, (0, width - t.shape[-1])) for t in tensors]
+        out[key] = torch.cat(tensors, dim=0)
+    return out
 
 
 def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
@@ -131,32 +252,30 @@ def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
 
 
 def build_inputs(processor, samples: Sequence[StudentSample], completions: Sequence[str] | None = None,
-                 mask_prompt: bool = True, system: str | None = None) -> BatchFeature:
+                 mask_prompt: bool = True, system: str | None = None, layout: Layout = "aligned") -> BatchFeature:
     """Model inputs for a batch of samples (and optionally their target completions).
 
     Without ``completions``: the generation prompt, left-padded, ready for ``model.generate``.
     With ``completions``: ``prompt + completion + <|im_end|>``, right-padded, with ``labels``
     (``-100`` on the prompt when ``mask_prompt``, on padding and on media placeholders).
-    Media tensors (``pixel_values_videos``, ``video_grid_thw``, ``video_second_per_grid``,
-    ``pixel_values``, ``image_grid_thw``, ``input_features``, ``feature_attention_mask``) are
-    included for whichever media the samples have.
+    Always: ``position_ids`` (3 × batch × length, per row and per layout) and the media tensors
+    (``pixel_values_videos``, ``video_grid_thw``, ``video_second_per_grid``, ``pixel_values``,
+    ``image_grid_thw``, ``input_features``, ``feature_attention_mask``) the samples have.
     """
     samples = list(samples)
     if completions is not None and len(completions) != len(samples):
         raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
     tokenizer = processor.tokenizer
-    texts = [processor.apply_chat_template(student_messages(s, system), add_generation_prompt=True, tokenize=False)
-             for s in samples]
-    encoded = processor(text=texts, padding=True, padding_side="left", return_tensors="pt",
-                        **media_kwargs(processor, samples))
-    if "video_second_per_grid" in encoded:
-        temporal = processor.video_processor.temporal_patch_size
-        encoded["video_second_per_grid"] = torch.tensor(
-            [temporal / video_fps(s) for s in samples if s.frames and s.frames_are_video], dtype=torch.float32)
+    audio_samples = audio_feature_samples(samples)
+    parts = [encode_prompt(processor, s, system, layout, audio_samples) for s in samples]
+    prompts = [p["input_ids"].tolist() for p in parts]
+    encoded = BatchFeature(collate_media(parts))
     if completions is None:
+        encoded["input_ids"] = _pad(prompts, tokenizer.pad_token_id, "left")
+        encoded["attention_mask"] = _pad([[1] * len(p) for p in prompts], 0, "left")
+        encoded["position_ids"] = pad_positions([p["position_ids"] for p in parts], "left")
         return encoded
 
-    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
     targets = [tokenizer(with_end_of_turn(c, tokenizer), add_special_tokens=False)["input_ids"] for c in completions]
     rows = [p + t for p, t in zip(prompts, targets)]
     media_ids = set(generation_suppress_tokens(processor))
@@ -165,10 +284,11 @@ def build_inputs(processor, samples: Sequence[StudentSample], completions: Seque
         label = [IGNORE_INDEX if (mask_prompt and i < len(prompt)) or tok in media_ids else tok
                  for i, tok in enumerate(row)]
         labels.append(label)
-    pad_id = tokenizer.pad_token_id
-    encoded["input_ids"] = _pad(rows, pad_id, "right")
+    encoded["input_ids"] = _pad(rows, tokenizer.pad_token_id, "right")
     encoded["attention_mask"] = _pad([[1] * len(r) for r in rows], 0, "right")
     encoded["labels"] = _pad(labels, IGNORE_INDEX, "right")
+    encoded["position_ids"] = pad_positions(
+        [continue_positions(p["position_ids"], len(r)) for p, r in zip(parts, rows)], "right")
     return encoded
 
 

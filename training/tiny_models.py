@@ -9,6 +9,13 @@
 * ``text/``: a tiny Qwen2 causal LM with the same tokenizer: the stand-in merger.
 
 Both load with ``from_pretrained`` and are deterministic given the seed.
+
+``python -m training.tiny_models --preset omni-3b-shape --text-layers 2 --out /tmp/omni3b`` writes
+only the student, with random weights at **Qwen2.5-Omni-3B's published sizes** (real audio and
+vision encoders, text width 2048, vocabulary 151936, ``--text-layers`` of the 36 text layers) and
+the released preprocessor's settings (128 mel bins, ``chunk_length`` 300 s, frame pixel limits), in
+bf16 (about 4.3 GB with 2 text layers). It is for measuring the trainer at the real student's size
+(``bench/train_step.py --real-model``); the tokenizer is still the tiny one.
 """
 
 from __future__ import annotations
@@ -83,39 +90,65 @@ def build_tokenizer(out: Path):
     return tokenizer
 
 
-def build_processor(tokenizer):
+# Sizes of the student's parts: the tiny test model, and Qwen2.5-Omni-3B's published configuration.
+PRESETS: dict[str, dict[str, dict]] = {
+    "tiny": {
+        "text": {"hidden_size": TEXT_HIDDEN, "intermediate_size": TEXT_HIDDEN * 2, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "mrope_section": [2, 3, 3]},
+        "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                   "fullatt_block_indexes": [1], "window_size": 56},
+        "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
+        "pixels": {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16},
+        "audio_window_s": {"chunk_length": 30},
+    },
+    "omni-3b-shape": {
+        "text": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
+                 "num_key_value_heads": 2, "mrope_section": [16, 24, 24], "vocab_size": 151936},
+        "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                   "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112},
+        "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280},
+        "pixels": {"min_pixels": 3136, "max_pixels": 12845056},
+        "audio_window_s": {"chunk_length": 300},
+    },
+}
+
+
+def build_processor(tokenizer, preset: str = "tiny"):
     from transformers import (Qwen2_5OmniProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
                               WhisperFeatureExtractor)
 
-    pixels = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16}
+    pixels = PRESETS[preset]["pixels"]
     image_processor = Qwen2VLImageProcessor(patch_size=14, temporal_patch_size=2, merge_size=2, **pixels)
     video_processor = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
                                             size={"shortest_edge": pixels["min_pixels"],
                                                   "longest_edge": pixels["max_pixels"]})
     feature_extractor = WhisperFeatureExtractor(feature_size=NUM_MEL_BINS, sampling_rate=16000,
-                                                hop_length=160, n_fft=400)
+                                                hop_length=160, n_fft=400, **PRESETS[preset]["audio_window_s"])
     return Qwen2_5OmniProcessor(image_processor=image_processor, video_processor=video_processor,
                                 feature_extractor=feature_extractor, tokenizer=tokenizer,
                                 chat_template=CHAT_TEMPLATE)
 
 
-def thinker_config(tokenizer, hidden: int = TEXT_HIDDEN):
+def thinker_config(tokenizer, preset: str = "tiny", text_layers: int | None = None):
+    """The thinker's config at ``preset`` sizes (``text_layers`` overrides the number of text layers)."""
     from transformers import Qwen2_5OmniThinkerConfig
 
+    sizes = PRESETS[preset]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text_sizes = dict(sizes["text"])
+    mrope = text_sizes.pop("mrope_section")
+    hidden = text_sizes["hidden_size"]
     text = {
-        "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": hidden * 2,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 32768,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        "vocab_size": len(tokenizer), **text_sizes, "max_position_embeddings": 32768,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
         "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
     }
-    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "in_channels": 3,
-              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-              "out_hidden_size": hidden, "fullatt_block_indexes": [1], "window_size": 56}
-    audio = {"num_mel_bins": NUM_MEL_BINS, "encoder_layers": 2, "encoder_attention_heads": 2,
-             "encoder_ffn_dim": 64, "d_model": 32, "output_dim": hidden, "max_source_positions": 1500,
+    if text_layers is not None:
+        text["num_hidden_layers"] = text_layers
+    vision = {**sizes["vision"], "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2,
+              "temporal_patch_size": 2, "out_hidden_size": hidden}
+    audio = {**sizes["audio"], "num_mel_bins": NUM_MEL_BINS, "output_dim": hidden, "max_source_positions": 1500,
              "n_window": 100}
     return Qwen2_5OmniThinkerConfig(
         text_config=text, vision_config=vision, audio_config=audio,
@@ -135,15 +168,17 @@ def _generation_config(tokenizer):
                             pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=64)
 
 
-def build_omni(out: Path, seed: int = 0) -> Path:
-    """Write the tiny Omni thinker + processor to ``out``."""
+def build_omni(out: Path, seed: int = 0, preset: str = "tiny", text_layers: int | None = None) -> Path:
+    """Write an Omni thinker + processor at ``preset`` sizes to ``out`` (random weights; bf16 unless tiny)."""
     import torch
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(out)
-    processor = build_processor(tokenizer)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(tokenizer))
+    processor = build_processor(tokenizer, preset)
+    config = thinker_config(tokenizer, preset, text_layers)
+    dtype = torch.float32 if preset == "tiny" else torch.bfloat16
+    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=dtype)
     model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -179,8 +214,15 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/tiny"), help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                        help="tiny: student + merger for tests; omni-3b-shape: only the student, at Qwen2.5-Omni-3B's sizes")
+    parser.add_argument("--text-layers", type=int, help="number of text layers (omni-3b-shape: default 36)")
     args = parser.parse_args(argv)
-    for name, path in build_all(args.out, args.seed).items():
+    if args.preset == "tiny" and args.text_layers is None:
+        built = build_all(args.out, args.seed)
+    else:
+        built = {"omni": build_omni(args.out, args.seed, args.preset, args.text_layers)}
+    for name, path in built.items():
         print(f"{name}: {path}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -96,14 +96,33 @@ class TrainConfig(_Strict):
     stages: list[Literal["sft", "grpo"]] = ["sft", "grpo"]
     seed: int = 42
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    gradient_checkpointing: bool | None = None  # None: on with CUDA, off on CPU
+    # None: on with CUDA, off on CPU. `gradient_checkpointing` is still accepted (transformers' old name).
+    activation_checkpointing: bool | None = None
     freeze_encoders: bool = True  # the paper freezes the vision and audio modules
+    # Frozen encoders run once per prompt per step (no_grad) and their outputs are reused (exact).
+    encoder_cache: bool = True
+    # Clips: audio inside the video on one time axis ("aligned", Qwen2.5-Omni's video-with-sound layout)
+    # or as a separate part after the video ("separate"). Image + audio items are always separate.
+    av_layout: Literal["aligned", "separate"] = "aligned"
     system_prompt: str | None = None  # optional system turn (also used by evaluation if set)
     dataloader_num_workers: int = 0
     report_to: str = "none"
     data: DataConfig = DataConfig()
     sft: SFTStageConfig = SFTStageConfig()
     grpo: GRPOStageConfig = GRPOStageConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_checkpointing_name(cls, data: Any) -> Any:
+        """``gradient_checkpointing`` -> ``activation_checkpointing`` (the later key wins if both are set)."""
+        if isinstance(data, dict) and "gradient_checkpointing" in data:
+            keys = list(data)
+            data = dict(data)
+            old = data.pop("gradient_checkpointing")
+            if "activation_checkpointing" not in data or keys.index("gradient_checkpointing") > keys.index(
+                    "activation_checkpointing"):
+                data["activation_checkpointing"] = old
+        return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
