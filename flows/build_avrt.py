@@ -250,13 +250,9 @@ def _preflight(args) -> str | None:
     try:
         cfg = load_config(args.config, overrides_from_args(args))
         samples = read_samples(str(Path(args.manifest).resolve()), args.video_dir, args.limit, cfg.split,
-                               getattr(args, "skip_invalid", False))
-        outdir = Path(args.out).resolve()
-        if (outdir / "corpus").exists():
-            check_no_drop(outdir, {s.id for s in samples}, args.replace)
-        if outdir.exists():
-            OutdirLock(outdir).acquire().release()
-    except (ValidationError, ManifestError, KeyError, OSError, WouldDropRows, OutdirBusy, ValueError) as err:
+                               args.skip_invalid)
+        check_no_drop(Path(args.out).resolve(), {s.id for s in samples}, args.replace)
+    except (ValidationError, ManifestError, KeyError, OSError, WouldDropRows, ValueError) as err:
         return str(err).strip('"')
     return None
 
@@ -289,16 +285,24 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_prefect_env()
     args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
-    server = _start_prefect_server()
-    refusal = _preflight(args)
-    if refusal:
-        print(f"build-avrt: refused: {refusal}", file=sys.stderr)
+    try:
+        lock = OutdirLock(Path(args.out)).acquire()  # held through the flow (which takes it again)
+    except OutdirBusy as err:
+        print(f"build-avrt: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
-    if server is not None:
-        server.join()
-    stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
-                       video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
-                       skip_invalid=getattr(args, "skip_invalid", False))
+    try:
+        server = _start_prefect_server()
+        refusal = _preflight(args)
+        if refusal:
+            print(f"build-avrt: refused: {refusal}", file=sys.stderr)
+            return EXIT_REFUSED
+        if server is not None:
+            server.join()
+        stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
+                           video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
+                           skip_invalid=args.skip_invalid)
+    finally:
+        lock.release()
     if stats["pending"]["samples"] or stats["stopped"]:
         print(f"build-avrt: {stats['pending']['samples']} sample(s) pending"
               + (f"; stopped: {stats['stopped']}" if stats["stopped"] else "")

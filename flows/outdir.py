@@ -23,40 +23,57 @@ class WouldDropRows(RuntimeError):
     """The run would delete or replace kept rows it did not produce."""
 
 
+_HELD: dict[Path, list] = {}  # lock path -> [open handle, holders in this process]
+_HELD_GUARD = threading.Lock()
+
+
 class OutdirLock:
     """An exclusive ``flock`` on ``OUT/.build-avrt.lock``, holding the owner's pid, host and start time.
 
     The kernel releases it when its process dies (even by kill -9), so a stale lock never blocks a
-    later run; the file's text only serves the refusal message."""
+    later run; the file's text only serves the refusal message. Re-entrant within a process (the
+    CLI takes it before the flow, which takes it again)."""
 
     def __init__(self, outdir: Path):
-        self.path = Path(outdir) / LOCK_NAME
-        self._handle = None
+        self.path = Path(outdir).resolve() / LOCK_NAME
+        self._held = False
 
     def acquire(self) -> "OutdirLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        with _HELD_GUARD:
+            if self.path in _HELD:
+                _HELD[self.path][1] += 1
+                self._held = True
+                return self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "{}"
+                handle.close()
+                raise OutdirBusy(f"{self.path.parent} is in use by another build-avrt run ({_owner_text(owner)}); "
+                                 "wait for it to finish or choose another --out") from None
             handle.seek(0)
-            owner = handle.read().strip() or "{}"
-            handle.close()
-            raise OutdirBusy(f"{self.path.parent} is in use by another build-avrt run ({_owner_text(owner)}); "
-                             "wait for it to finish or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        handle.flush()
-        self._handle = handle
-        return self
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
+            _HELD[self.path] = [handle, 1]
+            self._held = True
+            return self
 
     def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        with _HELD_GUARD:
+            if not self._held:
+                return
+            self._held = False
+            entry = _HELD[self.path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _HELD[self.path]
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+                entry[0].close()
 
     def __enter__(self) -> "OutdirLock":
         return self.acquire()
