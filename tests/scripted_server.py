@@ -13,6 +13,7 @@ errors, require an API key, and counts requests per model and the most in flight
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -187,17 +188,24 @@ def plausible_handler(request: dict[str, Any]) -> Reply:
 def lognormal_latency(median: float, sigma: float, seed: int) -> Callable[[dict[str, Any]], float]:
     """Heavy-tailed latency, a pure function of (seed, model, request text): the same request always
     takes the same time, whatever the order of arrival, so a benchmark can compute the ideal."""
-    import hashlib
-    import math
-    import random
 
     def latency(request: dict[str, Any]) -> float:
         content = request["messages"][-1]["content"]
         text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-        digest = hashlib.sha256(f"{seed}|{request.get('model', '')}|{text}".encode()).digest()
-        return median * math.exp(sigma * random.Random(digest).gauss(0.0, 1.0))
+        found = re.search(r"\bQ(\d+):", text)
+        return lognormal_seconds(median, sigma, seed, request.get("model", ""), found.group(1) if found else text)
 
     return latency
+
+
+def lognormal_seconds(median: float, sigma: float, seed: int, model: str, key: str) -> float:
+    """The latency of one request, keyed by model and question number (``Q{i}:``) or text."""
+    import hashlib
+    import math
+    import random
+
+    digest = hashlib.sha256(f"{seed}|{model}|{key}".encode()).digest()
+    return median * math.exp(sigma * random.Random(digest).gauss(0.0, 1.0))
 
 
 def main() -> None:
