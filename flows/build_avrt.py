@@ -80,21 +80,24 @@ def process_shard(run_id: str, manifest: str, video_dir: str | None, limit: int 
     return {"index": index, **summary}
 
 
-@flow(name="build-avrt-shards", log_prints=True)
-def process_shards(run_id: str, manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool,
+def process_shards(runner, run_id: str, manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool,
                    n_shards: int, config: dict[str, Any], out: str, n_samples: int,
                    in_flight_share: int) -> list[dict[str, Any]]:
-    """Submit every shard to the task runner; report progress as they finish."""
-    futures = [process_shard.submit(run_id, manifest, video_dir, limit, skip_invalid, i, config, out, in_flight_share)
-               for i in range(n_shards)]
-    progress = _artifact(create_progress_artifact, progress=0.0, description="build-avrt: samples decided")
-    results, done = [], 0
-    for future in as_completed(futures):
-        summary = future.result()
-        results.append(summary)
-        done += summary["rows"]
-        if progress is not None:
-            _artifact(update_progress_artifact, artifact_id=progress, progress=100.0 * done / max(1, n_samples))
+    """Submit every shard to ``runner`` (inside the flow: no subflow run to create and wait for);
+    report progress as they finish."""
+    with runner:
+        futures = [runner.submit(process_shard, {"run_id": run_id, "manifest": manifest, "video_dir": video_dir,
+                                                 "limit": limit, "skip_invalid": skip_invalid, "index": i,
+                                                 "config": config, "out": out, "in_flight_share": in_flight_share})
+                   for i in range(n_shards)]
+        progress = _artifact(create_progress_artifact, progress=0.0, description="build-avrt: samples decided")
+        results, done = [], 0
+        for future in as_completed(futures):
+            summary = future.result()
+            results.append(summary)
+            done += summary["rows"]
+            if progress is not None:
+                _artifact(update_progress_artifact, artifact_id=progress, progress=100.0 * done / max(1, n_samples))
     return sorted(results, key=lambda s: s["index"])
 
 
@@ -152,8 +155,8 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
 
         bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
         try:
-            summaries = process_shards.with_options(task_runner=runner)(
-                uuid.uuid4().hex, str(Path(manifest).resolve()), video_dir, limit, skip_invalid, n_shards,
+            summaries = process_shards(
+                runner, uuid.uuid4().hex, str(Path(manifest).resolve()), video_dir, limit, skip_invalid, n_shards,
                 cfg.model_dump(mode="json"), str(outdir), len(samples), share)
         finally:
             bar.close()
