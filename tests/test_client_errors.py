@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
+import httpx2 as httpx  # the HTTP library the openai SDK runs on
 import pytest
+from openai import AsyncOpenAI
 
 from teachers.client import CallPending, EndpointError, ModelClient, RequestRejected
 
 OK = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Answer: (B)", "reasoning_content": "hm"},
                    "finish_reason": "stop"}]}
+
+
+def _mocked(handler) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url="http://teacher/v1", api_key="sk-secret-123456789", max_retries=0,
+                       http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
 
 
 def _run(responses, monkeypatch, key: str = "sk-secret-123456789"):
@@ -29,8 +35,7 @@ def _run(responses, monkeypatch, key: str = "sk-secret-123456789"):
     async def go():
         client = ModelClient(model="m", base_urls=["http://teacher/v1"], sampling={"temperature": 0.0},
                              api_key_env="AVRT_UNIT_KEY", retries=2, backoff_s=0.001)
-        client._replicas[0].client = httpx.AsyncClient(base_url="http://teacher/v1/",
-                                                        transport=httpx.MockTransport(handler))
+        client._replicas[0].client = _mocked(handler)
         try:
             return await client.chat(lambda: [{"role": "user", "content": "hi"}])
         finally:
@@ -66,8 +71,7 @@ def test_failures_are_classified_with_the_server_reason(monkeypatch, status, bod
 def test_transport_failures_are_pending_when_the_endpoint_answers_others(monkeypatch):
     async def go():
         client = ModelClient(model="m", base_urls=["http://teacher/v1"], sampling={}, retries=1, backoff_s=0.001)
-        client._replicas[0].client = httpx.AsyncClient(
-            base_url="http://teacher/v1/", transport=httpx.MockTransport(lambda r: httpx.Response(500, json={})))
+        client._replicas[0].client = _mocked(lambda r: httpx.Response(500, json={}))
         client._replicas[0].last_success = float("inf")  # another request was answered meanwhile
         try:
             await client.chat([{"role": "user", "content": "hi"}])
