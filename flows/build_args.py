@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 DESCRIPTION = """build-avrt: the AVRT data pipeline as a Prefect flow.
@@ -54,6 +61,57 @@ def configure_prefect_env() -> None:
     if not os.environ.get("PREFECT_API_URL"):
         for key, value in TEMPORARY_SERVER_ENV.items():
             os.environ.setdefault(key, value)
+
+
+def start_temporary_prefect_server() -> subprocess.Popen | None:
+    """Start the temporary Prefect API server that a run without ``PREFECT_API_URL`` needs, *before*
+    importing Prefect, so its start-up (~5 s) overlaps ours; point ``PREFECT_API_URL`` at it and
+    stop it at exit. Spawned exactly as Prefect spawns its own. Returns None (Prefect then starts
+    one itself) when an API URL is set or the server cannot be launched."""
+    spec = importlib.util.find_spec("prefect")
+    if os.environ.get("PREFECT_API_URL") or spec is None or not spec.submodule_search_locations:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.submodule_search_locations[0]).parent),
+             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    atexit.register(_stop, process)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    return process
+
+
+def wait_for_prefect_server(process: subprocess.Popen, timeout_s: float = 120.0) -> bool:
+    """Wait until the server answers ``/api/health``; on failure fall back to Prefect's own server."""
+    import httpx
+
+    url = os.environ["PREFECT_API_URL"] + "/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    _stop(process)
+    os.environ.pop("PREFECT_API_URL", None)
+    return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,16 +8,16 @@ assembles ``corpus/`` and ``rejected/`` with statistics. The command line lives 
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # answer --help and bad flags before the heavy imports below
-    from flows.build_args import configure_prefect_env, parse_args as _parse_args
+if __name__ == "__main__":  # answer --help and bad flags, and start Prefect's server, before the heavy imports
+    from flows.build_args import configure_prefect_env, parse_args as _parse_args, start_temporary_prefect_server
 
     _CLI_ARGS = _parse_args()
     configure_prefect_env()
+    _PREFECT_SERVER = start_temporary_prefect_server()
 
 import io
 import json
 import sys
-import threading
 import uuid
 from collections import Counter
 from functools import lru_cache
@@ -260,29 +260,6 @@ def _preflight(args) -> str | None:
     return None
 
 
-def _start_prefect_server() -> threading.Thread | None:
-    """Start the temporary Prefect server in the background while the run prepares (saves its start-up
-    latency when PREFECT_API_URL is unset); join before the flow."""
-    import os
-
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if os.environ.get("PREFECT_API_URL") or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return None
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        try:
-            SubprocessASGIServer().start()
-        except Exception:  # the flow starts (and reports) it again
-            pass
-
-    thread = threading.Thread(target=start, name="avrt-prefect-server", daemon=True)
-    thread.start()
-    return thread
-
-
 def main(argv: list[str] | None = None) -> int:
     from flows.build_args import configure_prefect_env
 
@@ -294,13 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build-avrt: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     try:
-        server = _start_prefect_server()
         refusal = _preflight(args)
         if refusal:
             print(f"build-avrt: refused: {refusal}", file=sys.stderr)
             return EXIT_REFUSED
+        server = globals().get("_PREFECT_SERVER")
         if server is not None:
-            server.join()
+            from flows.build_args import wait_for_prefect_server
+
+            wait_for_prefect_server(server)
         stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
                            video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
                            skip_invalid=args.skip_invalid)
