@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.format import check_format
+from media.files import atomic_write_bytes
 
 STAGES = ("media", "vision_teacher", "audio_teacher", "filter", "merger")
 
@@ -133,9 +135,10 @@ def plot_stats(stats: dict[str, Any], path: Path) -> Path:
     axes[2].legend()
     axes[2].set_title("question types")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
