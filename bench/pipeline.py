@@ -10,6 +10,16 @@
 3. Media extraction (decord seek to 8 frames + ffmpeg audio window) vs a decode-all baseline
    (ffmpeg decodes every frame, 8 are kept) on 10 s 640x360 H.264 clips.
 4. An unchanged re-run vs the first run (every call and extraction a cache hit).
+
+    python bench/pipeline.py --heavy [--samples 1200] [--in-flight 32 128] [--seed 0]
+
+Heavy-tailed mode: every request's latency is lognormal (median 0.6 s, sigma 0.8), a seeded
+function of (model, question), so the ideal is known: ``ideal time = max(busiest endpoint's summed
+latency / in_flight, the longest sample's critical path max(vision, audio) + merger)``. Reports, as
+ratios of that ideal measured in this run: steady-state throughput in process (Prefect server up,
+media cached) at each ``--in-flight`` with default sharding; the same through the CLI
+(``python -m flows.build_avrt``) with start-up included; CPU ms per sample beyond start-up (the
+flow's process; the server excluded); and the fixed cost of a fully cached CLI run of 4 samples.
 """
 
 from __future__ import annotations
@@ -34,8 +44,9 @@ from media import MediaSettings, extract_audio, extract_frames, probe  # noqa: E
 from media.synthetic import ClipSpec, write_clip  # noqa: E402
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "tests.scripted_server", "--latency", str(latency)],
+def start_server(latency: float, lognormal: tuple[float, float, int] | None = None) -> tuple[subprocess.Popen, str]:
+    extra = ["--lognormal", str(lognormal[0]), str(lognormal[1]), "--seed", str(lognormal[2])] if lognormal else []
+    process = subprocess.Popen([sys.executable, "-m", "tests.scripted_server", "--latency", str(latency), *extra],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
     return process, process.stdout.readline().strip()
 
@@ -76,15 +87,107 @@ def decode_all_baseline(path: Path, settings: MediaSettings) -> np.ndarray:
     return frames[idx]
 
 
+def ideal_seconds(n: int, in_flight: int, models: dict[str, str], median: float, sigma: float, seed: int) -> float:
+    """``max(busiest endpoint's summed latency / in_flight, longest critical path)`` for samples Q0..Q{n-1}."""
+    from tests.scripted_server import lognormal_seconds
+
+    lat = {role: [lognormal_seconds(median, sigma, seed, model, str(i)) for i in range(n)] for role, model in models.items()}
+    busiest = max(sum(values) for values in lat.values()) / in_flight
+    critical = max(max(v, a) + m for v, a, m in zip(lat["vision"], lat["audio"], lat["merger"]))
+    return max(busiest, critical)
+
+
+def write_heavy_config(path: Path, url: str, in_flight: int, suffix: str, cache_dir: Path) -> tuple[Path, dict[str, str]]:
+    models = {role: f"{role}-{suffix}" for role in ("vision", "audio", "merger")}
+
+    def ep(role: str, prompt: str) -> dict:
+        return {"model": models[role], "base_url": url, "prompt": prompt, "temperature": 0.0, "max_tokens": 64,
+                "max_in_flight": in_flight, "timeout_s": 120}
+
+    path.write_text(yaml.safe_dump({"vision_teacher": ep("vision", "vision_teacher"), "audio_teacher": ep("audio", "audio_teacher"),
+                                    "merger": ep("merger", "merger"), "filter": "all", "media": {"max_side": 320},
+                                    "cache_dir": str(cache_dir)}))
+    return path, models
+
+
+def cli_seconds(args: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "flows.build_avrt", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"build-avrt failed ({done.returncode}): {(done.stdout + done.stderr)[-2000:]}")
+    return time.perf_counter() - start
+
+
+def heavy(args: argparse.Namespace) -> dict[str, float]:
+    """The heavy-tailed report (see the module doc)."""
+    from flows.build_avrt import build_avrt
+
+    median, sigma, seed = 0.6, 0.8, args.seed
+    results: dict[str, float] = {"load_average_1min_at_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clips = [write_clip(ClipSpec(f"b{i}", 10.0, ["red", "green", "blue"][i % 3], "tone", "high", 640, 360),
+                            tmp / f"clip{i}.mp4") for i in range(args.clips)]
+        manifest = write_manifest(clips, args.samples, tmp / "manifest.jsonl")
+        small = write_manifest(clips, 4, tmp / "small.jsonl")
+        cache = tmp / "cache"
+        process, url = start_server(0.0, (median, sigma, seed))
+        env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-cli"), "PYTHONPATH": str(ROOT)}
+        env.pop("PREFECT_API_URL", None)
+        try:
+            from prefect.testing.utilities import prefect_test_harness
+
+            with prefect_test_harness(server_startup_timeout=120):
+                # media extracted once (cached for every later run), and the code paths warmed
+                build_avrt(manifest=str(small), out=str(tmp / "warm"), config=str(write_heavy_config(tmp / "w.yaml", url, 4, "warm", cache)[0]))
+                for in_flight in args.in_flight:
+                    config, models = write_heavy_config(tmp / f"s{in_flight}.yaml", url, in_flight, f"steady{in_flight}", cache)
+                    ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    build_avrt(manifest=str(manifest), out=str(tmp / f"steady{in_flight}"), config=str(config))
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    results.update({f"steady_{in_flight}_ideal_s": ideal, f"steady_{in_flight}_wall_s": wall,
+                                    f"steady_{in_flight}_achieved_vs_ideal": ideal / wall,
+                                    f"steady_{in_flight}_cpu_ms_per_sample": 1000 * cpu / args.samples})
+            in_flight = args.in_flight[0]
+            config, models = write_heavy_config(tmp / "cli.yaml", url, in_flight, "cli", cache)
+            ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)
+            wall = cli_seconds(["--manifest", str(manifest), "--out", str(tmp / "cli"), "--config", str(config)], env)
+            results.update({f"cli_{in_flight}_ideal_s": ideal, f"cli_{in_flight}_wall_s": wall,
+                            f"cli_{in_flight}_with_startup_achieved_vs_ideal": ideal / wall})
+            small_args = ["--manifest", str(small), "--out", str(tmp / "cached"), "--config", str(config)]
+            cli_seconds(small_args, env)
+            results["cached_rerun_4_samples_cli_s"] = cli_seconds(small_args, env)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "flows.build_avrt", "--help"], cwd=ROOT, env=env, capture_output=True, check=True)
+            results["help_s"] = time.perf_counter() - start
+        finally:
+            process.terminate()
+    results["load_average_1min_at_end"] = os.getloadavg()[0]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--samples", type=int, default=None, help="default 128 (fixed latency), 1200 (--heavy)")
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=None, help="default 16 (fixed), 32 128 (--heavy)")
     parser.add_argument("--clips", type=int, default=6)
+    parser.add_argument("--heavy", action="store_true", help="heavy-tailed latency mode (lognormal, seeded)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if args.heavy:
+        args.samples = args.samples or 1200
+        args.in_flight = args.in_flight or [32, 128]
+        results = heavy(args)
+        print("\n== bench/pipeline.py --heavy ==")
+        for key, value in results.items():
+            print(f"{key:>48}: {value:.3f}")
+        return
+    args.samples = args.samples or 128
+    args.in_flight = (args.in_flight or [16])[0]
     from prefect.testing.utilities import prefect_test_harness
 
     results: dict[str, float] = {}

@@ -1,25 +1,26 @@
-"""build-avrt: the AVRT data pipeline as a Prefect flow.
+"""build-avrt: the AVRT data pipeline as a Prefect flow (``python -m flows.build_avrt --help``).
 
-For each audio-visual multiple-choice sample: extract 8 frames and 10 s of 16 kHz audio, ask a
-vision teacher about the frames and an audio teacher about the audio (each with its paper prompt),
-parse each teacher's chosen option, keep the samples the filter policy accepts (default: both
-teachers right), merge the two traces into ``<think>…</think><answer>X</answer>`` with a text LLM,
-and write the corpus with statistics.
-
-    python -m flows.build_avrt --config configs/build/demo.yaml --manifest clips/manifest.jsonl --out outputs/corpus
-
-Outputs under ``--out``: ``corpus/{split}.parquet`` (kept), ``rejected/{split}.parquet`` (with
-``stage`` and ``reason``), ``stats.json``, ``stats.png``, ``README.md`` (dataset card), ``media/``
-or ``cache/`` (frames and audio the corpus points to), ``work/shards/`` (resumable shard results).
-Every model call and every extraction is cached by content, so re-runs repeat no finished work.
+The flow shards the manifest (Prefect tasks, Dask's unit of distribution, checkpoint journals),
+runs the samples through the process's streaming execution core (``flows.execution``), and
+assembles ``corpus/`` and ``rejected/`` with statistics. The command line lives in
+``flows.build_args`` so that ``--help`` answers before Prefect is imported.
 """
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # answer --help and bad flags, and start Prefect's server, before the heavy imports
+    from flows.build_args import configure_prefect_env, parse_args as _parse_args, start_temporary_prefect_server
+
+    _CLI_ARGS = _parse_args()
+    configure_prefect_env()
+    _PREFECT_SERVER = start_temporary_prefect_server()
+
+import io
 import json
-import os
 import sys
+import uuid
+from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,15 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from media.files import atomic_write_bytes
+from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from_args, parse_args  # noqa: F401
 from flows.card import dataset_card
 from flows.config import BuildConfig, load_config
-from flows.manifest import load_manifest
+from flows.execution import admitted_shards, stop_marker
+from flows.manifest import Sample, load_manifest
+from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background, corpus_ids
 from flows.shards import read_shard, run_shard, shard_samples
 from flows.stats import compute_stats, plot_stats, summary_text, token_counter
+from media.files import atomic_write_bytes
 
 INTERNAL_COLUMNS = ["status", "stage", "reason", "vision_parse", "audio_parse"]
 _PROGRESS: dict[str, Any] = {}  # per-sample progress bars of in-process runs, keyed by outdir
@@ -51,31 +55,49 @@ def _on_sample(outdir: str):
     return update
 
 
+@lru_cache(maxsize=4)
+def _samples(manifest: str, mtime_ns: int, video_dir: str | None, limit: int | None, split: str,
+             skip_invalid: bool) -> tuple[Sample, ...]:
+    """The manifest's samples, read once per process (every shard task of a process shares them)."""
+    kwargs = {"skip_invalid": True} if skip_invalid else {}
+    return tuple(load_manifest(manifest, video_dir, limit, split, **kwargs))
+
+
+def read_samples(manifest: str, video_dir: str | None, limit: int | None, split: str,
+                 skip_invalid: bool = False) -> list[Sample]:
+    path = Path(manifest)
+    mtime = path.stat().st_mtime_ns if path.exists() else 0
+    return list(_samples(str(path), mtime, video_dir, limit, split, skip_invalid))
+
+
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def process_shard(manifest: str, video_dir: str | None, limit: int | None, index: int, config: dict[str, Any],
-                  out: str, in_flight_share: int) -> dict[str, Any]:
-    """One shard of samples through every stage; its rows land atomically in ``work/shards``."""
+def process_shard(run_id: str, manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool,
+                  index: int, config: dict[str, Any], out: str, in_flight_share: int) -> dict[str, Any]:
+    """One shard's samples through the process's execution core; rows are journaled as decided."""
     cfg = BuildConfig.model_validate(config)
-    samples = load_manifest(manifest, video_dir, limit, cfg.split)
-    shard = shard_samples(samples, cfg.shard_size)[index]
-    summary = run_shard(shard, cfg, Path(out), in_flight_share, on_sample=_on_sample(out))
+    shard = shard_samples(read_samples(manifest, video_dir, limit, cfg.split, skip_invalid), cfg.shard_size)[index]
+    summary = run_shard(run_id, shard, cfg, Path(out), in_flight_share, on_sample=_on_sample(out))
     return {"index": index, **summary}
 
 
-@flow(name="build-avrt-shards", log_prints=True)
-def process_shards(manifest: str, video_dir: str | None, limit: int | None, n_shards: int, config: dict[str, Any],
-                   out: str, n_samples: int) -> list[dict[str, Any]]:
-    """Submit every shard to the task runner; report progress as they finish."""
-    share = max(1, min(n_shards, BuildConfig.model_validate(config).max_concurrent_shards))
-    futures = [process_shard.submit(manifest, video_dir, limit, i, config, out, share) for i in range(n_shards)]
-    progress = _artifact(create_progress_artifact, progress=0.0, description="build-avrt: samples done")
-    results, done = [], 0
-    for future in as_completed(futures):
-        summary = future.result()
-        results.append(summary)
-        done += summary["rows"]
-        if progress is not None:
-            _artifact(update_progress_artifact, artifact_id=progress, progress=100.0 * done / max(1, n_samples))
+def process_shards(runner, run_id: str, manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool,
+                   n_shards: int, config: dict[str, Any], out: str, n_samples: int,
+                   in_flight_share: int) -> list[dict[str, Any]]:
+    """Submit every shard to ``runner`` (inside the flow: no subflow run to create and wait for);
+    report progress as they finish."""
+    with runner:
+        futures = [runner.submit(process_shard, {"run_id": run_id, "manifest": manifest, "video_dir": video_dir,
+                                                 "limit": limit, "skip_invalid": skip_invalid, "index": i,
+                                                 "config": config, "out": out, "in_flight_share": in_flight_share})
+                   for i in range(n_shards)]
+        progress = _artifact(create_progress_artifact, progress=0.0, description="build-avrt: samples decided")
+        results, done = [], 0
+        for future in as_completed(futures):
+            summary = future.result()
+            results.append(summary)
+            done += summary["rows"]
+            if progress is not None:
+                _artifact(update_progress_artifact, artifact_id=progress, progress=100.0 * done / max(1, n_samples))
     return sorted(results, key=lambda s: s["index"])
 
 
@@ -88,62 +110,96 @@ def _artifact(fn, **kwargs):
         return None
 
 
-def make_task_runner(config: BuildConfig):
+def make_task_runner(config: BuildConfig, shards_at_once: int) -> tuple[Any, int]:
+    """The task runner and the in-flight share (processes that split each replica's bound)."""
     if config.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
         if config.dask_address:
-            return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": config.max_concurrent_shards, "threads_per_worker": 1,
-                                              "processes": True})
-    return ThreadPoolTaskRunner(max_workers=config.max_concurrent_shards)
+            from distributed import Client
+
+            with Client(config.dask_address, timeout=30) as client:
+                workers = max(1, len(client.scheduler_info().get("workers", {})))
+            return DaskTaskRunner(address=config.dask_address), workers
+        workers = max(1, min(config.dask_workers, shards_at_once))
+        threads = max(1, -(-shards_at_once // workers))
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": threads,
+                                              "processes": True}), workers
+    return ThreadPoolTaskRunner(max_workers=shards_at_once), 1
 
 
 @flow(name="build-avrt", log_prints=True)
 def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | None = None,
-               video_dir: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build an AVRT corpus from MANIFEST into OUT; returns the statistics."""
+               video_dir: str | None = None, overrides: dict[str, Any] | None = None, replace: bool = False,
+               skip_invalid: bool = False) -> dict[str, Any]:
+    """Build an AVRT corpus from MANIFEST into OUT; returns the statistics (``pending`` and
+    ``stopped`` say whether the run finished: re-run the same call to resume)."""
     cfg = load_config(config, overrides)
     outdir = Path(out).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    if cfg.cache_dir is None:
-        cfg = cfg.model_copy(update={"cache_dir": outdir / "cache"})
-    samples = load_manifest(manifest, video_dir, limit, cfg.split)
-    n_shards = len(shard_samples(samples, cfg.shard_size))
-    print(f"build-avrt: {len(samples)} samples in {n_shards} shard(s) of {cfg.shard_size}; "
-          f"vision={cfg.vision_teacher.model} audio={cfg.audio_teacher.model} "
-          f"merger={cfg.merger.model if cfg.merger_kind == 'llm' else 'concat'} filter={cfg.filter}")
-    atomic_write_bytes(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
+    with OutdirLock(outdir):
+        if cfg.cache_dir is None:
+            cfg = cfg.model_copy(update={"cache_dir": outdir / "cache"})
+        cleaner = clean_temp_in_background(outdir, cfg.cache_dir)
+        samples = read_samples(str(Path(manifest).resolve()), video_dir, limit, cfg.split, skip_invalid)
+        dropping = check_no_drop(outdir, {s.id for s in samples}, replace)
+        stop_marker(outdir).unlink(missing_ok=True)
+        n_shards = len(shard_samples(samples, cfg.shard_size))
+        at_once = admitted_shards(cfg, n_shards)
+        runner, share = make_task_runner(cfg, at_once)
+        print(f"build-avrt: {len(samples)} samples in {n_shards} shard(s) of {cfg.shard_size} ({at_once} at once); "
+              f"vision={cfg.vision_teacher.model} audio={cfg.audio_teacher.model} "
+              f"merger={cfg.merger.model if cfg.merger_kind == 'llm' else 'concat'} filter={cfg.filter}"
+              + (f"; replacing a corpus with {dropping} row(s) this manifest does not cover" if dropping else ""))
+        atomic_write_bytes(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
 
-    bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
-    try:
-        runner = make_task_runner(cfg)
-        summaries = process_shards.with_options(task_runner=runner)(
-            str(Path(manifest).resolve()), video_dir, limit, n_shards, cfg.model_dump(mode="json"), str(outdir), len(samples))
-    finally:
-        bar.close()
-        _PROGRESS.pop(str(outdir), None)
+        bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
+        try:
+            summaries = process_shards(
+                runner, uuid.uuid4().hex, str(Path(manifest).resolve()), video_dir, limit, skip_invalid, n_shards,
+                cfg.model_dump(mode="json"), str(outdir), len(samples), share)
+        finally:
+            bar.close()
+            _PROGRESS.pop(str(outdir), None)
 
-    rows = assemble(outdir, summaries)
-    stats = compute_stats(rows, *token_counter(cfg.stats_tokenizer))
-    cache, calls = _totals(summaries)
-    stats["cache"], stats["calls_sent"] = cache, calls
-    stats["shards"] = {"total": n_shards, "reused": sum(s["reused"] for s in summaries)}
-    atomic_write_bytes(outdir / "stats.json", json.dumps(stats, indent=2).encode())
-    atomic_write_bytes(outdir / "README.md", dataset_card(stats, cfg, sorted({r["split"] for r in rows})).encode())
-    plot_stats(stats, outdir / "stats.png")
-    summary = summary_text(stats, cache, calls, outdir)
-    print(summary)
-    _publish(stats, summary)
-    return stats
+        pending = [p for s in summaries for p in s["pending"]]
+        stopped = next((s["stopped"] for s in summaries if s["stopped"]), None)
+        rows = [row for s in summaries for row in read_shard(Path(s["path"]))]
+        wanted = {s.id for s in samples}
+        rows = list({r["id"]: r for r in rows if r["id"] in wanted}.values())
+        held = corpus_ids(outdir) & {p["id"] for p in pending}  # kept rows this run could not re-decide
+        if not held:
+            assemble(outdir, rows)
+        stats = compute_stats(rows, *token_counter(cfg.stats_tokenizer))
+        cache, calls = _totals(summaries)
+        stats["cache"], stats["calls_sent"] = cache, calls
+        stats["shards"] = {"total": n_shards, "reused": sum(s["reused"] for s in summaries)}
+        stats["pending"] = {"samples": len(pending), "corpus_left_unchanged": bool(held),
+                            "reasons": dict(Counter(pending_kind(p) for p in pending).most_common())}
+        stats["stopped"] = stopped
+        atomic_write_bytes(outdir / "stats.json", json.dumps(stats, indent=2).encode())
+        if not held:
+            atomic_write_bytes(outdir / "README.md", dataset_card(stats, cfg, sorted({r["split"] for r in rows})).encode())
+            if rows:
+                plot_stats(stats, outdir / "stats.png")
+        summary = summary_text(stats, cache, calls, outdir)
+        print(summary)
+        _publish(stats, summary)
+        cleaner.join()
+        return stats
 
 
-def assemble(outdir: Path, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Gather shard rows (one per sample id) into corpus/ and rejected/ parquet files, atomically."""
-    by_id: dict[str, dict[str, Any]] = {}
-    for summary in summaries:
-        for row in read_shard(Path(summary["path"])):
-            by_id[row["id"]] = row
+def pending_kind(pending: dict[str, str]) -> str:
+    """``stage: cause`` of a pending sample, e.g. ``vision_teacher: timed out after 600 s``."""
+    reason = pending["reason"]
+    cause = reason[reason.rfind("(") + 1 : reason.rfind(")")] if reason.endswith(")") else reason
+    return f"{pending['stage']}: {cause}"
+
+
+def assemble(outdir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write decided rows (one per sample id) into corpus/ and rejected/ parquet files, atomically;
+    split files no row belongs to any more are removed."""
+    by_id = {row["id"]: row for row in rows}
     rows = list(by_id.values())
     for name, status in (("corpus", "kept"), ("rejected", "rejected")):
         folder = outdir / name
@@ -152,15 +208,15 @@ def assemble(outdir: Path, summaries: list[dict[str, Any]]) -> list[dict[str, An
         splits = sorted(frame["split"].unique()) if len(frame) else []
         for stale in folder.glob("*.parquet"):
             if stale.stem not in splits:
-                stale.unlink()
+                stale.unlink(missing_ok=True)
         for split in splits:
             part = frame[frame["split"] == split]
             if status == "kept":
                 part = part.drop(columns=[c for c in INTERNAL_COLUMNS if c in part.columns])
             part = part.dropna(axis=1, how="all").reset_index(drop=True)
-            tmp = folder / f".{split}.parquet.tmp"
-            part.to_parquet(tmp, index=False)
-            os.replace(tmp, folder / f"{split}.parquet")
+            buffer = io.BytesIO()
+            part.to_parquet(buffer, index=False)
+            atomic_write_bytes(folder / f"{split}.parquet", buffer.getvalue())
     return rows
 
 
@@ -179,57 +235,62 @@ def _totals(summaries: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]],
 
 def _publish(stats: dict[str, Any], summary: str) -> None:
     table = [{"stage": k, "samples": v} for k, v in stats["funnel"].items()]
+    table.append({"stage": "pending (re-run to resume)", "samples": stats["pending"]["samples"]})
     reasons = [{"stage": s, "reason": r, "samples": n} for s, rs in stats["reasons"].items() for r, n in rs.items()]
+    reasons += [{"stage": "pending", "reason": r, "samples": n} for r, n in stats["pending"]["reasons"].items()]
     _artifact(create_table_artifact, key="build-avrt-funnel", table=table, description="samples remaining per stage")
     if reasons:
-        _artifact(create_table_artifact, key="build-avrt-reasons", table=reasons, description="why samples were dropped")
+        _artifact(create_table_artifact, key="build-avrt-reasons", table=reasons, description="why samples were dropped or are pending")
     _artifact(create_markdown_artifact, key="build-avrt-summary", markdown=f"```\n{summary}\n```")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.build_avrt", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="build config YAML (teachers, merger, filter, media, sharding)")
-    parser.add_argument("--manifest", required=True, help="JSONL manifest or AVQA annotation JSON")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--limit", type=int, help="process only the first N samples")
-    parser.add_argument("--video-dir", help="AVQA videos folder ({video_name}.mp4); default: the manifest's folder")
-    parser.add_argument("--vision-teacher", help="registry name of the vision teacher (keeps the config's base_url)")
-    parser.add_argument("--audio-teacher", help="registry name of the audio teacher (keeps the config's base_url)")
-    parser.add_argument("--merger", help="registry name of the merger (keeps the config's base_url)")
-    parser.add_argument("--filter", choices=["both", "vision", "audio", "either", "all"],
-                        help="which teachers must be right to keep a sample (default both, the paper)")
-    parser.add_argument("--merger-kind", choices=["llm", "concat"], help="llm merger (paper) or concat baseline")
-    parser.add_argument("--shard-size", type=int, help="samples per Prefect task")
-    parser.add_argument("--task-runner", choices=["thread", "dask"], help="thread (default) or dask")
-    parser.add_argument("--dask-address", help="Dask scheduler address (default: a local cluster)")
-    parser.add_argument("--cache-dir", help="content-addressed cache shared between runs (default OUT/cache)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any config field, dotted, e.g. --set audio_teacher.temperature=0.5 (repeatable)")
-    return parser.parse_args(argv)
+def _preflight(args) -> str | None:
+    """Refusals a user should read before any work starts (the flow checks again under its lock)."""
+    from pydantic import ValidationError
 
+    from flows.manifest import ManifestError
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for flag, key in (("vision_teacher", "vision_teacher"), ("audio_teacher", "audio_teacher"), ("merger", "merger"),
-                      ("filter", "filter"), ("merger_kind", "merger_kind"), ("shard_size", "shard_size"),
-                      ("task_runner", "task_runner"), ("dask_address", "dask_address"), ("cache_dir", "cache_dir")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[key] = value
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
-    return overrides
+    try:
+        cfg = load_config(args.config, overrides_from_args(args))
+        samples = read_samples(str(Path(args.manifest).resolve()), args.video_dir, args.limit, cfg.split,
+                               args.skip_invalid)
+        check_no_drop(Path(args.out).resolve(), {s.id for s in samples}, args.replace)
+    except (ValidationError, ManifestError, KeyError, OSError, WouldDropRows, ValueError) as err:
+        return str(err).strip('"')
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
-               video_dir=args.video_dir, overrides=overrides_from_args(args))
-    return 0
+    from flows.build_args import configure_prefect_env
+
+    configure_prefect_env()
+    args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
+    try:
+        lock = OutdirLock(Path(args.out)).acquire()  # held through the flow (which takes it again)
+    except OutdirBusy as err:
+        print(f"build-avrt: refused: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        refusal = _preflight(args)
+        if refusal:
+            print(f"build-avrt: refused: {refusal}", file=sys.stderr)
+            return EXIT_REFUSED
+        server = globals().get("_PREFECT_SERVER")
+        if server is not None:
+            from flows.build_args import wait_for_prefect_server
+
+            wait_for_prefect_server(server)
+        stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
+                           video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
+                           skip_invalid=args.skip_invalid)
+    finally:
+        lock.release()
+    if stats["pending"]["samples"] or stats["stopped"]:
+        print(f"build-avrt: {stats['pending']['samples']} sample(s) pending"
+              + (f"; stopped: {stats['stopped']}" if stats["stopped"] else "")
+              + ". Run the same command again to resume (finished work is kept).", file=sys.stderr)
+        return EXIT_PENDING
+    return EXIT_OK
 
 
 if __name__ == "__main__":

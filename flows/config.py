@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from teachers.registry import lookup
 
+# The paper's model for each role (AVRT sec. 4.1): a role section without ``use`` takes its prompt
+# and sampling from this registry entry; ``model`` and ``base_url`` are all it must give.
+PAPER_ROLES = {"vision": "kimi-vl-a3b-thinking", "audio": "audio-flamingo-3-think", "merger": "qwen2.5-14b-instruct"}
+ROLE_DEFAULT_FIELDS = ("prompt", "temperature", "top_p", "max_tokens")
+
 FilterPolicy = Literal["both", "vision", "audio", "either", "all"]
 MergerKind = Literal["llm", "concat"]
 
@@ -24,14 +29,14 @@ class EndpointConfig(BaseModel):
     model: str = Field(..., description="model name as the server knows it")
     base_url: list[str] = Field(..., description="one URL or a list of replicas of the same model")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    prompt: str = Field(..., description="prompt name in prompts/ or a file path")
+    prompt: str = Field(..., description="prompt name in prompts/ or a file path (default: the role's paper prompt)")
     question_suffix: str = Field("", description="text after the question, e.g. AF3's think-mode trigger")
     temperature: float = 0.7
     top_p: float | None = None
     max_tokens: int = 4096
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields, e.g. top_k")
     timeout_s: float = 600.0
-    max_in_flight: int = Field(16, description="requests in flight per replica")
+    max_in_flight: int = Field(16, description="requests in flight per replica, shared by every shard of a process")
     retries: int = Field(4, description="retries on timeouts, 429 and 5xx, with exponential backoff")
     source: str | None = Field(None, description="where the settings come from (documentation only)")
 
@@ -74,7 +79,9 @@ class BuildConfig(BaseModel):
     shard_size: int = Field(64, description="samples per Prefect task")
     task_runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = Field(None, description="scheduler address; None starts a local cluster")
-    max_concurrent_shards: int = 4
+    dask_workers: int = Field(2, description="worker processes of the local Dask cluster; each gets max_in_flight // workers per replica")
+    max_concurrent_shards: int | None = Field(
+        None, description="shards admitted at once; None: enough to keep every in-flight slot busy (flows.execution)")
     cache_dir: Path | None = Field(None, description="content-addressed cache; default OUTDIR/cache")
     split: str = Field("train", description="split label for rows whose manifest gives none")
     stats_tokenizer: str | None = Field(None, description="tokenizer (path or id) counting think length in student tokens; words if unset or unavailable")
@@ -91,6 +98,9 @@ class BuildConfig(BaseModel):
                 entry = {"use": entry}
             if isinstance(entry, dict) and entry.get("use"):
                 entry = {**lookup(entry["use"], extra), **entry}
+            elif isinstance(entry, dict):
+                paper = lookup(PAPER_ROLES[role.split("_")[0]], extra)
+                entry = {**{k: paper[k] for k in ROLE_DEFAULT_FIELDS if k in paper}, **entry}
             if isinstance(entry, dict):
                 entry.setdefault("role", role.split("_")[0])
             data[role] = entry

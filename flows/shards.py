@@ -1,17 +1,26 @@
-"""Shards: the unit of work of a Prefect task, and their atomic on-disk results."""
+"""Shards: the unit of Prefect tasks, Dask distribution and checkpointing.
+
+A shard's decided rows (kept or rejected; never pending ones) are appended to its journal
+``work/shards/{key}.jsonl`` one line per sample, as each is decided. A re-run reads the journal and
+processes only the samples it lacks. A line torn by a kill is dropped when the journal is reopened.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-from flows.cache import Cache, cache_key
+from flows.cache import cache_key
 from flows.config import BuildConfig
-from media.files import atomic_write_bytes
+from flows.execution import run_samples
 from flows.manifest import Sample
-from flows.stages import SampleProcessor, config_fingerprint
+from flows.stages import config_fingerprint
+
+# Rows written by versions that froze transport failures as rejections: not verdicts, redone.
+_LEGACY_TRANSIENT = ("teacher call failed:", "merger call failed:")
+_LEGACY_TRANSIENT_CAUSES = ("gave up after", "timed out", "connection failed", "HTTP 429", "HTTP 5", "HTTP 401", "HTTP 403",
+                            "HTTP 404", "malformed response")
 
 
 def shard_samples(samples: list[Sample], size: int) -> list[list[Sample]]:
@@ -26,40 +35,83 @@ def shard_path(outdir: Path, key: str) -> Path:
     return Path(outdir) / "work" / "shards" / f"{key}.jsonl"
 
 
+def is_verdict(row: dict[str, Any]) -> bool:
+    """Whether a journal row is a final verdict (rows of older versions may record an outage)."""
+    reason = str(row.get("reason", ""))
+    return not (row.get("status") == "rejected" and any(t in reason for t in _LEGACY_TRANSIENT)
+                and any(c in reason for c in _LEGACY_TRANSIENT_CAUSES))
+
+
 def read_shard(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def run_shard(samples: list[Sample], config: BuildConfig, outdir: Path, in_flight_share: int = 1,
-              on_sample=None) -> dict[str, Any]:
-    """Process one shard (unless its result file exists) and write its rows atomically.
-
-    Returns a summary: the shard's result path, row counts, cache hits/misses, calls sent, seconds.
-    """
-    outdir = Path(outdir)
-    key = shard_key(samples, config)
-    path = shard_path(outdir, key)
-    if path.exists():
-        rows = read_shard(path)
-        if on_sample:
-            on_sample(len(rows))
-        return {"path": str(path), "rows": len(rows), "reused": True, "cache": {}, "calls": {}, "seconds": {}}
-    cache = Cache(config.cache_dir or outdir / "cache")
-
-    async def _run() -> tuple[list[dict[str, Any]], SampleProcessor]:
-        processor = SampleProcessor(config, outdir, cache, in_flight_share)
+    """The journal's verdict rows, one per sample id (the last wins); torn or foreign lines are skipped."""
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
         try:
-            async def one(sample: Sample) -> dict[str, Any]:
-                row = await processor.process(sample)
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "id" in row and is_verdict(row):
+            rows[row["id"]] = row
+    return list(rows.values())
+
+
+class Journal:
+    """Append-only JSONL of one shard's decided rows; one line per ``append``, flushed at once."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate_torn_tail()
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def _truncate_torn_tail(self) -> None:
+        try:
+            with open(self.path, "rb+") as handle:
+                data = handle.read()
+                if data and not data.endswith(b"\n"):
+                    handle.truncate(data.rfind(b"\n") + 1)
+        except FileNotFoundError:
+            pass
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def run_shard(run_id: str, samples: list[Sample], config: BuildConfig, outdir: Path, in_flight_share: int = 1,
+              on_sample=None) -> dict[str, Any]:
+    """Decide the shard's samples its journal lacks; returns a summary: journal path, decided rows,
+    pending samples (``{"id", "stage", "reason"}``), whether nothing was left to do, cache counts,
+    calls sent, seconds per stage, and the run-level failure that stopped the run (or None)."""
+    outdir = Path(outdir)
+    path = shard_path(outdir, shard_key(samples, config))
+    done = {row["id"] for row in read_shard(path)}
+    todo = [s for s in samples if s.id not in done]
+    if on_sample and done:
+        on_sample(len(done))
+    summary = {"path": str(path), "reused": not todo, "pending": [], "cache": {}, "calls": {}, "seconds": {},
+               "stopped": None}
+    if todo:
+        journal = Journal(path)
+        try:
+            def on_row(row: dict[str, Any]) -> None:
+                journal.append(row)
                 if on_sample:
                     on_sample(1)
-                return row
 
-            return list(await asyncio.gather(*(one(s) for s in samples))), processor
+            outcome = run_samples(run_id, todo, config, outdir, in_flight_share, on_row)
         finally:
-            await processor.close()
+            journal.close()
+        tally = outcome.tally
+        summary.update(pending=outcome.pending, stopped=outcome.stopped, cache=tally.cache(), calls=dict(tally.calls),
+                       seconds={k: round(v, 3) for k, v in tally.seconds.items()})
+    summary["rows"] = len(samples) - len(summary["pending"])
+    return summary
 
-    rows, processor = asyncio.run(_run())
-    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
-    return {"path": str(path), "rows": len(rows), "reused": False, "cache": cache.counts(),
-            "calls": dict(processor.calls), "seconds": {k: round(v, 3) for k, v in processor.seconds.items()}}

@@ -1,8 +1,13 @@
 """The per-sample work of build-avrt: media -> teachers -> filter -> merger, with caching.
 
-Every sample ends as exactly one row: ``status="kept"`` (a corpus row) or ``status="rejected"``
-with the ``stage`` that dropped it and a human-readable ``reason``. Model calls and media are
-cached (``flows.cache``), so a re-run repeats no finished work.
+A sample ends as one *decided* row: ``status="kept"`` (a corpus row) or ``status="rejected"`` with
+the ``stage`` that dropped it and a human-readable ``reason``. Only final verdicts are rows: unusable
+media, a teacher's answer (right, wrong or unparseable), a merge still invalid after its attempts,
+a request the server refused (4xx). A call that failed for transport reasons (timeouts, connection
+errors, 429, 5xx after retries) leaves the sample ``status="pending"``: never written, retried by
+the next run. An ``EndpointError`` (bad key, unknown model, endpoint down) is not about the sample:
+it propagates and stops the run (``flows.execution``). Model calls and media are cached
+(``flows.cache``), so a re-run repeats no finished work.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +31,12 @@ from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
 from flows.manifest import Sample
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
-from media.files import atomic_write_bytes, jpeg_bytes, wav_bytes
+from media.files import jpeg_bytes, publish_dir, wav_bytes
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
 from merger.validate import validate_merged
 from prompts import load_prompt, prompt_sha256
-from teachers.client import ChatResult, ModelCallError, ModelClient
+from teachers.client import CallPending, ChatResult, EndpointError, ModelCallError, ModelClient
 from teachers.reasoning import trace_text
 from teachers.requests import audio_messages, teacher_prompt, text_messages, vision_messages
 
@@ -52,8 +58,25 @@ def config_fingerprint(config: BuildConfig) -> str:
     return cache_key(**parts)
 
 
+@dataclass
+class Tally:
+    """What one shard's samples cost: calls sent per role, cache hits/misses, wall seconds per stage."""
+
+    calls: Counter = field(default_factory=Counter)
+    hits: Counter = field(default_factory=Counter)
+    misses: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
+
+    def cache(self) -> dict[str, dict[str, int]]:
+        return {n: {"hits": self.hits[n], "misses": self.misses[n]} for n in sorted(set(self.hits) | set(self.misses))}
+
+
 class SampleProcessor:
-    """Runs one sample through all stages; create inside the event loop that awaits it."""
+    """Runs samples through all stages; create inside the event loop that awaits it.
+
+    One processor serves every shard of a run in a process (``flows.execution``), so its clients'
+    per-replica bounds hold for the whole process; ``in_flight_share`` divides them (Dask workers).
+    """
 
     def __init__(self, config: BuildConfig, outdir: Path, cache: Cache, in_flight_share: int = 1):
         self.config = config
@@ -66,16 +89,20 @@ class SampleProcessor:
                                             max_in_flight=max(1, endpoint(config, role).max_in_flight // in_flight_share))
             for role in ROLES
         }
-        self.calls: Counter[str] = Counter()  # model calls actually sent, per role
-        self.seconds: Counter[str] = Counter()  # wall seconds per stage (summed over samples)
+        self._media_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     async def close(self) -> None:
         for client in self.clients.values():
             await client.close()
 
     # -- media ---------------------------------------------------------------------------------
-    def media(self, sample: Sample) -> dict[str, Any]:
-        """Extract (or reuse) frames and audio; returns meta with paths relative to outdir."""
+    def media(self, sample: Sample, tally: Tally | None = None) -> dict[str, Any]:
+        """Extract (or reuse) frames and audio; returns meta with paths relative to outdir.
+
+        Samples on one clip in this process extract it once (a lock per media key); across
+        processes, folders appear complete or not at all (``publish_dir``)."""
+        tally = tally or Tally()
         sources = [p for p in (sample.video, sample.image, sample.audio) if p]
         for source in sources:
             if not Path(source).exists():
@@ -83,21 +110,28 @@ class SampleProcessor:
         key = cache_key(kind="video" if sample.video else "image+audio", settings=asdict(self.media_settings),
                         sources=[digest_file(p) for p in sources])
         directory = self.cache.media_dir(key)
-        meta_path = directory / "meta.json"
-        if meta_path.exists():
-            self.cache.hits["media"] += 1
-            meta = json.loads(meta_path.read_text())
-        else:
-            self.cache.misses["media"] += 1
-            meta = self._extract(sample, directory)
-            atomic_write_bytes(meta_path, json.dumps(meta).encode())
+        with self._lock_for(key):
+            meta = _read_meta(directory)
+            if meta is None:
+                tally.misses["media"] += 1
+                publish_dir(directory, lambda tmp: self._extract(sample, tmp))
+                meta = _read_meta(directory)
+                if meta is None:
+                    raise MediaError(f"media cache folder vanished: {directory}")
+            else:
+                tally.hits["media"] += 1
         if "error" in meta:
             raise MediaError(meta["error"])
         local = self._materialise(directory, key)
         rel = os.path.relpath(local, self.outdir)
         return {**meta, "key": key, "frames": [f"{rel}/{name}" for name in meta["frames"]], "audio": f"{rel}/{meta['audio']}"}
 
-    def _extract(self, sample: Sample, directory: Path) -> dict[str, Any]:
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._media_locks.setdefault(key, threading.Lock())
+
+    def _extract(self, sample: Sample, directory: Path) -> None:
+        """Write the frames, the audio and ``meta.json`` (or a ``meta.json`` with the error) into ``directory``."""
         settings = self.media_settings
         try:
             if sample.video:
@@ -119,17 +153,19 @@ class SampleProcessor:
                 times, audio = [0.0], extract_audio(sample.audio, settings)
                 duration = len(audio) / settings.sample_rate
         except MediaError as err:
-            return {"error": err.reason}
+            (directory / "meta.json").write_text(json.dumps({"error": err.reason}))
+            return
         jpegs = [jpeg_bytes(f, settings.jpeg_quality) for f in frames]
         wav = wav_bytes(audio, settings.sample_rate)
         names = [f"frame_{i:02d}.jpg" for i in range(len(jpegs))]
         for name, data in zip(names, jpegs):
-            atomic_write_bytes(directory / name, data)
-        atomic_write_bytes(directory / "audio.wav", wav)
-        return {"frames": names, "audio": "audio.wav", "frame_times": [float(t) for t in times],
+            (directory / name).write_bytes(data)
+        (directory / "audio.wav").write_bytes(wav)
+        meta = {"frames": names, "audio": "audio.wav", "frame_times": [float(t) for t in times],
                 "duration": float(duration), "audio_seconds": len(audio) / settings.sample_rate,
                 "frame_sha256": [digest_bytes(j) for j in jpegs], "audio_sha256": digest_bytes(wav),
                 "width": int(frames.shape[2]), "height": int(frames.shape[1])}
+        (directory / "meta.json").write_text(json.dumps(meta))
 
     def _materialise(self, directory: Path, key: str) -> Path:
         """Media must live under outdir (corpus paths are relative to it): link when the cache is elsewhere."""
@@ -140,31 +176,29 @@ class SampleProcessor:
             pass
         local = self.outdir / "media" / key[:2] / key
         if not (local / "meta.json").exists():
-            local.mkdir(parents=True, exist_ok=True)
-            for item in directory.iterdir():
-                target = local / item.name
-                if not target.exists():
-                    try:
-                        os.link(item, target)
-                    except OSError:
-                        shutil.copy2(item, target)
+            with self._lock_for("out:" + key):
+                if not (local / "meta.json").exists():
+                    publish_dir(local, lambda tmp: _link_all(directory, tmp))
         return local
 
     # -- model calls -----------------------------------------------------------------------------
-    async def call(self, role: str, key_parts: dict[str, Any], build_messages) -> ChatResult:
+    async def call(self, role: str, key_parts: dict[str, Any], build_messages, tally: Tally) -> ChatResult:
+        """A cached call: the cache entry if any, else one request (its payload built once a slot is held)."""
         ep = endpoint(self.config, role)
         key = cache_key(role=role, model=ep.model, sampling=ep.sampling(), layout=MESSAGE_LAYOUT, **key_parts)
         namespace = f"calls/{role}"
-        cached = await asyncio.to_thread(self.cache.get, namespace, key)
+        cached = self.cache.get(namespace, key)  # one small file read: cheaper than a thread hop
         if cached is not None:
+            tally.hits[namespace] += 1
             return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", ""))
-        messages = await asyncio.to_thread(build_messages)
-        self.calls[role] += 1
-        result = await self.clients[role].chat(messages)
-        await asyncio.to_thread(self.cache.put, namespace, key, result.to_dict())
+        tally.misses[namespace] += 1
+        tally.calls[role] += 1
+        result = await self.clients[role].chat(build_messages)
+        self.cache.put(namespace, key, result.to_dict())
         return result
 
-    async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any]) -> tuple[ChatResult, ParsedAnswer]:
+    async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any],
+                          tally: Tally) -> tuple[ChatResult, ParsedAnswer]:
         prompt = self.prompts[role]
         text = teacher_prompt(prompt, sample.question, sample.choices, endpoint(self.config, role).question_suffix)
         if role == "vision":
@@ -179,13 +213,14 @@ class SampleProcessor:
             def build():
                 return audio_messages(text, (self.outdir / media["audio"]).read_bytes())
 
-        result = await self.call(role, {"text": text, "media": media_ids}, build)
+        result = await self.call(role, {"text": text, "media": media_ids}, build, tally)
         parsed = parse_answer(result.content, sample.choices)
         if not parsed.ok and result.finish_reason == "length":
             parsed = ParsedAnswer(None, "truncated at max_tokens")
         return result, parsed
 
-    async def merge(self, sample: Sample, vision: ChatResult, audio: ChatResult) -> tuple[str | None, str, int]:
+    async def merge(self, sample: Sample, vision: ChatResult, audio: ChatResult,
+                    tally: Tally) -> tuple[str | None, str, int]:
         """Return ``(merged text or None, reason, attempts)``."""
         vision_trace = trace_text(vision.reasoning, vision.content)
         audio_trace = trace_text(audio.reasoning, audio.content)
@@ -197,7 +232,7 @@ class SampleProcessor:
                                     audio_trace, vision_trace)
         reasons = []
         for attempt in range(self.config.merger_attempts):
-            result = await self.call("merger", {"text": text, "attempt": attempt}, lambda: text_messages(text))
+            result = await self.call("merger", {"text": text, "attempt": attempt}, lambda: text_messages(text), tally)
             check = validate_merged(result.raw, sample.answer, len(sample.choices))
             if check.ok:
                 return check.cleaned, "", attempt + 1
@@ -205,35 +240,44 @@ class SampleProcessor:
         return None, f"merger output invalid after {self.config.merger_attempts} attempts ({'; '.join(dict.fromkeys(reasons))})", self.config.merger_attempts
 
     # -- one sample ------------------------------------------------------------------------------
-    async def process(self, sample: Sample) -> dict[str, Any]:
+    async def process(self, sample: Sample, tally: Tally | None = None) -> dict[str, Any]:
+        """The sample's row: kept, rejected (a final verdict) or pending (transport failures).
+
+        Raises ``EndpointError`` when an endpoint cannot serve anything (the run stops)."""
+        tally = tally or Tally()
         row: dict[str, Any] = {"id": sample.id, "split": sample.split, "question": sample.question,
                                "choices": list(sample.choices), "answer": sample.answer,
                                "question_type": sample.question_type,
                                "source": sample.video or f"{sample.image} + {sample.audio}"}
         start = time.perf_counter()
         try:
-            media = await asyncio.to_thread(self.media, sample)
+            media = await asyncio.to_thread(self.media, sample, tally)
         except MediaError as err:
             return {**row, "status": "rejected", "stage": "media", "reason": err.reason}
-        except OSError as err:
-            return {**row, "status": "rejected", "stage": "media", "reason": f"media I/O error: {err.strerror or err}"}
+        except OSError as err:  # the disk, not the sample: retried by the next run
+            return {**row, "status": "pending", "stage": "media", "reason": f"media I/O error: {err.strerror or err}"}
         finally:
-            self.seconds["media"] += time.perf_counter() - start
+            tally.seconds["media"] += time.perf_counter() - start
         row.update(frames=media["frames"], frame_times=media["frame_times"], audio=media["audio"],
                    duration=media["duration"], resolution=f"{media['width']}x{media['height']}")
 
         start = time.perf_counter()
-        outcomes = await asyncio.gather(self.ask_teacher("vision", sample, media),
-                                        self.ask_teacher("audio", sample, media), return_exceptions=True)
-        self.seconds["teachers"] += time.perf_counter() - start
+        outcomes = await asyncio.gather(self.ask_teacher("vision", sample, media, tally),
+                                        self.ask_teacher("audio", sample, media, tally), return_exceptions=True)
+        tally.seconds["teachers"] += time.perf_counter() - start
+        for outcome in outcomes:  # run-level failures first, then transport failures, then verdicts
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ModelCallError) or \
+                    isinstance(outcome, EndpointError):
+                raise outcome
         parsed: dict[str, ParsedAnswer] = {}
         results: dict[str, ChatResult] = {}
+        for role, outcome in zip(("vision", "audio"), outcomes):
+            if isinstance(outcome, CallPending):
+                return {**row, "status": "pending", "stage": f"{role}_teacher", "reason": f"{role} teacher: {outcome.reason}"}
         for role, outcome in zip(("vision", "audio"), outcomes):
             if isinstance(outcome, ModelCallError):
                 row.update({f"{role}_answer": None})
                 return {**row, "status": "rejected", "stage": f"{role}_teacher", "reason": f"{role} teacher call failed: {outcome.reason}"}
-            if isinstance(outcome, BaseException):
-                raise outcome
             results[role], parsed[role] = outcome
             row.update({f"{role}_raw": outcome[0].content, f"{role}_reasoning": outcome[0].reasoning,
                         f"{role}_answer": outcome[1].letter, f"{role}_parse": outcome[1].reason})
@@ -244,11 +288,15 @@ class SampleProcessor:
 
         start = time.perf_counter()
         try:
-            merged, reason, attempts = await self.merge(sample, results["vision"], results["audio"])
+            merged, reason, attempts = await self.merge(sample, results["vision"], results["audio"], tally)
+        except CallPending as err:
+            return {**row, "status": "pending", "stage": "merger", "reason": f"merger: {err.reason}"}
+        except EndpointError:
+            raise
         except ModelCallError as err:
             return {**row, "status": "rejected", "stage": "merger", "reason": f"merger call failed: {err.reason}"}
         finally:
-            self.seconds["merger"] += time.perf_counter() - start
+            tally.seconds["merger"] += time.perf_counter() - start
         if merged is None:
             return {**row, "status": "rejected", "stage": "merger", "reason": reason}
         row.update(merged=merged, merger_kind=self.config.merger_kind, merger_attempts=attempts)
@@ -263,3 +311,19 @@ class SampleProcessor:
             out[f"{role}_prompt_sha256"] = prompt_sha256(self.prompts[role])
             out[f"{role}_sampling"] = json.dumps(ep.sampling(), sort_keys=True)
         return out
+
+
+def _read_meta(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / "meta.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _link_all(source: Path, target: Path) -> None:
+    """Hard-link (or copy, across file systems) every file of ``source`` into the empty ``target``."""
+    for item in source.iterdir():
+        try:
+            os.link(item, target / item.name)
+        except OSError:
+            shutil.copy2(item, target / item.name)

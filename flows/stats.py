@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.format import check_format
+from media.files import atomic_write_bytes
 
 STAGES = ("media", "vision_teacher", "audio_teacher", "filter", "merger")
 
@@ -133,15 +135,27 @@ def plot_stats(stats: dict[str, Any], path: Path) -> Path:
     axes[2].legend()
     axes[2].set_title("question types")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
 def summary_text(stats: dict[str, Any], cache: dict[str, dict[str, int]], calls: dict[str, int], outdir: Path) -> str:
     """The closing console summary: what went in, what was kept at each stage, why the rest was not."""
-    lines = [f"build-avrt: {stats['samples_in']} samples in, {stats['samples_kept']} kept -> {outdir}", "", "stage funnel:"]
+    pending = stats.get("pending") or {"samples": 0, "reasons": {}}
+    lines = []
+    if stats.get("stopped"):
+        lines += [f"build-avrt STOPPED: {stats['stopped']}", ""]
+    lines += [f"build-avrt: {stats['samples_in']} samples decided, {stats['samples_kept']} kept, "
+              f"{pending['samples']} pending -> {outdir}"]
+    if pending["samples"]:
+        lines += [f"  pending (not rejected; the same command again retries only these): "
+                  + "; ".join(f"{n} {reason}" for reason, n in pending["reasons"].items())]
+        if pending.get("corpus_left_unchanged"):
+            lines.append("  corpus/ left unchanged: some of its kept rows are among the pending samples")
+    lines += ["", "stage funnel:"]
     for name, value in stats["funnel"].items():
         lines.append(f"  {name:<22} {value:>7}")
     if stats["reasons"]:

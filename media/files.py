@@ -1,11 +1,21 @@
-"""Reading and writing extracted media (JPEG frames, 16-bit WAV audio), atomically."""
+"""Reading and writing extracted media (JPEG frames, 16-bit WAV audio), atomically.
+
+Every file the pipeline writes goes through ``atomic_write_bytes`` and every folder that must appear
+complete through ``publish_dir``: both build under a temporary name unique to the host, process and
+thread (``.{name}.{host}.{pid}.{thread}.tmp``) and rename into place, so readers in any thread,
+process or Dask worker see a whole file or folder or none. ``remove_stale_temp`` deletes what
+killed writers left behind.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +25,106 @@ from PIL import Image
 from media.extract import SAMPLE_RATE
 
 
+HOST = socket.gethostname().replace(".", "-") or "host"
+STALE_AFTER_S = 24 * 3600  # temporary entries of other hosts (or unknown writers) older than this are removed
+
+
+def temp_path(path: Path) -> Path:
+    """A sibling of ``path`` no other thread, process or host uses."""
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``: a killed process leaves
-    the whole file or none. The temporary name is unique per process and thread.
+    """Write ``data`` to ``path`` via a unique temporary file and ``os.replace``: a killed process
+    leaves the whole file or none.
 
     No fsync: it protects against power loss, not process kills, and cost ~20% of the pipeline's
     time; readers treat a file torn by a machine crash as absent (see ``flows.cache.Cache.get``).
     """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def publish_dir(target: Path, fill: Callable[[Path], None]) -> bool:
+    """Make folder ``target`` appear complete or not at all: ``fill(tmp)`` writes into a temporary
+    sibling, which is then renamed to ``target``. Returns False when another writer published
+    ``target`` first (its folder is kept, ours discarded); a leftover folder without ``meta.json``
+    (written by versions that filled ``target`` in place) is replaced."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        for _ in range(2):
+            try:
+                os.rename(tmp, target)
+                return True
+            except OSError:
+                if (target / "meta.json").exists():
+                    return False
+                _discard(target)  # an incomplete folder from an older version: replace it
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    aside = temp_path(folder.with_name(folder.name + "-discarded"))
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_temp(name: str, age_s: float) -> bool:
+    """Whether a ``.….tmp`` entry was left by a dead writer: one of this host's dead processes, or
+    anything older than ``STALE_AFTER_S`` (other hosts, older naming schemes)."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    parts = name.split(".")
+    if len(parts) >= 6 and parts[-4] == HOST and parts[-3].isdigit():
+        return not _pid_alive(int(parts[-3]))
+    return age_s > STALE_AFTER_S
+
+
+def remove_stale_temp(root: Path) -> int:
+    """Delete stale temporary files and folders under ``root`` (see ``is_stale_temp``); returns how many."""
+    removed, now = 0, time.time()
+    for folder, dirs, files in os.walk(root):
+        for name in [*files, *dirs]:
+            path = Path(folder) / name
+            try:
+                if not is_stale_temp(name, now - path.lstat().st_mtime):
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                    dirs.remove(name)
+                else:
+                    path.unlink(missing_ok=True)
+                removed += 1
+            except OSError:
+                continue
+    return removed
 
 
 def jpeg_bytes(frame: np.ndarray, quality: int = 90) -> bytes:

@@ -1,9 +1,28 @@
 """An async client for one model behind OpenAI-compatible servers (vLLM, transformers serve, ...).
 
-It spreads requests over the replicas in ``base_url`` (least in flight first), bounds requests in
-flight per replica, retries timeouts, connection errors, 429 and 5xx with exponential backoff and
-jitter, and fails fast on other errors. The API key is read from the environment variable the
-config names and is never logged.
+Public surface (also used outside the pipeline)::
+
+    client = ModelClient.from_endpoint(endpoint_config)        # or ModelClient(model=..., base_urls=[...], ...)
+    result = await client.chat(messages)                       # -> ChatResult(content, reasoning, finish_reason, raw)
+    await client.close()
+
+``chat`` spreads requests over the replicas in ``base_urls`` (least in flight first) and never has
+more than ``max_in_flight`` requests in flight per replica: this semaphore is the pipeline's only
+concurrency bound (``flows.execution`` shares one client per endpoint across every shard of a
+process). ``messages`` may be a zero-argument callable, called once a slot is held, so a large
+payload (base64 frames) exists only while it can be sent.
+
+Failures are classified, because only some of them say anything about the sample:
+
+* ``RequestRejected``: the server answered that *this request* is bad (400, 413, 422, ...). Final.
+* ``CallPending``: timeouts, connection errors, 429 and 5xx, still failing after ``retries``
+  retries with exponential backoff and jitter. Not a verdict: the caller retries later.
+* ``EndpointError``: the endpoint cannot serve anything (401/403, unknown model or path (404), an
+  answer that is not OpenAI chat JSON, or every request failing for the whole retry window of a
+  call). The run should stop; ``url`` and ``reason`` say where and why.
+
+All derive from ``ModelCallError``. The API key is read from the environment variable the config
+names and never appears in a reason.
 """
 
 from __future__ import annotations
@@ -11,6 +30,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +42,34 @@ from openai.types.chat import ChatCompletion
 
 from teachers.reasoning import split_reasoning
 
-RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+TRANSIENT = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+TRANSIENT_STATUS = {408, 409, 425, 429}  # and every 5xx
+ENDPOINT_STATUS = {401: "authentication failed", 403: "permission denied", 404: "unknown model or path"}
+Messages = list[dict[str, Any]]
 
 
 class ModelCallError(Exception):
-    """A call that failed for good; ``reason`` is human-readable (never contains the API key)."""
+    """A call that did not give an answer; ``reason`` is human-readable (never contains the API key)."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class RequestRejected(ModelCallError):
+    """The server refused this request itself (a 4xx other than auth/404/429): a final verdict."""
+
+
+class CallPending(ModelCallError):
+    """Transport failures outlasted the retries; the request may succeed later."""
+
+
+class EndpointError(ModelCallError):
+    """The endpoint cannot serve any request; ``url`` is the replica that said so."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"{url}: {reason}")
+        self.url = url
 
 
 @dataclass
@@ -48,6 +89,7 @@ class _Replica:
     client: AsyncOpenAI
     limit: asyncio.Semaphore
     in_flight: int = 0
+    last_success: float = float("-inf")  # monotonic time of the last answered request
 
 
 @dataclass
@@ -63,15 +105,17 @@ class ModelClient:
     retries: int = 4
     backoff_s: float = 1.0
     _replicas: list[_Replica] = field(default_factory=list, init=False)
+    _key: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        self._key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         for url in self.base_urls:
-            client = AsyncOpenAI(base_url=url, api_key=key or "EMPTY", timeout=self.timeout_s, max_retries=0)
+            client = AsyncOpenAI(base_url=url, api_key=self._key or "EMPTY", timeout=self.timeout_s, max_retries=0)
             self._replicas.append(_Replica(url, client, asyncio.Semaphore(max(1, self.max_in_flight))))
 
     @classmethod
     def from_endpoint(cls, endpoint, max_in_flight: int | None = None, backoff_s: float = 1.0) -> "ModelClient":
+        """A client for an ``EndpointConfig`` (``max_in_flight`` overrides its per-replica bound)."""
         return cls(model=endpoint.model, base_urls=list(endpoint.base_url), sampling=endpoint.sampling(),
                    api_key_env=endpoint.api_key_env, timeout_s=endpoint.timeout_s,
                    max_in_flight=max_in_flight or endpoint.max_in_flight, retries=endpoint.retries,
@@ -80,46 +124,81 @@ class ModelClient:
     def _pick(self) -> _Replica:
         return min(self._replicas, key=lambda r: (r.in_flight, random.random()))
 
-    async def chat(self, messages: list[dict[str, Any]]) -> ChatResult:
+    async def chat(self, messages: Messages | Callable[[], Messages]) -> ChatResult:
+        """One chat completion; raises a ``ModelCallError`` subclass (see the module doc)."""
         standard = {k: v for k, v in self.sampling.items() if k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
         extra = {k: v for k, v in self.sampling.items() if k not in standard}
-        last_error = "no attempt made"
+        started = time.monotonic()
+        last_error, replica = "no attempt made", self._replicas[0]
         for attempt in range(1, self.retries + 2):
             replica = self._pick()
             replica.in_flight += 1
             try:
                 async with replica.limit:
+                    body = messages() if callable(messages) else messages
                     # The low-level post of the official client: same HTTP, timeout and error
                     # handling as chat.completions.create, without its per-call recursive walk of
                     # the (large, already valid) message payload, which cost ~6 ms per request.
                     response = await replica.client.post(
                         "/chat/completions", cast_to=ChatCompletion,
-                        body={"model": self.model, "messages": messages, **standard, **extra})
-                choice = response.choices[0]
-                reasoning, content = split_reasoning(choice.message)
-                return ChatResult(content=content, reasoning=reasoning, finish_reason=choice.finish_reason,
-                                  raw=choice.message.content or "")
-            except RETRYABLE as err:
-                last_error = _describe(err)
+                        body={"model": self.model, "messages": body, **standard, **extra})
+                    del body
+                result = self._result(replica.url, response)
+                replica.last_success = time.monotonic()
+                return result
+            except TRANSIENT as err:
+                last_error = self._describe(err)
             except openai.APIStatusError as err:
-                raise ModelCallError(f"{self.model}: {_describe(err)}") from None
-            except (IndexError, AttributeError, TypeError, ValueError) as err:
-                raise ModelCallError(f"{self.model}: malformed response ({type(err).__name__})") from None
+                if err.status_code in ENDPOINT_STATUS:
+                    raise EndpointError(replica.url, f"{ENDPOINT_STATUS[err.status_code]} ({self._describe(err)}) "
+                                                     f"for model {self.model!r}") from None
+                if err.status_code in TRANSIENT_STATUS:
+                    last_error = self._describe(err)
+                else:
+                    raise RequestRejected(f"{self.model}: request rejected ({self._describe(err)})") from None
+            except openai.APIResponseValidationError as err:
+                raise EndpointError(replica.url, f"does not speak the OpenAI chat protocol ({self._describe(err)})") from None
             finally:
                 replica.in_flight -= 1
             if attempt <= self.retries:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-        raise ModelCallError(f"{self.model}: gave up after {self.retries + 1} attempts ({last_error})")
+        if all(r.last_success < started for r in self._replicas):
+            urls = ", ".join(r.url for r in self._replicas)
+            raise EndpointError(urls, f"every request failed for {time.monotonic() - started:.0f} s "
+                                      f"({self.retries + 1} attempts; last: {last_error})")
+        raise CallPending(f"{self.model}: no answer after {self.retries + 1} attempts ({last_error})")
+
+    def _result(self, url: str, response: Any) -> ChatResult:
+        """A ChatResult from a response, or EndpointError when it is not OpenAI chat JSON."""
+        choices = getattr(response, "choices", None)
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+        if message is None:
+            shown = response if isinstance(response, str) else type(response).__name__
+            raise EndpointError(url, f"does not speak the OpenAI chat protocol (no 'choices' in the answer: "
+                                     f"{self._scrub(str(shown))[:120]!r})")
+        reasoning, content = split_reasoning(message)
+        return ChatResult(content=content, reasoning=reasoning, finish_reason=choices[0].finish_reason,
+                          raw=message.content or "")
+
+    def _describe(self, err: Exception) -> str:
+        if isinstance(err, openai.APITimeoutError):
+            return f"timed out after {self.timeout_s:g} s"
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err.__context__
+            return f"connection failed: {self._scrub(str(cause or err))[:160]}"
+        status = getattr(err, "status_code", None)
+        body = getattr(err, "body", None)
+        said = body.get("message") if isinstance(body, dict) else None
+        message = str(said or getattr(err, "message", "") or err)
+        message = self._scrub(re.sub(r"^Error code: \d+ - ", "", message))[:200]
+        return f"HTTP {status}: {message}" if status else f"{type(err).__name__}: {message}"
+
+    def _scrub(self, text: str) -> str:
+        """Remove the API key (and anything shaped like one) from a server's message."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        return re.sub(r"\b(sk|key|hf)[-_][A-Za-z0-9*_\-]{6,}", "***", text)
 
     async def close(self) -> None:
         for replica in self._replicas:
             await replica.client.close()
-
-
-def _describe(err: Exception) -> str:
-    if isinstance(err, openai.APITimeoutError):
-        return "timed out"
-    if isinstance(err, openai.APIConnectionError):
-        return "connection failed"
-    status = getattr(err, "status_code", None)
-    return f"HTTP {status}" if status else type(err).__name__

@@ -1,7 +1,8 @@
 """A small scripted OpenAI-compatible chat server for the pipeline's logic tests and benchmarks.
 
 It answers ``POST /v1/chat/completions`` with texts chosen per model by a handler or a queue, can
-inject latency, slow replies (client timeouts) and HTTP errors, and counts requests per model::
+inject latency (fixed, or seeded lognormal per request), slow replies (client timeouts) and HTTP
+errors, require an API key, and counts requests per model and the most in flight at once::
 
     with ScriptedServer() as server:
         server.set_handler("vision", lambda request: Reply("Answer: (B)"))
@@ -12,6 +13,7 @@ inject latency, slow replies (client timeouts) and HTTP errors, and counts reque
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -34,21 +36,30 @@ class Reply:
 Handler = Callable[[dict[str, Any]], "Reply | str"]
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = 1024  # the listen backlog: hundreds of concurrent clients connect at once
+    daemon_threads = True
+
+
 def default_handler(request: dict[str, Any]) -> Reply:
     return Reply("Answer: (A)")
 
 
 class ScriptedServer:
-    def __init__(self, handler: Handler = default_handler, latency: float = 0.0):
+    def __init__(self, handler: Handler = default_handler, latency: float | Callable[[dict[str, Any]], float] = 0.0,
+                 api_key: str | None = None):
         self.default = handler
-        self.latency = latency
+        self.latency = latency  # seconds, or a function of the request
+        self.api_key = api_key  # when set, requests without "Authorization: Bearer <api_key>" get 401
+        self.in_flight: Counter[str] = Counter()  # requests being answered now, per model
+        self.peak: Counter[str] = Counter()  # the most in flight at once, per model
         self.handlers: dict[str, Handler] = {}
         self.queues: dict[str, deque[Reply]] = defaultdict(deque)
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.completed: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, request) of answered calls
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
+        self._httpd = _HTTPServer(("127.0.0.1", 0), self._make_handler())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -65,6 +76,7 @@ class ScriptedServer:
     def reset_counts(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.peak.clear()
             self.requests.clear()
             self.completed.clear()
 
@@ -106,9 +118,26 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    with server._lock:
+                        server.counts["unauthorized"] += 1
+                    self._send(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
+                    return
+                model = request.get("model", "")
+                with server._lock:
+                    server.in_flight[model] += 1
+                    server.peak[model] = max(server.peak[model], server.in_flight[model])
+                try:
+                    self._answer(request)
+                finally:
+                    with server._lock:
+                        server.in_flight[model] -= 1
+
+            def _answer(self, request: dict[str, Any]) -> None:
                 reply = server._reply_for(request)
-                if server.latency or reply.delay:
-                    time.sleep(server.latency + reply.delay)
+                latency = server.latency(request) if callable(server.latency) else server.latency
+                if latency or reply.delay:
+                    time.sleep(latency + reply.delay)
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": f"scripted {reply.status}", "code": reply.status}})
                     return
@@ -156,15 +185,41 @@ def plausible_handler(request: dict[str, Any]) -> Reply:
     return Reply("Answer: (A)", reasoning="Looking at the input, option A fits best.")
 
 
+def lognormal_latency(median: float, sigma: float, seed: int) -> Callable[[dict[str, Any]], float]:
+    """Heavy-tailed latency, a pure function of (seed, model, request text): the same request always
+    takes the same time, whatever the order of arrival, so a benchmark can compute the ideal."""
+
+    def latency(request: dict[str, Any]) -> float:
+        content = request["messages"][-1]["content"]
+        text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        found = re.search(r"\bQ(\d+):", text)
+        return lognormal_seconds(median, sigma, seed, request.get("model", ""), found.group(1) if found else text)
+
+    return latency
+
+
+def lognormal_seconds(median: float, sigma: float, seed: int, model: str, key: str) -> float:
+    """The latency of one request, keyed by model and question number (``Q{i}:``) or text."""
+    import hashlib
+    import math
+    import random
+
+    digest = hashlib.sha256(f"{seed}|{model}|{key}".encode()).digest()
+    return median * math.exp(sigma * random.Random(digest).gauss(0.0, 1.0))
+
+
 def main() -> None:
     """Run the scripted server standalone (for benchmarks): ``python -m tests.scripted_server --latency 0.2``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    parser.add_argument("--lognormal", nargs=2, type=float, metavar=("MEDIAN", "SIGMA"),
+                        help="heavy-tailed latency instead: lognormal with this median (s) and sigma, seeded")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    server = ScriptedServer(plausible_handler, latency=args.latency)
-    server._httpd.request_queue_size = 256
+    latency = lognormal_latency(*args.lognormal, args.seed) if args.lognormal else args.latency
+    server = ScriptedServer(plausible_handler, latency=latency)
     print(server.url, flush=True)
     server._httpd.serve_forever()
 

@@ -84,7 +84,7 @@ def test_run_rerun_and_teacher_swap(synthetic_data, scripted_server, tmp_path):
     assert len(_corpus(out)) == 6
 
 
-def test_faults_are_recorded_and_the_run_goes_on(synthetic_data, scripted_server, tmp_path):
+def test_faults_verdicts_are_rows_and_transport_failures_stay_pending(synthetic_data, scripted_server, tmp_path):
     manifest, rows = numbered_manifest(synthetic_data, tmp_path, n=4)
     gold = {i: r["answer"] for i, r in enumerate(rows)}
     flaky = {"count": 0}
@@ -97,10 +97,10 @@ def test_faults_are_recorded_and_the_run_goes_on(synthetic_data, scripted_server
             flaky["count"] += 1
             return Reply(status=500) if flaky["count"] <= 2 else Reply(f"Answer: ({gold[0]})")
         if i == 1:
-            return Reply(delay=3.0, content="too late")  # every attempt times out
+            return Reply(delay=3.0, content="too late")  # every attempt times out: pending, not rejected
         if i == 2:
-            return Reply(status=400)  # a client error: not retried
-        return Reply("%%% garbage ###")
+            return Reply(status=400)  # the request itself is bad: a verdict, not retried
+        return Reply("%%% garbage ###", delay=0.8)  # answered (while sample 1 still fails): the endpoint is up
 
     scripted_server.set_handler("vision", vision)
     scripted_server.set_handler("audio", teacher_handler(gold))
@@ -109,15 +109,24 @@ def test_faults_are_recorded_and_the_run_goes_on(synthetic_data, scripted_server
     text = config.read_text().replace("timeout_s: 5", "timeout_s: 1")
     config.write_text(text)
     out = tmp_path / "out"
-    build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+    stats = build_avrt(manifest=str(manifest), out=str(out), config=str(config))
     assert list(_corpus(out)["id"]) == [rows[0]["id"]]
     rejected = _rejected(out).set_index("id")
-    assert rejected.loc[rows[1]["id"], "stage"] == "vision_teacher"
-    assert "timed out" in rejected.loc[rows[1]["id"], "reason"]
+    assert rows[1]["id"] not in rejected.index  # an outage is never a verdict
+    assert stats["pending"]["samples"] == 1 and stats["stopped"] is None
+    assert list(stats["pending"]["reasons"]) == ["vision_teacher: timed out after 1 s"]
     assert "HTTP 400" in rejected.loc[rows[2]["id"], "reason"]
     assert rejected.loc[rows[3]["id"], "stage"] == "filter"
     assert "vision" in rejected.loc[rows[3]["id"], "reason"]
     assert scripted_server.counts["vision"] == 3 + 3 + 1 + 1  # 500,500,ok | 3 timeouts | 400 | garbage
+
+    # The server recovers: a re-run asks only the pending sample again.
+    scripted_server.reset_counts()
+    scripted_server.set_handler("vision", teacher_handler(gold))
+    stats = build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+    assert dict(scripted_server.counts) == {"vision": 1, "merger": 1}
+    assert stats["pending"]["samples"] == 0
+    assert sorted(_corpus(out)["id"]) == sorted([rows[0]["id"], rows[1]["id"]])
 
 
 def test_odd_and_broken_media(synthetic_data, scripted_server, tmp_path):

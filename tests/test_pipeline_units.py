@@ -84,3 +84,14 @@ def test_frame_and_audio_conventions():
     assert audio_window(10.0) == (0.0, 10.0)
     assert audio_window(30.0) == (10.0, 10.0)  # centred
     assert audio_window(3.0) == (0.0, 3.0)  # short clips as they are, no padding
+
+
+def test_model_and_base_url_take_the_role_paper_defaults():
+    from teachers.registry import lookup
+
+    config = load_config("configs/build/minimal.yaml")
+    for role, section in (("vision", config.vision_teacher), ("audio", config.audio_teacher), ("merger", config.merger)):
+        paper = lookup({"vision": "kimi-vl-a3b-thinking", "audio": "audio-flamingo-3-think", "merger": "qwen2.5-14b-instruct"}[role])
+        assert section.prompt == paper["prompt"] and section.role == role
+        assert (section.temperature, section.top_p, section.max_tokens) == (paper["temperature"], paper["top_p"], paper["max_tokens"])
+        assert section.question_suffix == "" and section.extra_body == {}  # model-specific settings are not defaults

@@ -94,8 +94,12 @@ def test_dask_task_runner_spreads_shards(synthetic_data, scripted_server, tmp_pa
     scripted_server.set_handler("vision", teacher_handler(gold))
     scripted_server.set_handler("audio", teacher_handler(gold))
     scripted_server.set_handler("merger", merger_handler())
-    config = write_config(tmp_path / "config.yaml", scripted_server.url, shard_size=2, task_runner="dask")
+    config = write_config(tmp_path / "config.yaml", scripted_server.url, shard_size=2, task_runner="dask", dask_workers=2)
+    config.write_text(config.read_text().replace("max_in_flight: 8", "max_in_flight: 2"))
+    scripted_server.latency = 0.2
     with prefect_test_harness(server_startup_timeout=120):
         stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
     assert stats["samples_kept"] == 6 and stats["shards"]["total"] == 3
     assert scripted_server.counts == {"vision": 6, "audio": 6, "merger": 6}
+    # Two worker processes, each with max_in_flight // 2 = 1 per replica: the cluster stays within 2.
+    assert max(scripted_server.peak.values()) <= 2

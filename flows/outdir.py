@@ -1,0 +1,133 @@
+"""Guards of an output folder: one run at a time, no stale temporary files, no silent loss of kept rows."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from media.files import remove_stale_temp
+
+LOCK_NAME = ".build-avrt.lock"
+
+
+class OutdirBusy(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+class WouldDropRows(RuntimeError):
+    """The run would delete or replace kept rows it did not produce."""
+
+
+_HELD: dict[Path, list] = {}  # lock path -> [open handle, holders in this process]
+_HELD_GUARD = threading.Lock()
+
+
+class OutdirLock:
+    """An exclusive ``flock`` on ``OUT/.build-avrt.lock``, holding the owner's pid, host and start time.
+
+    The kernel releases it when its process dies (even by kill -9), so a stale lock never blocks a
+    later run; the file's text only serves the refusal message. Re-entrant within a process (the
+    CLI takes it before the flow, which takes it again)."""
+
+    def __init__(self, outdir: Path):
+        self.path = Path(outdir).resolve() / LOCK_NAME
+        self._held = False
+
+    def acquire(self) -> "OutdirLock":
+        with _HELD_GUARD:
+            if self.path in _HELD:
+                _HELD[self.path][1] += 1
+                self._held = True
+                return self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "{}"
+                handle.close()
+                raise OutdirBusy(f"{self.path.parent} is in use by another build-avrt run ({_owner_text(owner)}); "
+                                 "wait for it to finish or choose another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
+            _HELD[self.path] = [handle, 1]
+            self._held = True
+            return self
+
+    def release(self) -> None:
+        with _HELD_GUARD:
+            if not self._held:
+                return
+            self._held = False
+            entry = _HELD[self.path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _HELD[self.path]
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+                entry[0].close()
+
+    def __enter__(self) -> "OutdirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _owner_text(owner: str) -> str:
+    try:
+        data = json.loads(owner)
+        return f"pid {data['pid']} on {data['host']}, started {data['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "owner unknown"
+
+
+def clean_temp_in_background(*roots: Path) -> threading.Thread:
+    """Remove temporary files killed writers left under ``roots`` (see ``media.files.is_stale_temp``)
+    in a daemon thread; join it before reporting. Live writers' files are never touched."""
+    def work() -> None:
+        for root in dict.fromkeys(Path(r) for r in roots):
+            if root.exists():
+                remove_stale_temp(root)
+
+    thread = threading.Thread(target=work, name="avrt-clean-temp", daemon=True)
+    thread.start()
+    return thread
+
+
+def corpus_ids(outdir: Path) -> set[str]:
+    """Ids of the kept rows in ``OUT/corpus/*.parquet`` (empty when there is no corpus)."""
+    folder = Path(outdir) / "corpus"
+    if not folder.exists():
+        return set()
+    import pyarrow.parquet as pq
+
+    ids: set[str] = set()
+    for path in folder.glob("*.parquet"):
+        ids.update(str(i) for i in pq.read_table(path, columns=["id"]).column("id").to_pylist())
+    return ids
+
+
+def dropped_ids(existing: set[str], kept_after: set[str]) -> set[str]:
+    """Kept rows of the existing corpus that a new corpus would no longer hold."""
+    return existing - kept_after
+
+
+def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool) -> int:
+    """Refuse a manifest that does not cover every kept row of ``OUT``'s corpus, unless ``replace``.
+    Returns how many existing rows the run will drop (0 unless ``replace``)."""
+    gone = dropped_ids(corpus_ids(outdir), sample_ids)
+    if gone and not replace:
+        example = ", ".join(sorted(gone)[:3])
+        raise WouldDropRows(f"{outdir}/corpus holds {len(gone)} kept row(s) this manifest does not cover "
+                            f"(e.g. {example}); a run would delete them. Pass --replace to replace the corpus, "
+                            "or choose another --out")
+    return len(gone)

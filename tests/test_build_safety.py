@@ -1,0 +1,252 @@
+"""build-avrt never turns an outage into verdicts and never destroys finished work (issues 9 and 16).
+
+In-process runs share one Prefect test server; CLI runs get its URL (no temporary server each),
+except the one that checks a clean run's output with a temporary server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.build_avrt import build_avrt
+from prompts import load_prompt
+from tests.conftest import free_port
+from tests.pipeline_helpers import merger_handler, question_index, teacher_handler, write_config
+from tests.scripted_server import Reply, ScriptedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.settings import PREFECT_API_URL
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+def _manifest(synthetic_data: Path, folder: Path, n: int, clips: int = 6, name: str = "manifest.jsonl") -> tuple[Path, list[dict]]:
+    """``n`` samples with questions ``Q{i}:`` on the first ``clips`` synthetic clips (round robin)."""
+    base = [json.loads(l) for l in (synthetic_data / "manifest.jsonl").read_text().splitlines()][:clips]
+    rows = [{**base[i % len(base)], "id": f"s{i}", "question": f"Q{i}: {base[i % len(base)]['question']}",
+             "video": str(synthetic_data / base[i % len(base)]["video"])} for i in range(n)]
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows
+
+
+def _serve_gold(server: ScriptedServer, rows: list[dict], wrong: set[int] = frozenset()) -> None:
+    gold = {i: r["answer"] for i, r in enumerate(rows)}
+    said = {i: ("ABCD"[("ABCD".index(g) + 1) % 4] if i in wrong else g) for i, g in gold.items()}
+    server.set_handler("vision", teacher_handler(gold))
+    server.set_handler("audio", teacher_handler(said))
+    server.set_handler("merger", merger_handler())
+
+
+def _decisions(out: Path) -> dict[str, tuple[str, str]]:
+    found = {}
+    for name in ("corpus", "rejected"):
+        for path in (out / name).glob("*.parquet"):
+            frame = pd.read_parquet(path)
+            for _, row in frame.iterrows():
+                found[row["id"]] = ("kept", "kept") if name == "corpus" else ("rejected", row["stage"])
+    return found
+
+
+def _cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.build_avrt", *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# -- the execution core ------------------------------------------------------------------------
+
+def test_in_flight_bound_is_per_replica_for_the_whole_process(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 24)
+    with ScriptedServer(latency=0.15) as server:
+        _serve_gold(server, rows)
+        config = write_config(tmp_path / "c.yaml", server.url, shard_size=2)
+        text = config.read_text().replace("max_in_flight: 8", "max_in_flight: 3").replace("max_concurrent_shards: 2\n", "")
+        config.write_text(text)
+        stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
+    assert stats["samples_kept"] == 24
+    # 12 shards ran at once, and together never had more than 3 requests in flight per model,
+    # yet every slot was used (the bound is shared, not split per shard).
+    assert dict(server.peak) == {"vision": 3, "audio": 3, "merger": 3}
+
+
+def test_outage_then_rerun_decides_as_if_no_outage(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 8)
+    wrong = {2, 5}
+    with ScriptedServer() as server:  # the reference: a healthy server, its own output and cache
+        _serve_gold(server, rows, wrong)
+        reference = build_avrt(manifest=str(manifest), out=str(tmp_path / "ref"), config=str(write_config(tmp_path / "r.yaml", server.url)))
+    assert reference["pending"]["samples"] == 0
+
+    with ScriptedServer(latency=0.3) as server:
+        _serve_gold(server, rows, wrong)
+        healthy_vision = server.handlers["vision"]
+        # The vision teacher fails these for the whole run (503) while answering the others meanwhile:
+        # the endpoint is up, so they are pending, and the run goes on.
+        down = {1, 3, 5, 7}
+        server.set_handler("vision", lambda r: Reply(status=503) if question_index(r) in down else healthy_vision(r))
+        config = write_config(tmp_path / "c.yaml", server.url)
+        out = tmp_path / "out"
+        first = build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+        assert first["pending"]["samples"] == 4 and first["stopped"] is None
+        assert set(_decisions(out)) == {"s0", "s2", "s4", "s6"}  # nothing written for the pending ones
+
+        server.reset_counts()
+        server.set_handler("vision", healthy_vision)
+        second = build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+        # Only the pending samples' calls are repeated: their vision calls, and merges of those kept.
+        assert dict(server.counts) == {"vision": 4, "merger": 3}
+    assert second["pending"]["samples"] == 0
+    assert _decisions(out) == _decisions(tmp_path / "ref")
+
+
+def test_endpoint_down_for_every_request_stops_early(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 12)
+    with ScriptedServer(lambda r: Reply(status=503)) as server:
+        config = write_config(tmp_path / "c.yaml", server.url, max_concurrent_shards=1)
+        stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
+    assert stats["stopped"] and server.url in stats["stopped"] and "HTTP 503" in stats["stopped"]
+    assert stats["pending"]["samples"] == 12 and stats["samples_in"] == 0
+    # Only the first shard (3 samples) probed the endpoint, each call with its 3 attempts.
+    assert server.counts["vision"] <= 3 * 3 and server.counts["audio"] <= 3 * 3
+    assert not list((tmp_path / "out" / "rejected").glob("*.parquet"))
+
+
+def test_model_and_base_url_are_a_complete_role_section(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 3)
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+        config = tmp_path / "c.yaml"
+        config.write_text(f"vision_teacher: {{model: vision, base_url: {server.url}}}\n"
+                          f"audio_teacher: {{model: audio, base_url: {server.url}}}\n"
+                          f"merger: {{model: merger, base_url: {server.url}}}\n")
+        stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
+        requests = list(server.requests)
+    assert stats["samples_kept"] == 3
+    for model, prompt in (("vision", "vision_teacher"), ("audio", "audio_teacher"), ("merger", "merger")):
+        request = next(r for r in requests if r["model"] == model)
+        content = request["messages"][-1]["content"]
+        text = content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+        assert load_prompt(prompt).strip()[:200] in text
+    vision = next(r for r in requests if r["model"] == "vision")
+    assert (vision["temperature"], vision["max_tokens"]) == (0.8, 8192)  # the paper teacher's sampling
+
+
+# -- the command line: refusals, run-level failures, noise ----------------------------------------
+
+def test_bad_key_stops_early_then_the_right_key_completes_cleanly(synthetic_data, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 6)
+    with ScriptedServer(api_key="right-key-123456") as server:
+        _serve_gold(server, rows)
+        config = write_config(tmp_path / "c.yaml", server.url)
+        config.write_text(config.read_text().replace("prompt:", "api_key_env: AVRT_TEST_KEY\n  prompt:"))
+        args = ["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--config", str(config)]
+        prefect_home = {"PREFECT_HOME": str(tmp_path / "prefect")}
+        first = _cli(args, {"AVRT_TEST_KEY": "wrong-key-654321", **prefect_home})
+        output = first.stdout + first.stderr
+        assert first.returncode == 3, output[-3000:]
+        assert "authentication failed" in output and server.url in output
+        assert "6 sample(s) pending" in output
+        assert "wrong-key-654321" not in output and "right-key" not in output
+        assert server.counts["unauthorized"] <= 2 * 2 * 3  # the first calls of the admitted shards, no retries
+        assert not list((tmp_path / "out" / "rejected").glob("*.parquet"))
+
+        second = _cli(args, {"AVRT_TEST_KEY": "right-key-123456", **prefect_home})
+        output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-3000:]
+    assert len(pd.read_parquet(tmp_path / "out" / "corpus" / "train.parquet")) == 6
+    assert "ERROR" not in output and "Traceback" not in output, output[-3000:]  # a clean run is quiet
+
+
+def test_unreachable_endpoint_stops_early_with_its_url(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 6)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+        config = write_config(tmp_path / "c.yaml", server.url)
+        config.write_text(config.read_text().replace(f"base_url: {server.url}", f"base_url: {closed}", 1))
+        result = _cli(["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--config", str(config)],
+                      {"PREFECT_API_URL": prefect_api})
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output[-3000:]
+    assert f"stopped: {closed}" in output and "connection failed" in output
+    assert "6 sample(s) pending" in output
+
+
+def test_second_run_on_one_out_is_refused_and_a_dead_owner_does_not_block(synthetic_data, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 2)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from flows.outdir import OutdirLock; "
+                               f"OutdirLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = _cli(["--manifest", str(manifest), "--out", str(out), "--config", str(tmp_path / "missing.yaml")])
+        assert refused.returncode == 2
+        assert f"in use by another build-avrt run (pid {holder.pid}" in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The owner died (kill -9): its lock went with it; the lock file's stale text blocks nothing.
+    from flows.outdir import OutdirLock
+
+    with OutdirLock(out):
+        pass
+
+
+def test_a_manifest_that_would_drop_kept_rows_needs_replace(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 4)
+    out = tmp_path / "out"
+    env = {"PREFECT_API_URL": prefect_api}
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+        config = write_config(tmp_path / "c.yaml", server.url)
+        base = ["--out", str(out), "--config", str(config)]
+        assert _cli(["--manifest", str(manifest), *base], env).returncode == 0
+        corpus = (out / "corpus" / "train.parquet").read_bytes()
+
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text("")
+        refused = _cli(["--manifest", str(empty), *base], env)
+        assert refused.returncode == 2 and (out / "corpus" / "train.parquet").read_bytes() == corpus
+
+        smaller, _ = _manifest(synthetic_data, tmp_path, 2, name="smaller.jsonl")
+        refused = _cli(["--manifest", str(smaller), *base], env)
+        assert refused.returncode == 2 and "2 kept row(s) this manifest does not cover" in refused.stderr
+        assert "--replace" in refused.stderr and (out / "corpus" / "train.parquet").read_bytes() == corpus
+
+        replaced = _cli(["--manifest", str(smaller), *base, "--replace"], env)
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert sorted(pd.read_parquet(out / "corpus" / "train.parquet")["id"]) == ["s0", "s1"]
+
+
+@pytest.mark.slow
+def test_many_samples_on_few_clips_with_a_shared_cache_lose_nothing(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 30, clips=2)
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+        config = write_config(tmp_path / "c.yaml", server.url, shard_size=4, max_concurrent_shards=4)
+        runs = [subprocess.Popen([sys.executable, "-m", "flows.build_avrt", "--manifest", str(manifest), "--out",
+                                  str(tmp_path / f"out{k}"), "--config", str(config), "--cache-dir", str(tmp_path / "shared")],
+                                 cwd=ROOT, env={**os.environ, "PREFECT_API_URL": prefect_api},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in range(3)]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+    for k, (run, output) in enumerate(zip(runs, outputs)):
+        assert run.returncode == 0, output[-3000:]
+        corpus = pd.read_parquet(tmp_path / f"out{k}" / "corpus" / "train.parquet")
+        assert sorted(corpus["id"]) == sorted(r["id"] for r in rows)
+        for frames, audio in zip(corpus["frames"], corpus["audio"]):
+            assert all((tmp_path / f"out{k}" / f).stat().st_size > 0 for f in frames)
+            assert (tmp_path / f"out{k}" / audio).stat().st_size > 0
