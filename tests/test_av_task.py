@@ -26,3 +26,16 @@ def test_manifest_row_shape():
     row = make_items(1)[0].manifest_row("videos/av00000.mp4")
     assert set(row) == {"id", "video", "question", "choices", "answer", "question_type"}
     assert row["choices"][ord(row["answer"]) - 65].startswith("a ")
+
+
+def test_write_av_dataset_renders_clips_and_splits(tmp_path):
+    import json
+
+    from media.synthetic import write_av_dataset
+
+    paths = write_av_dataset(tmp_path, n=6, seed=1, seconds=1.0, test_fraction=0.5)
+    rows = {s: [json.loads(l) for l in p.read_text().splitlines()] for s, p in paths.items()}
+    assert sum(len(r) for r in rows.values()) == 6
+    for split_rows in rows.values():
+        for row in split_rows:
+            assert (tmp_path / row["video"]).stat().st_size > 0
