@@ -67,14 +67,14 @@ def render_card(row: dict[str, Any], outdir: Path) -> str:
     verdict = status if status == "kept" else f'rejected at {e(row.get("stage"))}: {e(row.get("reason"))}'
     return (f'<article class="card {e(status)}" data-stage="{e(row.get("stage"))}">'
             f'<h3>{e(row.get("id"))} <small>{e(row.get("split"))}</small> <span class="verdict">{verdict}</span></h3>'
-            f'<div class="frames">{imgs}</div>{audio}<p class="q">{e(row.get("question"))}</p><ol>{choices}</ol>'
+            f'<div class="frames">{imgs}</div>{audio}<p class="q">{e(row.get("question"))}</p><ul class="choices">{choices}</ul>'
             f'{traces}{merged}</article>')
 
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>
 body{{font-family:sans-serif;margin:1em;background:#fafafa}} .card{{background:#fff;border:1px solid #ccc;margin:1em 0;padding:.8em}}
 .card.rejected{{border-left:6px solid #c33}} .card.kept{{border-left:6px solid #3a3}} .frames img{{width:120px;margin:2px}}
-pre{{white-space:pre-wrap;background:#f3f3f3;padding:.5em}} li.answer{{font-weight:bold}} .missing{{color:#c33}}
+pre{{white-space:pre-wrap;background:#f3f3f3;padding:.5em}} li.answer{{font-weight:bold}} ul.choices{{list-style:none}} .missing{{color:#c33}}
 </style></head><body><h1>{title}</h1><p>{summary}</p>
 <label>stage <select id="stage"><option value="">all</option>{options}</select></label>
 <button id="prev">previous</button> <span id="page"></span> <button id="next">next</button>

@@ -44,3 +44,26 @@ def test_cli_writes_page_and_refuses_empty_folder(synthetic_data, tmp_path, caps
         assert "no corpus" in str(err)
     else:
         raise AssertionError("expected SystemExit")
+
+
+def test_page_renders_in_headless_chromium(synthetic_data, tmp_path):
+    """A real browser loads the page and draws a card's frames and trace (screenshot is non-blank)."""
+    import shutil
+    import subprocess
+
+    import pytest
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (make install installs it)")
+    out = _corpus_with_rejection(synthetic_data, tmp_path)
+    main([str(out), "--per-page", "1"])
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (out / "view.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "page 1 / 4 (4 samples)" in dom  # the script ran and paginated
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1000,700", (out / "view.html").as_uri()], capture_output=True, timeout=120)
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # frames drawn, not a blank page
