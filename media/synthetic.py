@@ -8,6 +8,8 @@
   ``question_type``), with video paths relative to the manifest;
 * ``avqa.json``: the same questions in AVQA's annotation format (``video_name`` without extension,
   ``multi_choice``, ``answer`` as a 0-based index), to use with ``--video-dir videos``;
+* with ``--task av``: the demo's colour x pitch task (``media.av_task``) in ``manifest_train.jsonl``
+  and ``manifest_test.jsonl`` instead of the files above;
 * with ``--odd``: ``odd/`` clips that are valid but unusual (VP9/Opus webm, 48 kHz stereo, portrait,
   3 s) or broken (no audio track, no video stream, corrupt bytes, a missing file), listed in
   ``odd_manifest.jsonl`` with the expected outcome in ``expect`` (``ok`` or the media error).
@@ -143,6 +145,26 @@ def write_dataset(out: Path, n: int = 12, seed: int = 0, odd: bool = False) -> P
     return out / "manifest.jsonl"
 
 
+def write_av_dataset(out: Path, n: int = 40, seed: int = 0, seconds: float = 3.0,
+                     test_fraction: float = 0.25) -> dict[str, Path]:
+    """Render the demo's AV task (``media.av_task``): clips plus ``manifest_train/test.jsonl``.
+
+    Each clip is a coloured screen with a pure tone; the answer needs both. Returns split -> manifest.
+    """
+    from media.av_task import make_items
+
+    out = Path(out)
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    for item in make_items(n, seed, test_fraction):
+        spec = ClipSpec(name=item.id, seconds=seconds, colour=item.colour, sound="tone", pitch=item.pitch)
+        video = write_clip(spec, out / "videos" / f"{item.id}.mp4")
+        rows[item.split].append(item.manifest_row(str(video.relative_to(out))))
+    paths = {split: out / f"manifest_{split}.jsonl" for split in rows}
+    for split, path in paths.items():
+        _write_jsonl(path, rows[split])
+    return paths
+
+
 def write_odd_clips(out: Path) -> Path:
     """Valid-but-unusual and broken clips with the outcome the pipeline should reach."""
     odd = out / "odd"
@@ -177,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=12, help="number of regular clips")
     parser.add_argument("--seed", type=int, default=0, help="seed for colours, pitches and choice order")
     parser.add_argument("--odd", action="store_true", help="also write odd and broken clips under odd/")
+    parser.add_argument("--task", choices=["mixed", "av"], default="mixed",
+                        help="mixed: the test clips above; av: the demo's colour x pitch task with train/test splits")
     args = parser.parse_args(argv)
+    if args.task == "av":
+        paths = write_av_dataset(args.out, args.n, args.seed)
+        print(f"wrote {args.n} clips and " + ", ".join(str(p) for p in paths.values()))
+        return
     manifest = write_dataset(args.out, args.n, args.seed, args.odd)
     print(f"wrote {args.n} clips and {manifest}")
 
