@@ -36,7 +36,7 @@ from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from
 from flows.card import dataset_card
 from flows.config import BuildConfig, load_config
 from flows.execution import admitted_shards, stop_marker
-from flows.manifest import Sample, load_manifest
+from flows.manifest import ManifestError, ManifestReading, Sample, checked_reading
 from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background, corpus_ids
 from flows.shards import read_shard, run_shard, shard_samples
 from flows.stats import compute_stats, plot_stats, summary_text, token_counter
@@ -56,18 +56,23 @@ def _on_sample(outdir: str):
 
 
 @lru_cache(maxsize=4)
-def _samples(manifest: str, mtime_ns: int, video_dir: str | None, limit: int | None, split: str,
-             skip_invalid: bool) -> tuple[Sample, ...]:
-    """The manifest's samples, read once per process (every shard task of a process shares them)."""
-    kwargs = {"skip_invalid": True} if skip_invalid else {}
-    return tuple(load_manifest(manifest, video_dir, limit, split, **kwargs))
+def _reading(manifest: str, mtime_ns: int, video_dir: str | None, limit: int | None, split: str,
+             skip_invalid: bool) -> ManifestReading:
+    """The manifest, read and checked once per process (every shard task of a process shares it)."""
+    return checked_reading(manifest, video_dir, limit, split, skip_invalid)
+
+
+def read_checked(manifest: str, video_dir: str | None, limit: int | None, split: str,
+                 skip_invalid: bool = False) -> ManifestReading:
+    """The manifest's valid samples and (with ``skip_invalid``) its invalid rows; raises ManifestError."""
+    path = Path(manifest)
+    mtime = path.stat().st_mtime_ns if path.exists() else 0
+    return _reading(str(path), mtime, video_dir, limit, split, skip_invalid)
 
 
 def read_samples(manifest: str, video_dir: str | None, limit: int | None, split: str,
                  skip_invalid: bool = False) -> list[Sample]:
-    path = Path(manifest)
-    mtime = path.stat().st_mtime_ns if path.exists() else 0
-    return list(_samples(str(path), mtime, video_dir, limit, split, skip_invalid))
+    return list(read_checked(manifest, video_dir, limit, split, skip_invalid).samples)
 
 
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -141,7 +146,8 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         if cfg.cache_dir is None:
             cfg = cfg.model_copy(update={"cache_dir": outdir / "cache"})
         cleaner = clean_temp_in_background(outdir, cfg.cache_dir)
-        samples = read_samples(str(Path(manifest).resolve()), video_dir, limit, cfg.split, skip_invalid)
+        reading = read_checked(str(Path(manifest).resolve()), video_dir, limit, cfg.split, skip_invalid)
+        samples = list(reading.samples)
         dropping = check_no_drop(outdir, {s.id for s in samples}, replace)
         stop_marker(outdir).unlink(missing_ok=True)
         n_shards = len(shard_samples(samples, cfg.shard_size))
@@ -151,6 +157,9 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
               f"vision={cfg.vision_teacher.model} audio={cfg.audio_teacher.model} "
               f"merger={cfg.merger.model if cfg.merger_kind == 'llm' else 'concat'} filter={cfg.filter}"
               + (f"; replacing a corpus with {dropping} row(s) this manifest does not cover" if dropping else ""))
+        if reading.invalid:
+            listed = str(ManifestError.from_rows(Path(manifest), reading.invalid, len(samples) + len(reading.invalid)))
+            print(f"build-avrt: --skip-invalid: {listed}\n  (recorded in rejected/ with stage 'manifest')")
         atomic_write_bytes(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
 
         bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
@@ -167,6 +176,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         rows = [row for s in summaries for row in read_shard(Path(s["path"]))]
         wanted = {s.id for s in samples}
         rows = list({r["id"]: r for r in rows if r["id"] in wanted}.values())
+        rows += [invalid.rejected_row() for invalid in reading.invalid]  # --skip-invalid: stage "manifest"
         held = corpus_ids(outdir) & {p["id"] for p in pending}  # kept rows this run could not re-decide
         if not held:
             assemble(outdir, rows)
@@ -248,8 +258,6 @@ def _preflight(args) -> str | None:
     """Refusals a user should read before any work starts (the flow checks again under its lock)."""
     from pydantic import ValidationError
 
-    from flows.manifest import ManifestError
-
     try:
         cfg = load_config(args.config, overrides_from_args(args))
         samples = read_samples(str(Path(args.manifest).resolve()), args.video_dir, args.limit, cfg.split,
@@ -265,16 +273,16 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_prefect_env()
     args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
+    refusal = _preflight(args)  # before the lock: a refused run writes nothing into --out
+    if refusal:
+        print(f"build-avrt: refused: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
     try:
         lock = OutdirLock(Path(args.out)).acquire()  # held through the flow (which takes it again)
     except OutdirBusy as err:
         print(f"build-avrt: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     try:
-        refusal = _preflight(args)
-        if refusal:
-            print(f"build-avrt: refused: {refusal}", file=sys.stderr)
-            return EXIT_REFUSED
         server = globals().get("_PREFECT_SERVER")
         if server is not None:
             from flows.build_args import wait_for_prefect_server

@@ -58,7 +58,7 @@ class InvalidRow:
     def rejected_row(self) -> dict[str, Any]:
         """The row recorded in ``rejected/`` with ``--skip-invalid`` (ids made unique per line)."""
         return {"id": f"{self.id or ''}@{self.where.replace(' ', '')}", "split": self.split, "status": "rejected",
-                "stage": "manifest", "reason": f"{self.where}: {self.reason}"}
+                "stage": "manifest", "reason": f"{self.reason} ({self.where})"}
 
 
 @dataclass(frozen=True)
@@ -121,15 +121,21 @@ def read_manifest(path: str | Path, video_dir: str | Path | None = None, limit: 
 
 def load_manifest(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
                   split: str = "train", skip_invalid: bool = False) -> list[Sample]:
-    """The valid samples; a manifest with invalid rows is refused (all of them listed) unless
-    ``skip_invalid``; one with no valid sample is always refused."""
+    """The valid samples; see :func:`checked_reading` for what is refused."""
+    return checked_reading(path, video_dir, limit, split, skip_invalid).samples
+
+
+def checked_reading(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
+                    split: str = "train", skip_invalid: bool = False) -> ManifestReading:
+    """:func:`read_manifest`, refused (every invalid row listed) when a row is invalid, unless
+    ``skip_invalid``; a manifest with no valid sample is always refused."""
     reading = read_manifest(path, video_dir, limit, split)
     total = len(reading.samples) + len(reading.invalid)
     if reading.invalid and not skip_invalid:
         raise ManifestError.from_rows(Path(path), reading.invalid, total)
     if not reading.samples:
         raise ManifestError(f"{path}: none of its {total} rows is a valid sample")
-    return reading.samples
+    return reading
 
 
 # ----------------------------------------------------------------------------- file formats

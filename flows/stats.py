@@ -12,7 +12,7 @@ from typing import Any
 from filters.format import check_format
 from media.files import atomic_write_bytes
 
-STAGES = ("media", "vision_teacher", "audio_teacher", "filter", "merger")
+STAGES = ("manifest", "media", "vision_teacher", "audio_teacher", "filter", "merger")
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -43,6 +43,7 @@ def compute_stats(rows: list[dict[str, Any]], count_tokens: Callable[[str], int]
     """Pure statistics over all rows (kept and rejected) of a run."""
     count = count_tokens or (lambda text: len(text.split()))
     kept = [r for r in rows if r["status"] == "kept"]
+    samples = [r for r in rows if r["stage"] != "manifest"]  # invalid manifest rows have no answer or type
     splits = sorted({r["split"] for r in rows})
     per_split = {}
     for split in splits:
@@ -88,9 +89,9 @@ def compute_stats(rows: list[dict[str, Any]], count_tokens: Callable[[str], int]
         "think_length": mean_std(think_lengths),
         "answer_length": mean_std(answers),
         "per_split_kept": per_split_kept,
-        "answer_letters": {"input": dict(sorted(Counter(r["answer"] for r in rows).items())),
+        "answer_letters": {"input": dict(sorted(Counter(r["answer"] for r in samples).items())),
                            "kept": dict(sorted(Counter(r["answer"] for r in kept).items()))},
-        "question_types": {"input": dict(Counter(r["question_type"] for r in rows).most_common()),
+        "question_types": {"input": dict(Counter(r["question_type"] for r in samples).most_common()),
                            "kept": dict(Counter(r["question_type"] for r in kept).most_common())},
         "resolutions": dict(Counter(r.get("resolution") for r in kept if r.get("resolution")).most_common(5)),
         "merger_kinds": dict(Counter(r.get("merger_kind") for r in kept)),

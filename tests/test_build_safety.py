@@ -193,7 +193,8 @@ def test_second_run_on_one_out_is_refused_and_a_dead_owner_does_not_block(synthe
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        refused = _cli(["--manifest", str(manifest), "--out", str(out), "--config", str(tmp_path / "missing.yaml")])
+        config = write_config(tmp_path / "c.yaml", f"http://127.0.0.1:{free_port()}/v1")
+        refused = _cli(["--manifest", str(manifest), "--out", str(out), "--config", str(config)])
         assert refused.returncode == 2
         assert f"in use by another build-avrt run (pid {holder.pid}" in refused.stderr
     finally:
@@ -204,6 +205,57 @@ def test_second_run_on_one_out_is_refused_and_a_dead_owner_does_not_block(synthe
 
     with OutdirLock(out):
         pass
+
+
+def _with_bad_rows(manifest: Path, rows: list[dict]) -> list[str]:
+    """Append one row of each kind of problem to ``manifest``; returns what the refusal must say of each."""
+    good = rows[0]
+    bad = [('{"id": "j1", "video": ', "line {n}: invalid JSON"),
+           (json.dumps({**good, "id": "r1", "answer": "F"}), "line {n} (id 'r1'): answer 'F' is not one of the options"),
+           (json.dumps({k: v for k, v in good.items() if k != "choices"} | {"id": "m1"}), "line {n} (id 'm1'): missing field 'choices'"),
+           (json.dumps({**good, "question": "Q0: again"}), "line {n} (id 's0'): duplicate id 's0' (first at line 1)")]
+    with manifest.open("a") as handle:
+        handle.write("".join(line + "\n" for line, _ in bad))
+    return [said.format(n=len(rows) + 1 + i) for i, (_, said) in enumerate(bad)]
+
+
+def test_invalid_manifest_rows_are_all_listed_before_anything_runs(synthetic_data, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 3)
+    expected = _with_bad_rows(manifest, rows)
+    out = tmp_path / "out"
+    with ScriptedServer() as server:
+        config = write_config(tmp_path / "c.yaml", server.url)
+        refused = _cli(["--manifest", str(manifest), "--out", str(out), "--config", str(config)])
+        assert server.requests == []  # no server contacted
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "4 of 7 rows are invalid" in refused.stderr and "Traceback" not in refused.stderr
+    for said in expected:
+        assert said in refused.stderr, said
+    assert not out.exists()  # nothing written to --out
+
+
+def test_skip_invalid_records_bad_rows_at_the_manifest_stage(synthetic_data, prefect_api, tmp_path):
+    manifest, rows = _manifest(synthetic_data, tmp_path, 3)
+    _with_bad_rows(manifest, rows)
+    out = tmp_path / "out"
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+        config = write_config(tmp_path / "c.yaml", server.url)
+        result = _cli(["--manifest", str(manifest), "--out", str(out), "--config", str(config), "--skip-invalid"],
+                      {"PREFECT_API_URL": prefect_api})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    decisions = _decisions(out)
+    assert {i for i, d in decisions.items() if d == ("kept", "kept")} == {"s0", "s1", "s2"}
+    assert sorted(i for i, d in decisions.items() if d == ("rejected", "manifest")) == [
+        "@line4", "m1@line6", "r1@line5", "s0@line7"]
+    rejected = pd.read_parquet(out / "rejected" / "train.parquet").set_index("id")
+    assert rejected.loc["r1@line5", "reason"].startswith("answer 'F' is not one of the options")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["samples_in"] == 7 and stats["dropped_by_stage"] == {"manifest": 4}
+    assert stats["funnel"]["after_manifest"] == 3 and stats["samples_kept"] == 3
+    from flows.view import load_rows, render_page
+
+    assert render_page(load_rows(out), out).count("rejected at manifest: ") == 4
 
 
 def test_a_manifest_that_would_drop_kept_rows_needs_replace(synthetic_data, prefect_api, tmp_path):

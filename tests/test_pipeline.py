@@ -156,7 +156,7 @@ def test_odd_and_broken_media(synthetic_data, scripted_server, tmp_path):
 
 
 def test_stage_names_are_documented():
-    assert STAGES == ("media", "vision_teacher", "audio_teacher", "filter", "merger")
+    assert STAGES == ("manifest", "media", "vision_teacher", "audio_teacher", "filter", "merger")
 
 
 def test_image_and_audio_rows(scripted_server, tmp_path):

@@ -65,3 +65,23 @@ def test_build_avrt_through_transformers_serve(transformers_server, tiny_models,
     assert set(rejected["stage"]) == {"merger"}
     assert all(isinstance(t, str) for t in rejected["vision_raw"])
     assert json.loads((out / "stats.json").read_text())["token_unit"].startswith("tokens")
+
+
+def test_check_sends_one_sample_to_each_real_endpoint(transformers_server, tiny_models, synthetic_data, tmp_path, capsys):
+    import yaml
+
+    from flows.check import EXIT_OK, main
+
+    def endpoint(model, prompt):
+        return {"model": str(model), "base_url": transformers_server, "prompt": prompt, "temperature": 0.0,
+                "max_tokens": 16, "timeout_s": 120, "retries": 0}
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"vision_teacher": endpoint(tiny_models["omni"], "vision_teacher"),
+                                      "audio_teacher": endpoint(tiny_models["omni"], "audio_teacher"),
+                                      "merger": endpoint(tiny_models["text"], "merger"), "media": {"max_side": 160}}))
+    assert main(["--config", str(config), "--manifest", str(synthetic_data / "manifest.jsonl")]) == EXIT_OK
+    lines = [line for line in capsys.readouterr().out.splitlines() if transformers_server in line]
+    # Random tiny models answer through the real server: each role gets a line, none failed.
+    assert [line.split()[1] for line in lines] == ["vision", "audio", "merger"]
+    assert all(line.split()[0] in ("ok", "WARN") for line in lines)
