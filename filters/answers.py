@@ -273,11 +273,6 @@ def _read_statements(final: str, choices: Sequence[str] | None, valid: str) -> t
     return weak if weak is not None else (-1, None)
 
 
-def parse_choice(text: str | None, choices: Sequence[str] | None = None, num_choices: int | None = None) -> str | None:
-    """The chosen letter or None (see ``parse_answer`` for the reason)."""
-    return parse_answer(text, choices, num_choices).letter
-
-
 # -- helpers -------------------------------------------------------------------------------------
 
 

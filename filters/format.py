@@ -95,8 +95,3 @@ def check_format(text: str, num_choices: int = 4) -> FormatCheck:
         if all(tag in body for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)):
             problems.append("tags out of order (expected <think>…</think> then <answer>…</answer>)")
     return FormatCheck(not problems, problems, think, letter)
-
-
-def is_well_formed(text: str, num_choices: int = 4) -> bool:
-    """True when ``text`` is exactly ``<think>…</think><answer>X</answer>`` (see module doc)."""
-    return check_format(text, num_choices).ok

@@ -25,7 +25,7 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     use: str | None = Field(None, description="registry entry supplying the defaults below")
-    role: Literal["vision", "audio", "merger"] | None = None
+    role: Literal["vision", "audio", "merger"] | None = Field(None, description="the role a registry entry is made for (checked)")
     model: str = Field(..., description="model name as the server knows it")
     base_url: list[str] = Field(..., description="one URL or a list of replicas of the same model")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
@@ -101,10 +101,17 @@ class BuildConfig(BaseModel):
             elif isinstance(entry, dict):
                 paper = lookup(PAPER_ROLES[role.split("_")[0]], extra)
                 entry = {**{k: paper[k] for k in ROLE_DEFAULT_FIELDS if k in paper}, **entry}
-            if isinstance(entry, dict):
-                entry.setdefault("role", role.split("_")[0])
             data[role] = entry
         return data
+
+    @model_validator(mode="after")
+    def _roles_match(self) -> "BuildConfig":
+        """A registry entry made for one role cannot fill another (e.g. an audio model as vision teacher)."""
+        for section, role in (("vision_teacher", "vision"), ("audio_teacher", "audio"), ("merger", "merger")):
+            ep = getattr(self, section)
+            if ep.role is not None and ep.role != role:
+                raise ValueError(f"{section} uses {ep.use!r}, a registry entry for the {ep.role} role")
+        return self
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

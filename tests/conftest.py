@@ -94,3 +94,14 @@ def transformers_server(tiny_models, tmp_path_factory):
             process.kill()
             process.wait()
         log.close()
+
+
+def prompt_lengths(batch) -> list[int]:
+    """Number of prompt tokens per row of a training batch (labels masked from the left)."""
+    from training.student import IGNORE_INDEX
+
+    lengths = []
+    for labels, mask in zip(batch["labels"], batch["attention_mask"]):
+        target = (labels != IGNORE_INDEX).nonzero()
+        lengths.append(int(target[0]) if len(target) else int(mask.sum()))
+    return lengths

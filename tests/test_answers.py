@@ -14,7 +14,6 @@ from filters.answers import (
     format_choices,
     option_letters,
     parse_answer,
-    parse_choice,
     split_thinking,
 )
 
@@ -378,7 +377,6 @@ def test_reads_the_answer(text, choices, letter):
     parsed = parse_answer(text, choices)
     assert parsed.letter == letter, parsed
     assert parsed.ok and parsed.reason  # says where it was read
-    assert parse_choice(text, choices) == letter
 
 
 @pytest.mark.parametrize(("text", "choices", "why"), NOT_FOUND, ids=_ids(NOT_FOUND))

@@ -210,10 +210,17 @@ def test_every_benchmark_format_runs_on_the_tiny_student(student, synthetic_data
         assert len(rows) == len(items) * len(settings), name
         assert all(r["error"] is None and isinstance(r["output"], str) for r in rows), (name, rows)
     assert {r["gold"] for r in read_predictions(tmp_path / "out" / "omni" / PREDICTIONS)} == {"C"}
-    mmar_rows = read_predictions(tmp_path / "out" / "mmar" / PREDICTIONS)
-    for row in mmar_rows:  # token-set rule: a parsed letter is compared as its option text
-        if row["letter"]:
-            assert row["prediction"] == ["low pitch", "high pitch"]["AB".index(row["letter"])]
+    # token-set rule, with known outputs: a chosen letter is compared as its option text, and an
+    # answer written as text is matched by its tokens
+    class Scripted:
+        new_tokens: list[int] = []
+
+        def generate(self, samples):
+            return ["<think>high</think><answer>B</answer>", "<think>x</think><answer>the high pitch</answer>"][:len(samples)]
+
+    rows = evaluate(mmar, Scripted(), ["a"], tmp_path / "out" / "mmar-scripted", "token_set", batch_size=2)
+    assert [(r["letter"], r["prediction"], r["correct_official"]) for r in rows] == [
+        ("B", "high pitch", True), ("B", "high pitch", True)], rows
 
 
 # ---------------------------------------------------------------- the CLI
@@ -233,8 +240,10 @@ def test_cli_writes_predictions_and_report_and_resumes(tiny_models, synthetic_da
     assert json.loads((out / "report.json").read_text()) == report
     assert report["decoding"] == {"strategy": "greedy", "max_new_tokens": 6, "batch_size": 2}
     assert report["n_items"] == 3 and list(report["settings"]) == ["av", "a", "v"]
-    for summary in report["settings"].values():
-        assert summary["n"] == 3 and 0 <= summary["accuracy"] <= 1
+    for setting, summary in report["settings"].items():
+        assert summary["n"] == 3
+        assert summary["accuracy"] == sum(r["correct"] for r in read_predictions(out / PREDICTIONS)
+                                          if r["modality"] == setting) / 3
         assert summary["parse_failure_rate"] is not None and summary["per_category"]
         assert summary["per_difficulty"]["easy"]["n"] == 1 and summary["per_difficulty"]["medium"]["n"] == 2
     assert report["prompt"]["name"] == "student" and len(report["prompt"]["sha256"]) == 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from filters.format import FormatCheck, check_format, is_well_formed
+from filters.format import FormatCheck, check_format
 
 GOOD = [
     ("<think>The dog barks.</think><answer>C</answer>", "C"),
@@ -20,7 +20,6 @@ def test_well_formed(text, letter):
     check = check_format(text)
     assert check == FormatCheck(True, [], check.think, letter)
     assert check.think and check.think == check.think.strip()
-    assert is_well_formed(text)
 
 
 BAD = [
@@ -56,7 +55,6 @@ def test_malformed_says_why(text, problem):
     check = check_format(text)
     assert not check.ok
     assert problem in check.problems, check.problems
-    assert not is_well_formed(text)
 
 
 def test_num_choices_widens_and_narrows_the_letters():

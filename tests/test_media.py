@@ -25,13 +25,16 @@ def test_synthetic_clips_decode_and_have_audio(synthetic_data):
 
 
 def test_colour_is_visible_in_frames(synthetic_data):
-    row = json.loads((synthetic_data / "manifest.jsonl").read_text().splitlines()[0])
-    frames, _ = extract_frames(synthetic_data / row["video"])
-    gold = row["choices"]["ABCD".index(row["answer"])]
-    corner = frames[:, :20, :20].reshape(-1, 3).mean(axis=0)
-    expected = {"red": 0, "green": 1, "blue": 2}
-    if gold in expected:
-        assert int(np.argmax(corner)) == expected[gold]
+    from media.synthetic import make_specs
+
+    rgb = {"red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}  # ffmpeg's names
+    specs = make_specs(6, seed=0)  # the fixture's clips
+    assert len({s.colour for s in specs}) > 1
+    for spec in specs:
+        frames, _ = extract_frames(synthetic_data / "videos" / f"{spec.name}.mp4")
+        corner = frames[:, :20, :20].reshape(-1, 3).mean(axis=0)
+        nearest = min(rgb, key=lambda name: float(np.sum((corner - np.array(rgb[name])) ** 2)))
+        assert nearest == spec.colour, (spec.name, corner)
 
 
 def test_downscale_keeps_aspect(synthetic_data):

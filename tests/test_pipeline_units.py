@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from flows.cache import Cache, cache_key
 from flows.config import load_config
@@ -62,6 +63,8 @@ def test_config_registry_defaults_overrides_and_teacher_swap(tmp_path):
     assert changed.vision_teacher.base_url == ["http://a/v1", "http://b/v1"] and changed.vision_teacher.api_key_env == "MY_KEY"
     with pytest.raises(KeyError, match="unknown teacher"):
         load_config(path, {"audio_teacher": "no-such-teacher"})
+    with pytest.raises(ValidationError, match="vision_teacher uses 'audio-flamingo-3-think', a registry entry for the audio role"):
+        load_config(path, {"vision_teacher": "audio-flamingo-3-think"})
 
 
 def test_cache_keys_depend_on_exactly_what_determines_the_answer(tmp_path):
@@ -92,6 +95,6 @@ def test_model_and_base_url_take_the_role_paper_defaults():
     config = load_config("configs/build/minimal.yaml")
     for role, section in (("vision", config.vision_teacher), ("audio", config.audio_teacher), ("merger", config.merger)):
         paper = lookup({"vision": "kimi-vl-a3b-thinking", "audio": "audio-flamingo-3-think", "merger": "qwen2.5-14b-instruct"}[role])
-        assert section.prompt == paper["prompt"] and section.role == role
+        assert section.prompt == paper["prompt"] and section.role is None  # no registry entry named
         assert (section.temperature, section.top_p, section.max_tokens) == (paper["temperature"], paper["top_p"], paper["max_tokens"])
         assert section.question_suffix == "" and section.extra_body == {}  # model-specific settings are not defaults

@@ -10,7 +10,6 @@ from training.rewards import (
     format_reward,
     length_reward,
     make_length_reward,
-    total_reward,
 )
 
 CHOICES = ["a red screen", "a blue screen", "a green screen", "a yellow screen"]
@@ -33,7 +32,6 @@ CHOICES = ["a red screen", "a blue screen", "a green screen", "a yellow screen"]
 def test_format_and_accuracy(text, fmt, acc):
     assert format_reward([None], [text], choices=[CHOICES]) == [fmt]
     assert accuracy_reward([None], [text], answer=["A"], choices=[CHOICES]) == [acc]
-    assert total_reward(text, "A", CHOICES) == fmt + acc
 
 
 def test_chat_turn_completions_and_batches():

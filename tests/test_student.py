@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import prompt_lengths
 from training.student import (
     IGNORE_INDEX,
     StudentSample,
     build_inputs,
     generation_suppress_tokens,
     load_corpus_sample,
-    prompt_lengths,
     student_messages,
     student_prompt,
 )

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from tests.corpus_fixture import write_corpus
@@ -37,11 +38,11 @@ def test_config_overrides_are_typed_and_checked(tmp_path):
     paper = load_config(ROOT / "configs" / "train" / "avrt.yaml")
     assert (paper.sft.learning_rate, paper.sft.warmup_steps, paper.sft.weight_decay) == (2e-6, 100, 0.01)
     assert (paper.grpo.num_generations, paper.grpo.epsilon, paper.grpo.beta, paper.grpo.temperature) == (4, 0.2, 0.01, 1.0)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="grpo.nonsense"):
         load_config(TINY, ["grpo.nonsense=1"])
     assert load_config(TINY, ["gradient_checkpointing=true"]).activation_checkpointing is True, "old name accepted"
     assert (paper.av_layout, paper.encoder_cache, paper.activation_checkpointing) == ("aligned", True, None)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="av_layout"):
         load_config(TINY, ["av_layout=interleaved"])
 
 
@@ -178,7 +179,8 @@ def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_model
     from training.evaluate import Decoding, HFGenerator
     from training.runtime import MediaLoader, load_corpus
     from training.sft import SFTCollator
-    from training.student import MEDIA_KEYS, load_corpus_sample, prompt_lengths
+    from tests.conftest import prompt_lengths
+    from training.student import MEDIA_KEYS, load_corpus_sample
 
     trainer = grpo_trainer
     processor = trainer.processing_class

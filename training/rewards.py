@@ -82,9 +82,3 @@ def make_length_reward(min_words: int = 100, max_words: int = 200, sigma: float 
     func = partial(length_reward, min_words=min_words, max_words=max_words, sigma=sigma)
     func.__name__ = "length_reward"  # type: ignore[attr-defined]
     return func
-
-
-def total_reward(completion: str, gold: str, choices: Sequence[str] | None = None) -> float:
-    """The paper's reward for one completion: ``R_format + R_acc`` (for reports and tests)."""
-    kwargs = {"answer": [gold], "choices": [choices]}
-    return format_reward([None], [completion], **kwargs)[0] + accuracy_reward([None], [completion], **kwargs)[0]

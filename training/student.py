@@ -57,8 +57,11 @@ from transformers import BatchFeature
 from filters.answers import format_choices
 from media import AUDIO_SECONDS, SAMPLE_RATE, load_audio, load_frames
 from prompts import load_prompt
-from training.tiny_models import MULTIMODAL_TOKENS  # the multimodal specials, named as in Qwen2.5-Omni
 
+# Qwen2.5-Omni's multimodal special tokens: a student must never sample them (TRL only suppresses
+# the image token).
+MULTIMODAL_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+                     "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
 PROMPT_NAME = "student"
 IGNORE_INDEX = -100
 VIDEO_MAX_PIXELS = 256 * 28 * 28  # per frame: 1280x720 -> 588x336 -> 252 tokens per 2 frames
@@ -296,15 +299,6 @@ def with_end_of_turn(completion: str, tokenizer) -> str:
     """The completion closed by the end-of-turn token, so the student learns to stop."""
     eos = tokenizer.eos_token or "<|im_end|>"
     return completion if completion.endswith(eos) else completion + eos
-
-
-def prompt_lengths(batch: BatchFeature) -> list[int]:
-    """Number of prompt tokens per row of a training batch (labels masked from the left)."""
-    lengths = []
-    for labels, mask in zip(batch["labels"], batch["attention_mask"]):
-        target = (labels != IGNORE_INDEX).nonzero()
-        lengths.append(int(target[0]) if len(target) else int(mask.sum()))
-    return lengths
 
 
 def load_corpus_sample(row: dict, root: str | Path, vision: bool = True, audio: bool = True) -> StudentSample:

@@ -23,13 +23,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_bos|>", "<|vision_eos|>",
-    "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>",
-]
-# Multimodal tokens a student must never sample (TRL only suppresses the image token).
-MULTIMODAL_TOKENS = SPECIAL_TOKENS[3:]
+from training.student import MULTIMODAL_TOKENS
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *MULTIMODAL_TOKENS]
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
