@@ -1,4 +1,4 @@
-"""``teachers.prepare_af3_think`` on a tiny random Audio Flamingo 3 with a tiny think adapter.
+"""``serving.prepare_af3_think`` on a tiny random Audio Flamingo 3 with a tiny think adapter.
 
 The reference is what AF3's model card does at run time: base model, ``load_state_dict`` of the
 non-LoRA tensors, then PEFT's LoRA on top. The merged checkpoint must give the same logits.
@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from teachers.prepare_af3_think import MergeError, canonical_key, main, merge
+from serving.prepare_af3_think import MergeError, canonical_key, main, merge
 
 # Language-model attention and MLP projections only (the audio tower has q/k/v projections too).
 LORA_TARGETS = r"model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"

@@ -1,5 +1,5 @@
 """The teacher serving kit: configs/teachers/paper.yaml, the registry's entries, and the vLLM
-launcher (``teachers.serve``): its dry run (arguments per model, ports, GPUs, replicas) and, with a
+launcher (``serving.launch``): its dry run (arguments per model, ports, GPUs, replicas) and, with a
 fake ``vllm`` executable, the real start / health wait / config lines / shutdown path.
 """
 
@@ -20,13 +20,13 @@ import yaml
 
 from flows.config import load_config
 from prompts import load_prompt, prompt_path
-from teachers import serve
+from serving import launch
 from teachers.registry import builtin_registry
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs/teachers/paper.yaml"
-PROFILES = serve.load_profiles(serve.DEFAULT_PROFILES)
+PROFILES = launch.load_profiles(launch.DEFAULT_PROFILES)
 SAMPLING_FIELDS = ("model", "prompt", "temperature", "top_p", "max_tokens", "extra_body")
 
 
@@ -44,7 +44,7 @@ def test_paper_config_is_a_valid_build_config():
             assert getattr(endpoint, name) == entry.get(name, {} if name == "extra_body" else None), name
     # base_url = the launcher's default ports, one replica each
     urls = [config.vision_teacher.base_url, config.audio_teacher.base_url, config.merger.base_url]
-    assert urls == [[f"http://127.0.0.1:{serve.DEFAULT_PORTS[r]}/v1"] for r in serve.ROLES]
+    assert urls == [[f"http://127.0.0.1:{launch.DEFAULT_PORTS[r]}/v1"] for r in launch.ROLES]
 
 
 @pytest.mark.parametrize("name", sorted(builtin_registry()))
@@ -54,9 +54,9 @@ def test_every_registry_entry_is_usable_and_servable(name, tmp_path):
     data = {"vision_teacher": {"use": "kimi-vl-a3b-thinking", "base_url": "http://h:1/v1"},
             "audio_teacher": {"use": "audio-flamingo-3-think", "base_url": "http://h:2/v1"},
             "merger": {"use": "qwen2.5-14b-instruct", "base_url": "http://h:3/v1"}}
-    data[serve.SECTION[role]] = {"use": name, "base_url": "http://h:9/v1"}
+    data[launch.SECTION[role]] = {"use": name, "base_url": "http://h:9/v1"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
-    endpoint = getattr(load_config(tmp_path / "config.yaml"), serve.SECTION[role])
+    endpoint = getattr(load_config(tmp_path / "config.yaml"), launch.SECTION[role])
     assert endpoint.model == entry["model"] and endpoint.source
     assert prompt_path(endpoint.prompt).parent == prompt_path("merger").parent  # a prompt file in prompts/
     assert load_prompt(endpoint.prompt).strip()
@@ -71,7 +71,7 @@ def test_every_registry_entry_is_usable_and_servable(name, tmp_path):
 
 
 def _dry_run(capsys, *args):
-    code = serve.main(["--dry-run", *args])
+    code = launch.main(["--dry-run", *args])
     out = capsys.readouterr().out
     commands = [shlex.split(line) for line in out.splitlines() if line.startswith("CUDA_VISIBLE_DEVICES=")]
     endpoints = yaml.safe_load(out.split("# build-avrt endpoints", 1)[1].split("\n", 1)[1].split("# or keep")[0]) \
@@ -150,7 +150,7 @@ def test_gpu_shortage_fails_unless_colocated(capsys):
 
 
 def test_explicit_sizes_override_the_profile(capsys, tmp_path):
-    profiles = yaml.safe_load(serve.DEFAULT_PROFILES.read_text())
+    profiles = yaml.safe_load(launch.DEFAULT_PROFILES.read_text())
     profiles["qwen2.5-14b-instruct"]["tensor_parallel_size"] = 2
     (tmp_path / "profiles.yaml").write_text(yaml.safe_dump(profiles))
     code, servers, _ = _dry_run(capsys, "--profiles", str(tmp_path / "profiles.yaml"), "--gpus", "0,1,2,3")
@@ -177,13 +177,13 @@ def test_roles_sharing_a_model_share_its_servers(tmp_path, capsys):
 
 
 def test_unknown_role_or_profile_is_refused(tmp_path, capsys):
-    assert serve.main(["--dry-run", "--replicas", "video=2"]) == 2
+    assert launch.main(["--dry-run", "--replicas", "video=2"]) == 2
     path = tmp_path / "custom.yaml"
     data = yaml.safe_load(PAPER.read_text())
     data["registry"] = {"my-teacher": {"role": "vision", "model": "me/mine", "prompt": "vision_teacher"}}
     data["vision_teacher"]["use"] = "my-teacher"
     path.write_text(yaml.safe_dump(data))
-    assert serve.main(["--dry-run", "--config", str(path), "--gpus", "0,1,2"]) == 2
+    assert launch.main(["--dry-run", "--config", str(path), "--gpus", "0,1,2"]) == 2
     assert "no vLLM profile" in capsys.readouterr().err
 
 
@@ -227,10 +227,10 @@ def fake_vllm(tmp_path):
 
 def _launch(fake_vllm, tmp_path, *extra, env=None):
     script, records = fake_vllm
-    ports = {role: free_port() for role in serve.ROLES}
+    ports = {role: free_port() for role in launch.ROLES}
     weights = tmp_path / "models" / "af3-think"  # --weights are checked before anything starts
     weights.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "teachers.serve", "--vllm-bin", str(script), "--gpus", "0,1,2,3",
+    argv = [sys.executable, "-m", "serving.launch", "--vllm-bin", str(script), "--gpus", "0,1,2,3",
             "--weights", f"audio={weights}",
             "--replicas", "vision=2", "--ports", ",".join(f"{r}={p}" for r, p in ports.items()),
             "--log-dir", str(tmp_path / "logs"), "--poll", "0.2", "--ready-timeout", "60", *extra]
@@ -297,12 +297,12 @@ def test_launcher_fails_fast_when_a_server_dies(fake_vllm, tmp_path):
     ("./models/af3", False, True), ("/abs/af3", False, True), ("~/af3", False, True), ("a/b/c", False, True),
 ])
 def test_weights_path_rule(weights, named, local):
-    assert serve.is_local_path(weights, named) is local
+    assert launch.is_local_path(weights, named) is local
 
 
 def test_missing_weights_named_with_one_slash_are_refused_before_starting(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = serve.main(["--vllm-bin", sys.executable, "--gpus", "0,1,2", "--weights",
+    code = launch.main(["--vllm-bin", sys.executable, "--gpus", "0,1,2", "--weights",
                        "audio=models/audio-flamingo-3-think"])
     err = capsys.readouterr().err
     assert code == 2 and "weights folder models/audio-flamingo-3-think does not exist" in err
@@ -327,7 +327,7 @@ def test_a_shared_server_never_defaults_to_one_roles_sampling(tmp_path, capsys):
     assert code == 0 and len(servers) == 1  # same sampling: the server defaults to it
     assert json.loads(servers[0]["flags"]["--override-generation-config"])["temperature"] == vision.temperature
     different = vision.temperature + 0.3
-    code = serve.main(["--dry-run", "--config", str(_omni_config(tmp_path, different)), "--gpus", "0"])
+    code = launch.main(["--dry-run", "--config", str(_omni_config(tmp_path, different)), "--gpus", "0"])
     out, err = capsys.readouterr()
     server = _parse_command(shlex.split(next(l for l in out.splitlines() if l.startswith("CUDA_VISIBLE_DEVICES="))))
     assert code == 0 and "--override-generation-config" not in server["flags"]
@@ -355,12 +355,12 @@ def test_audio_support_check_runs_vllms_own_loader(tmp_path, monkeypatch):
     broken = _fake_vllm_package(tmp_path / "broken",
                                 'raise ImportError("Please install vllm[audio] for audio support")')
     monkeypatch.setenv("PYTHONPATH", str(broken))
-    problem = serve.check_audio_support(sys.executable)
+    problem = launch.check_audio_support(sys.executable)
     assert "cannot decode audio (Please install vllm[audio] for audio support)" in problem
     assert "pip install 'vllm[audio]'" in problem
     working = _fake_vllm_package(tmp_path / "working", "import wave, io; wave.open(io.BytesIO(data)).readframes(-1)")
     monkeypatch.setenv("PYTHONPATH", str(working))
-    assert serve.check_audio_support(sys.executable) is None
+    assert launch.check_audio_support(sys.executable) is None
 
 
 @pytest.mark.slow
@@ -370,4 +370,4 @@ def test_launch_refuses_an_audio_server_vllm_cannot_decode_for(fake_vllm, tmp_pa
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "pip install 'vllm[audio]'" in err
     assert not list(fake_vllm[1].glob("*.json"))  # no server was started
-    assert serve.launcher_python([str(fake_vllm[0])]) == sys.executable
+    assert launch.launcher_python([str(fake_vllm[0])]) == sys.executable

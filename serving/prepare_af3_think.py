@@ -8,7 +8,7 @@ alongside the LoRA, e.g. the audio projector). Its model card loads them as
 subfolder="think")``. vLLM can do neither, so this tool writes ``base + non-LoRA tensors + LoRA
 delta`` as an ordinary checkpoint::
 
-    python -m teachers.prepare_af3_think --src models/audio-flamingo-3-hf --out models/audio-flamingo-3-think
+    python -m serving.prepare_af3_think --src models/audio-flamingo-3-hf --out models/audio-flamingo-3-think
 
 It works tensor by tensor on the safetensors shards (no model is instantiated, one shard in memory
 at a time) and keeps the source's key names, shard layout, ``config.json`` and processor/tokenizer
@@ -264,7 +264,7 @@ def _parse_rename(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m teachers.prepare_af3_think",
+        prog="python -m serving.prepare_af3_think",
         description="Merge AF3's think LoRA + non_lora_trainables.bin into a checkpoint vLLM can serve.")
     parser.add_argument("--src", required=True, type=Path,
                         help="the Hugging Face AF3 checkpoint (nvidia/audio-flamingo-3-hf downloaded)")

@@ -1,6 +1,6 @@
 """Start the teachers and the merger as vLLM OpenAI servers and point build-avrt at them.
 
-    python -m teachers.serve --config configs/teachers/paper.yaml \\
+    python -m serving.launch --config configs/teachers/paper.yaml \\
         --vllm-python /opt/vllm/bin/python --gpus 0,1,2 [--replicas vision=2] [--dry-run]
 
 One vLLM server per model and replica, each in its own process group on its own GPU(s)
@@ -264,7 +264,7 @@ def check_weights(groups: list[Group], explicit: set[str], strict: bool) -> list
     for group in groups:
         named = any(role in explicit for role in group.roles)
         if is_local_path(group.weights, named) and not Path(group.weights).expanduser().exists():
-            hint = " (run python -m teachers.prepare_af3_think first)" if "flamingo" in group.use else ""
+            hint = " (run python -m serving.prepare_af3_think first)" if "flamingo" in group.use else ""
             problems.append(f"{'+'.join(group.roles)}: weights folder {group.weights} does not exist here{hint}")
     if problems and strict:
         raise PlanError("; ".join(problems))
@@ -501,7 +501,7 @@ def run(servers: list[Server], log_dir: Path, bind_host: str, ready_timeout_s: f
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m teachers.serve", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serving.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="build-avrt config naming the teachers and merger (default: %(default)s)")
@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# or keep {args.config} and add: {set_flags(urls)}")
         if args.write_config:
             args.write_config.parent.mkdir(parents=True, exist_ok=True)
-            header = f"# Written by python -m teachers.serve from {args.config}; base_url points at the servers.\n"
+            header = f"# Written by python -m serving.launch from {args.config}; base_url points at the servers.\n"
             args.write_config.write_text(header + yaml.safe_dump(full_config(config_data, urls), sort_keys=False))
             print(f"# or run build-avrt --config {args.write_config}")
         sys.stdout.flush()
