@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.avrt-installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test test-fast demo bench clean help
+.PHONY: install test test-fast lint demo bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[test]'
 	touch $(STAMP)
 
-test: install ## run the whole test suite (slow integration tests included)
+test: install lint ## run the whole test suite (slow integration tests included)
 	$(BIN)/python -m pytest tests
+
+lint: install ## undefined names, unused imports and variables (ruff's pyflakes rules)
+	$(BIN)/ruff check --no-cache .
 
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest tests -m "not slow"

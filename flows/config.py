@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from configs import parse_value, read_yaml, set_dotted
 from teachers.registry import lookup
 
 # The paper's model for each role (AVRT sec. 4.1): a role section without ``use`` takes its prompt
@@ -114,19 +114,9 @@ class BuildConfig(BaseModel):
         return self
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """``set_dotted(d, "merger.temperature", 0.5)``; values are parsed as YAML scalars."""
-    *parents, leaf = key.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-        if isinstance(data, str):
-            raise ValueError(f"cannot set {key}: {part} is a name, not a section")
-    data[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
-
-
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:
     """Read a YAML config and apply ``{"dotted.key": value}`` overrides on top."""
-    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+    data = read_yaml(path)
     for key, value in (overrides or {}).items():
         if key in ("vision_teacher", "audio_teacher", "merger"):
             # selecting a registry entry by name keeps the config's endpoint (base_url, keys)
@@ -134,5 +124,5 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             current = {"use": current} if isinstance(current, str) else dict(current)
             data[key] = {k: v for k, v in current.items() if k in ("base_url", "api_key_env", "max_in_flight", "timeout_s")} | {"use": value}
         else:
-            set_dotted(data, key, value)
+            set_dotted(data, key, parse_value(value))
     return BuildConfig.model_validate(data)

@@ -10,7 +10,7 @@
 Every row is checked before any work starts, and every problem is reported at once (line, id, what
 is wrong): :func:`read_manifest` returns the valid samples and the invalid rows, :func:`load_manifest`
 refuses a manifest with invalid rows unless asked to skip them. The same loader serves evaluation
-(``training.benchmarks`` for ``manifest`` and ``avqa``).
+(``evaluation.benchmarks`` for ``manifest`` and ``avqa``).
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def summary_text(stats: dict[str, Any], cache: dict[str, dict[str, int]], calls:
     lines += [f"build-avrt: {stats['samples_in']} samples decided, {stats['samples_kept']} kept, "
               f"{pending['samples']} pending -> {outdir}"]
     if pending["samples"]:
-        lines += [f"  pending (not rejected; the same command again retries only these): "
+        lines += ["  pending (not rejected; the same command again retries only these): "
                   + "; ".join(f"{n} {reason}" for reason, n in pending["reasons"].items())]
         if pending.get("corpus_left_unchanged"):
             lines.append("  corpus/ left unchanged: some of its kept rows are among the pending samples")

@@ -50,7 +50,7 @@ def _audio_input(spec: ClipSpec, rate: int = 44_100):
     if spec.sound == "noise":
         return ffmpeg.input(f"anoisesrc=color=white:amplitude=0.3:sample_rate={rate}:duration={d}", f="lavfi")
     if spec.sound == "chirp":
-        expr = f"0.4*sin(2*PI*(200+150*t)*t)"
+        expr = "0.4*sin(2*PI*(200+150*t)*t)"
         return ffmpeg.input(f"aevalsrc={expr}:s={rate}:d={d}", f="lavfi")
     return ffmpeg.input(f"sine=frequency={PITCHES[spec.pitch]}:sample_rate={rate}:duration={d}", f="lavfi")
 

@@ -76,9 +76,9 @@ else
 fi
 
 step "5/6 evaluate the student with modality ablations"
-if [ -f training/evaluate.py ]; then
+if [ -f evaluation/evaluate.py ]; then
   MODEL="$OUT/demo/student/grpo/final"; [ -d "$MODEL" ] || MODEL="$OUT/tiny/omni"
-  python -m training.evaluate --model "$MODEL" --benchmark manifest --data "$OUT/synthetic/manifest.jsonl" \
+  python -m evaluation.evaluate --model "$MODEL" --benchmark manifest --data "$OUT/synthetic/manifest.jsonl" \
     --modalities av,a,v --max-new-tokens 32 --out "$OUT/demo/eval" --difficulty-from "$OUT/demo/corpus" --quiet
   cat "$OUT/demo/eval/report.md"
 else

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.benchmark_layouts import write_layouts
-from training.benchmarks import (
+from evaluation.benchmarks import (
     BenchmarkFormatError,
     check_media_found,
     load_avqa,
@@ -26,8 +26,8 @@ from training.benchmarks import (
     resolve_data,
     strip_letter,
 )
-from training.eval_report import difficulty_of, load_difficulty, render_markdown, summarize
-from training.scoring import OFFICIAL_RULE, choose_option, final_answer_text, score_output, token_set_match
+from evaluation.report import difficulty_of, load_difficulty, render_markdown, summarize
+from evaluation.scoring import OFFICIAL_RULE, choose_option, final_answer_text, score_output, token_set_match
 
 
 def _write(path: Path, data) -> Path:

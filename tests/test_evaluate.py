@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from training.benchmarks import BenchItem, load_avqa, load_dailyomni, load_manifest, load_mmar, load_omnibench
-from training.evaluate import (
+from evaluation.benchmarks import BenchItem, load_avqa, load_dailyomni, load_manifest, load_mmar, load_omnibench
+from evaluation.evaluate import (
     PREDICTIONS,
     Decoding,
     HFGenerator,
@@ -356,14 +356,15 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
 
     import soundfile as sf
 
-    from training.api_generator import ApiDecoding, ApiEndpoint, OpenAIGenerator, api_messages, suppress_bias
-    from training.benchmarks import load_benchmark
+    from evaluation.api_generator import OpenAIGenerator, api_messages, suppress_bias
+    from evaluation.config import Decoding, ServerConfig
+    from evaluation.benchmarks import load_benchmark
     from training.student import student_prompt
 
     scripted_server.set_handler("student", lambda request: "<think>t</think><answer>C major chord on a piano</answer>")
     bias = suppress_bias(str(tiny_models["omni"]))
-    generator = OpenAIGenerator(ApiEndpoint(scripted_server.url, "student", max_in_flight=2, retries=0),
-                                ApiDecoding(max_tokens=7, logit_bias=bias))
+    generator = OpenAIGenerator(ServerConfig(base_url=scripted_server.url, served_model="student", max_in_flight=2,
+                                             retries=0), Decoding(max_new_tokens=7), logit_bias=bias)
     items = load_benchmark("omnibench", layouts["omnibench"])
     rows = evaluate(items, generator, ["av"], tmp_path / "omni", "letter", batch_size=2)
     assert [r["letter"] for r in rows] == ["B", "B"] and [r["correct"] for r in rows] == [True, False]
@@ -394,7 +395,7 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
     scripted_server.queue("student", Reply(status=400))
     rows = evaluate(items[:1], generator, ["a"], tmp_path / "fail", "letter")
     assert rows[0]["error"].startswith("generation: ") and "HTTP 400" in rows[0]["error"]
-    from training.eval_report import summarize
+    from evaluation.report import summarize
 
     summary = summarize(rows, {"benchmark": "omnibench"})["settings"]["a"]
     assert (summary["generation_errors"], summary["media_errors"], summary["all_failed"]) == (1, 0, True)
@@ -426,8 +427,9 @@ def test_openai_backend_bounds_requests_in_flight_and_retries(layouts, scripted_
     import threading
     import time
 
-    from training.api_generator import ApiDecoding, ApiEndpoint, OpenAIGenerator
-    from training.benchmarks import load_benchmark
+    from evaluation.api_generator import OpenAIGenerator
+    from evaluation.config import Decoding, ServerConfig
+    from evaluation.benchmarks import load_benchmark
 
     lock, state = threading.Lock(), {"now": 0, "max": 0}
 
@@ -443,9 +445,35 @@ def test_openai_backend_bounds_requests_in_flight_and_retries(layouts, scripted_
     scripted_server.set_handler("student", slow)
     scripted_server.queue("student", Reply(status=503))  # the first request fails once, then is retried
     items = load_benchmark("mmar", layouts["mmar_2025"])
-    generator = OpenAIGenerator(ApiEndpoint(scripted_server.url, "student", max_in_flight=2, retries=2),
-                                ApiDecoding(max_tokens=4))
+    generator = OpenAIGenerator(ServerConfig(base_url=scripted_server.url, served_model="student", max_in_flight=2,
+                                             retries=2), Decoding(max_new_tokens=4))
     rows = evaluate(items, generator, ["a"], tmp_path, "token_set", batch_size=3)
     assert [r["error"] for r in rows] == [None, None, None] and [r["letter"] for r in rows] == ["A", "A", "A"]
     assert state["max"] == 2, "three requests at once, at most two in flight"
     assert scripted_server.counts["student"] == 4 and generator.requests_sent == 3, "one retry"
+
+
+def test_config_file_overrides_and_flags_and_trainer_defaults(tmp_path, capsys):
+    from evaluation.config import EvalConfig
+    from evaluation.evaluate import parse_config
+    from media import MediaSettings
+    from training.train_config import TrainConfig
+
+    example = parse_config(["--config", "configs/eval/avqa.yaml"])
+    assert example.benchmark == "avqa" and example.modalities == "av,a,v"
+    defaults = EvalConfig(benchmark="mmar", data=[tmp_path], model="m")
+    trainer = TrainConfig()
+    assert defaults.decoding.max_new_tokens == trainer.grpo.max_completion_length
+    assert defaults.layout == trainer.av_layout and defaults.media == MediaSettings()
+    assert example.decoding.max_new_tokens == defaults.decoding.max_new_tokens  # the example states the default
+    config = parse_config(["--config", "configs/eval/avqa.yaml", "--set", "decoding.max_new_tokens=1024",
+                           "--set", "media.num_frames=4", "--max-new-tokens", "2048", "--backend", "openai",
+                           "--base-url", "http://h:1/v1", "--served-model", "s", "--max-in-flight", "3"])
+    assert config.decoding.max_new_tokens == 2048, "flags win over --set"
+    assert config.media.num_frames == 4 and config.server.max_in_flight == 3 and config.batch_size == 4  # the file's
+    served = parse_config(["--benchmark", "mmar", "--data", str(tmp_path), "--backend", "openai",
+                           "--base-url", "http://h:1/v1", "--served-model", "s", "--max-in-flight", "3"])
+    assert served.batch_size == 3, "openai: a batch is what can be in flight"
+    with pytest.raises(SystemExit):
+        parse_config(["--config", "configs/eval/avqa.yaml", "--set", "decoding.nonsense=1"])
+    assert "decoding.nonsense: Extra inputs are not permitted" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from training.export_student import FULL_ARCHITECTURE, export_student, main
+from evaluation.export_student import FULL_ARCHITECTURE, export_student, main
 
 # vLLM 0.33's registry maps these two names to its Qwen2.5-Omni thinker implementation (FACTS.md).
 VLLM_OMNI_ARCHITECTURES = {"Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration"}
@@ -38,8 +38,8 @@ def test_export_uses_the_full_model_naming(exported, tiny_models):
 def test_export_reloads_in_transformers_with_identical_logits(exported, tiny_models, synthetic_data):
     from transformers import AutoProcessor, Qwen2_5OmniForConditionalGeneration
 
-    from training.benchmarks import load_manifest
-    from training.evaluate import load_item_media, load_student, make_sample
+    from evaluation.benchmarks import load_manifest
+    from evaluation.evaluate import load_item_media, load_student, make_sample
     from training.student import build_inputs
 
     thinker, processor = load_student(tiny_models["omni"], device="cpu")

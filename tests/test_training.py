@@ -176,7 +176,7 @@ def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path):
 
 def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_models, corpus):
     """The same corpus item: SFT's training prompt, GRPO's prompt and evaluation's generate inputs agree."""
-    from training.evaluate import Decoding, HFGenerator
+    from evaluation.evaluate import Decoding, HFGenerator
     from training.runtime import MediaLoader, load_corpus
     from training.sft import SFTCollator
     from tests.conftest import prompt_lengths

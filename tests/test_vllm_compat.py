@@ -10,7 +10,6 @@ msgspec uvloop py-cpuinfo einops xgrammar apache-tvm-ffi partial-json-parser llg
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
@@ -18,10 +17,11 @@ from safetensors import safe_open
 
 vllm = pytest.importorskip("vllm", reason="vLLM lives in its own environment")
 
-from training.api_generator import ApiDecoding, api_messages, suppress_bias  # noqa: E402
-from training.benchmarks import load_benchmark, load_manifest  # noqa: E402
-from training.evaluate import load_item_media, make_sample  # noqa: E402
-from training.export_student import export_student  # noqa: E402
+from evaluation.api_generator import api_messages, request_sampling, suppress_bias  # noqa: E402
+from evaluation.config import Decoding  # noqa: E402
+from evaluation.benchmarks import load_manifest  # noqa: E402
+from evaluation.evaluate import load_item_media, make_sample  # noqa: E402
+from evaluation.export_student import export_student  # noqa: E402
 
 
 def test_vllm_accepts_the_request_and_decodes_the_very_frames_and_samples(tiny_models, synthetic_data, tmp_path):
@@ -34,7 +34,7 @@ def test_vllm_accepts_the_request_and_decodes_the_very_frames_and_samples(tiny_m
     media = load_item_media(item)
     messages = api_messages(make_sample(item, media, "av"), system="You are a student.")
     body = {"model": "avrt", "messages": messages,
-            **ApiDecoding(max_tokens=64, logit_bias=suppress_bias(str(tiny_models["omni"]))).sampling()}
+            **request_sampling(Decoding(max_new_tokens=64), suppress_bias(str(tiny_models["omni"])))}
     request = ChatCompletionRequest.model_validate(body)
     assert request.max_tokens == 64 and request.temperature == 0.0 and request.logit_bias
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from configs import apply_overrides, read_yaml
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -125,30 +127,9 @@ class TrainConfig(_Strict):
         return data
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"grpo.rewards.length=0.5"`` -> ``(["grpo", "rewards", "length"], 0.5)``."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} is not key=value")
-    key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {text!r}: {part!r} is not a section")
-        node[path[-1]] = value
-    return raw
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (or the defaults), apply dotted overrides, validate."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    return TrainConfig.model_validate(apply_overrides(raw or {}, list(overrides or [])))
+    return TrainConfig.model_validate(apply_overrides(read_yaml(path), overrides or []))
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:

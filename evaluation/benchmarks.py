@@ -2,7 +2,7 @@
 
 Every loader reads local files and returns ``list[BenchItem]``: the question, the option texts
 (without letters), the gold letter (``None`` when the published answer is not one of the options:
-the item is *unscorable* under the exact rule, see ``training.scoring``), the published answer
+the item is *unscorable* under the exact rule, see ``evaluation.scoring``), the published answer
 text, a category, extra ``tags`` for breakdowns, and the media paths (``video``, or ``image`` +
 ``audio``, or ``audio`` alone).
 

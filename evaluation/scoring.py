@@ -1,6 +1,6 @@
 """Scoring a model output against a benchmark item: the exact rule and each benchmark's official rule.
 
-Two numbers per item, both reported (``training.eval_report``), with the items where they disagree:
+Two numbers per item, both reported (``evaluation.report``), with the items where they disagree:
 
 ``exact`` (every benchmark)
     Which option did the model choose? If its final answer (the last ``<answer>`` content, else the

@@ -1,12 +1,12 @@
 """Evaluate a student (Qwen2.5-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
 
-    python -m training.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
+    python -m evaluation.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
         --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
         [--difficulty-from CORPUS_OR_TEACHER_RESULTS]
-    python -m training.evaluate --backend openai --base-url http://HOST:8000/v1 --served-model NAME ...
+    python -m evaluation.evaluate --backend openai --base-url http://HOST:8000/v1 --served-model NAME ...
 
 ``--data`` is the benchmark as published: the annotation file, the folder it was downloaded to, or
-several parquet parts (layouts in ``training.benchmarks``); media are found in the published layout
+several parquet parts (layouts in ``evaluation.benchmarks``); media are found in the published layout
 around it, else a message names ``--media-root``. Bad input stops with a message, not a traceback.
 
 The student sees exactly what it saw in training (``training.student``): the same prompt
@@ -14,16 +14,18 @@ The student sees exactly what it saw in training (``training.student``): the sam
 and the 10 s audio window centred on the clip, mono 16 kHz; a still image (OmniBench) goes in as an
 image; frames pass through the same JPEG encoding the corpus uses. Two backends produce the text:
 ``hf`` (``model.generate`` here, batched with left padding) and ``openai`` (any OpenAI-compatible
-server, the same prompt and media sent by ``training.api_generator``). Each output is scored twice
-(``training.scoring``): the *exact* rule (the chosen option, an option-text answer matched to its
+server, the same prompt and media sent by ``evaluation.api_generator``). Each output is scored twice
+(``evaluation.scoring``): the *exact* rule (the chosen option, an option-text answer matched to its
 option, never misread as a letter) and the benchmark's *official* rule (letter, or MMAU/MMAR's
 token-set match); items whose published answer is not an option are unscorable (listed, counted).
 
 Modality settings (``--modalities``): ``av`` is the full input; ``a`` drops the frames/image and
 ``v`` drops the audio, nothing else (same prompt text). Several settings share one media decode.
 
-Decoding is greedy by default; ``--temperature T > 0`` samples (with ``--top-p``/``--top-k``,
-seeded by ``--seed``).
+Settings are one ``EvalConfig`` (``evaluation.config``): ``--config FILE.yaml``, then ``--set
+KEY=VALUE``, then the flags. Defaults are the trainer's: 8 frames, the centred 10 s audio window, its
+``av_layout``, and GRPO's answer budget (512 new tokens). Decoding is greedy by default;
+``--temperature T > 0`` samples (with ``--top-p``/``--top-k``, seeded by ``--seed``).
 
 Outputs in ``--out``: ``predictions.jsonl`` (one row per item and setting: raw output, chosen
 letter, both scores; appended per batch, so a re-run skips what is done), ``run.json`` (the settings
@@ -54,8 +56,9 @@ from tqdm.auto import tqdm
 
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
 from media.files import jpeg_bytes
-from training.api_generator import JPEG_KEY, ApiDecoding, ApiEndpoint, OpenAIGenerator, suppress_bias
-from training.benchmarks import (
+from evaluation.api_generator import JPEG_KEY, OpenAIGenerator, suppress_bias
+from evaluation.config import Decoding, EvalConfig
+from evaluation.benchmarks import (
     LOADERS,
     BenchItem,
     BenchmarkFormatError,
@@ -63,8 +66,8 @@ from training.benchmarks import (
     load_benchmark,
     resolve_data,
 )
-from training.eval_report import load_difficulty, render_markdown, summarize
-from training.scoring import OFFICIAL_RULE, RULE_DOC, score_output
+from evaluation.report import load_difficulty, render_markdown, summarize
+from evaluation.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 
 log = logging.getLogger("avrt.evaluate")
 
@@ -72,36 +75,6 @@ SETTINGS = ("av", "a", "v")
 
 
 # ---------------------------------------------------------------- settings
-
-@dataclass(frozen=True)
-class Decoding:
-    """Generation settings (recorded in the report). ``temperature == 0`` means greedy."""
-
-    max_new_tokens: int = 1024
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    batch_size: int = 4
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        if self.greedy:
-            return {"do_sample": False, "max_new_tokens": self.max_new_tokens, "temperature": None,
-                    "top_p": None, "top_k": None}
-        return {"do_sample": True, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "top_k": self.top_k or None}
-
-    def describe(self) -> dict[str, Any]:
-        out = {"strategy": "greedy" if self.greedy else "sampling", "max_new_tokens": self.max_new_tokens,
-               "batch_size": self.batch_size}
-        if not self.greedy:
-            out.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
-        return out
-
 
 def parse_modalities(text: str) -> list[str]:
     """``"av,a,v"`` -> ``["av", "a", "v"]`` (``va`` is ``av``); rejects unknown settings."""
@@ -239,10 +212,11 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
 class HFGenerator:
     """Batched ``model.generate`` on the student's inputs (left padding, media tokens suppressed)."""
 
-    def __init__(self, model, processor, decoding: Decoding, system: str | None = None):
+    def __init__(self, model, processor, decoding: Decoding, system: str | None = None, layout: str = "aligned"):
         from training.student import generation_suppress_tokens
 
         self.model, self.processor, self.decoding, self.system = model, processor, decoding, system
+        self.layout = layout
         self.suppress = generation_suppress_tokens(processor)
         self.last_inputs = None  # the processor outputs of the last batch (for inspection)
         self.new_tokens: list[int] = []
@@ -252,7 +226,7 @@ class HFGenerator:
 
         from training.student import build_inputs
 
-        inputs = build_inputs(self.processor, samples, system=self.system)
+        inputs = build_inputs(self.processor, samples, system=self.system, layout=self.layout)
         self.last_inputs = inputs
         dtype = next(self.model.parameters()).dtype
         device = next(self.model.parameters()).device
@@ -310,7 +284,7 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
              load_media: Callable[..., ItemMedia] = load_item_media) -> list[dict[str, Any]]:
     """Predict every (item, setting) not yet in ``out/predictions.jsonl``; return the rows of
     ``items`` × ``modalities`` (old and new). ``rule`` is the benchmark's official rule
-    (``training.scoring``); the exact rule is always scored too."""
+    (``evaluation.scoring``); the exact rule is always scored too."""
     Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / PREDICTIONS
     done = {(r["id"], r["modality"]) for r in read_predictions(path)}
@@ -380,93 +354,128 @@ def _media_info(settings: MediaSettings) -> dict[str, Any]:
             "audio": "centred window, mono 16 kHz"}
 
 
+# Each flag sets one field of ``EvalConfig`` (flags win over --set, which wins over --config).
+FLAGS: dict[str, str] = {
+    "model": "model", "benchmark": "benchmark", "data": "data", "media_root": "media_root", "backend": "backend",
+    "base_url": "server.base_url", "served_model": "server.served_model", "max_in_flight": "server.max_in_flight",
+    "request_timeout": "server.timeout_s", "retries": "server.retries", "api_key_env": "server.api_key_env",
+    "modalities": "modalities", "limit": "limit", "out": "out", "difficulty_from": "difficulty_from",
+    "batch_size": "decoding.batch_size", "max_new_tokens": "decoding.max_new_tokens",
+    "temperature": "decoding.temperature", "top_p": "decoding.top_p", "top_k": "decoding.top_k",
+    "seed": "decoding.seed", "num_frames": "media.num_frames", "audio_seconds": "media.audio_seconds",
+    "layout": "layout", "system": "system", "device": "device", "dtype": "dtype", "overwrite": "overwrite",
+    "quiet": "quiet",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None,
+    parser = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, help="YAML file of EvalConfig fields (evaluation/config.py)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field, e.g. decoding.max_new_tokens=1024 (repeatable)")
+    parser.add_argument("--model",
                         help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni). openai backend: "
                              "optional local copy of the served model's tokenizer (its media tokens are then "
                              "suppressed with logit_bias, as the hf backend suppresses them)")
-    parser.add_argument("--benchmark", required=True, choices=sorted(LOADERS), help="benchmark format of --data")
-    parser.add_argument("--data", required=True, type=Path, nargs="+",
+    parser.add_argument("--benchmark", choices=sorted(LOADERS), help="benchmark format of --data")
+    parser.add_argument("--data", type=Path, nargs="+",
                         help="the published annotation file, the folder it was downloaded to, or several parquet "
                              "parts (OmniBench from the Hub)")
-    parser.add_argument("--media-root", type=Path, default=None,
+    parser.add_argument("--media-root", type=Path,
                         help="where the media live (AVQA: video dir, default data/video of the repository; "
                              "Daily-Omni: Videos/; OmniBench: dir holding mm_data/; MMAR/MMAU: dir the audio paths "
                              "are relative to). Default: the published layout around --data")
-    parser.add_argument("--backend", choices=("hf", "openai"), default="hf",
-                        help="hf: transformers generate in this process; openai: an OpenAI-compatible server "
-                             "(vLLM, transformers serve) given by --base-url and --served-model")
-    parser.add_argument("--base-url", default=None, help="openai backend: server URL ending in /v1")
-    parser.add_argument("--served-model", default=None, help="openai backend: the model name the server serves")
-    parser.add_argument("--max-in-flight", type=int, default=16, help="openai backend: requests in flight")
-    parser.add_argument("--request-timeout", type=float, default=600.0, help="openai backend: seconds per request")
-    parser.add_argument("--retries", type=int, default=4, help="openai backend: retries per request")
-    parser.add_argument("--api-key-env", default=None, help="openai backend: environment variable holding the key")
-    parser.add_argument("--modalities", default=None,
+    parser.add_argument("--backend", choices=("hf", "openai"),
+                        help="hf (default): transformers generate in this process; openai: an OpenAI-compatible "
+                             "server (vLLM, transformers serve) given by --base-url and --served-model")
+    parser.add_argument("--base-url", help="openai backend: server URL ending in /v1")
+    parser.add_argument("--served-model", help="openai backend: the model name the server serves")
+    parser.add_argument("--max-in-flight", type=int, help="openai backend: requests in flight (default 16)")
+    parser.add_argument("--request-timeout", type=float, help="openai backend: seconds per request (default 600)")
+    parser.add_argument("--retries", type=int, help="openai backend: retries per request (default 4)")
+    parser.add_argument("--api-key-env", help="openai backend: environment variable holding the key")
+    parser.add_argument("--modalities",
                         help="comma-separated settings among av (full), a (audio only), v (visual only); "
                              "default: the benchmark's full input (av, or a for MMAR/MMAU)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/eval/BENCHMARK)")
-    parser.add_argument("--difficulty-from", type=Path, default=None,
+    parser.add_argument("--limit", type=int, help="evaluate the first N items only")
+    parser.add_argument("--out", type=Path, help="output dir (default outputs/eval/BENCHMARK)")
+    parser.add_argument("--difficulty-from", type=Path,
                         help="teacher results for easy/medium/hard: a build-avrt output dir (corpus/ and "
                              "rejected/ parquets), a parquet, or a JSONL with id, vision_answer, audio_answer, answer")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=int,
                         help="items per generate call (hf: left padding, default 4; openai: default --max-in-flight)")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
-    parser.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off (with --temperature > 0)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames per video (training: 8)")
-    parser.add_argument("--audio-seconds", type=float, default=10.0,
-                        help="length of the centred audio window (training: 10; the student caps at 30)")
-    parser.add_argument("--system", default=None, help="system prompt (default none, as in training)")
-    parser.add_argument("--device", default="auto", help="hf backend: cuda, cpu or auto")
-    parser.add_argument("--dtype", default="auto", help="hf backend: bfloat16, float16, float32 or auto (bf16 on GPU)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="answer budget (default: the trainer's GRPO max_completion_length, 512)")
+    parser.add_argument("--temperature", type=float, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling (with --temperature > 0)")
+    parser.add_argument("--top-k", type=int, help="top-k sampling, 0 = off (with --temperature > 0)")
+    parser.add_argument("--seed", type=int, help="sampling seed")
+    parser.add_argument("--num-frames", type=int, help="frames per video (default 8, as in training)")
+    parser.add_argument("--audio-seconds", type=float,
+                        help="length of the centred audio window (default 10, as in training; the student caps at 30)")
+    parser.add_argument("--layout", choices=("aligned", "separate"),
+                        help="audio/video layout, as the student was trained (the trainer's av_layout; default aligned)")
+    parser.add_argument("--system", help="system prompt (default none, as in training)")
+    parser.add_argument("--device", help="hf backend: cuda, cpu or auto (default)")
+    parser.add_argument("--dtype", help="hf backend: bfloat16, float16, float32 or auto (default: bf16 on GPU)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --out")
     parser.add_argument("--quiet", action="store_true", help="less logging")
     return parser
 
 
-def _backend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _config_error(err: Exception) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):  # pydantic: one line per field
+        return "; ".join((".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "")
+                         + str(e["msg"]).removeprefix("Value error, ") for e in errors())
+    return str(err)
+
+
+def parse_config(argv: Sequence[str] | None = None) -> EvalConfig:
+    """The run's config from the command line; a bad one stops with a message (exit 2)."""
+    from configs import apply_overrides, read_yaml, set_dotted
+
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    path, overrides = args.pop("config"), args.pop("set")
+    try:
+        data = apply_overrides(read_yaml(path), overrides)
+        for flag, value in args.items():
+            set_dotted(data, FLAGS[flag], value)
+        return EvalConfig.model_validate(data)
+    except (OSError, ValueError) as err:
+        parser.error(_config_error(err))
+
+
+def _backend(config: EvalConfig) -> dict[str, Any]:
     """What the predictions are made with (recorded in run.json and the report)."""
-    if args.backend == "openai":
-        if not args.base_url or not args.served_model:
-            parser.error("--backend openai needs --base-url URL and --served-model NAME")
-        return {"kind": "openai", "base_url": args.base_url, "served_model": args.served_model,
-                "tokenizer": str(Path(args.model).resolve()) if args.model else None}
-    if not args.model:
-        parser.error("--backend hf needs --model CHECKPOINT_DIR")
-    return {"kind": "hf", "model": str(Path(args.model).resolve())}
+    if config.backend == "openai":
+        return {"kind": "openai", "base_url": config.server.base_url, "served_model": config.server.served_model,
+                "tokenizer": str(Path(config.model).resolve()) if config.model else None}
+    return {"kind": "hf", "model": str(Path(config.model).resolve())}
 
 
-def _generator(args: argparse.Namespace, decoding: Decoding) -> Generator:
+def _generator(config: EvalConfig, decoding: Decoding) -> Generator:
     """The backend's generator; a model or tokenizer that cannot be loaded stops with a message."""
     try:
-        if args.backend == "openai":
-            endpoint = ApiEndpoint(base_url=args.base_url, served_model=args.served_model,
-                                   max_in_flight=args.max_in_flight, timeout_s=args.request_timeout,
-                                   retries=args.retries, api_key_env=args.api_key_env)
-            api = ApiDecoding(max_tokens=decoding.max_new_tokens, temperature=decoding.temperature,
-                              top_p=decoding.top_p, top_k=decoding.top_k, seed=decoding.seed,
-                              logit_bias=suppress_bias(args.model))
-            return OpenAIGenerator(endpoint, api, system=args.system)
-        model, processor = load_student(args.model, args.device, args.dtype)
+        if config.backend == "openai":
+            return OpenAIGenerator(config.server, decoding, system=config.system, logit_bias=suppress_bias(config.model))
+        model, processor = load_student(config.model, config.device, config.dtype)
     except (OSError, ValueError) as err:
-        raise SystemExit(f"error: --model {args.model}: cannot load it ({type(err).__name__}: {err})") from None
-    return HFGenerator(model, processor, decoding, system=args.system)
+        raise SystemExit(f"error: --model {config.model}: cannot load it ({type(err).__name__}: {err})") from None
+    return HFGenerator(model, processor, decoding, system=config.system, layout=config.layout)
 
 
-def _load_items(args: argparse.Namespace) -> tuple[list[BenchItem], list[Path]]:
-    """Items (after ``--limit``) and the annotation files; bad input stops with a message, not a traceback."""
+def _load_items(config: EvalConfig) -> tuple[list[BenchItem], list[Path]]:
+    """Items (after ``limit``) and the annotation files; bad input stops with a message, not a traceback."""
     try:
-        files = resolve_data(args.benchmark, args.data)
-        items = load_benchmark(args.benchmark, files, args.media_root)
-        if args.limit:
-            items = items[: args.limit]
-        missing = check_media_found(args.benchmark, items)
+        files = resolve_data(config.benchmark, config.data)
+        items = load_benchmark(config.benchmark, files, config.media_root)
+        if config.limit:
+            items = items[: config.limit]
+        missing = check_media_found(config.benchmark, items)
     except BenchmarkFormatError as err:
         raise SystemExit(f"error: {err}") from None
     if missing:
@@ -479,49 +488,47 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     Exits non-zero (``SystemExit``) on bad input, and after writing the report when every item of a
     setting failed: such a run is not a result."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+    config = parse_config(argv)
+    logging.basicConfig(level=logging.WARNING if config.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
-    backend = _backend(args, parser)
-    items, files = _load_items(args)
-    rule = OFFICIAL_RULE[args.benchmark]
-    native = "a" if args.benchmark in ("mmar", "mmau") else "av"
+    backend = _backend(config)
+    items, files = _load_items(config)
+    rule = OFFICIAL_RULE[config.benchmark]
+    native = "a" if config.benchmark in ("mmar", "mmau") else "av"
     try:
-        modalities = parse_modalities(args.modalities or native)
+        modalities = parse_modalities(config.modalities or native)
         check_modalities(items, modalities)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    batch_size = args.batch_size or (args.max_in_flight if args.backend == "openai" else 4)
-    decoding = Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                        top_k=args.top_k, seed=args.seed, batch_size=batch_size)
-    media = MediaSettings(num_frames=args.num_frames, audio_seconds=args.audio_seconds)
-    out = args.out or Path("outputs/eval") / args.benchmark
+    decoding = config.decoding.model_copy(update={"batch_size": config.batch_size})
+    out = config.out_dir
     model_name = backend.get("model") or backend["served_model"]
     data = [str(f.resolve()) for f in files]
-    run = {"model": model_name, "backend": backend, "benchmark": args.benchmark,
+    run = {"model": model_name, "backend": backend, "benchmark": config.benchmark,
            "data": data[0] if len(data) == 1 else data,
            "decoding": {k: v for k, v in decoding.describe().items() if k != "batch_size"} | {"seed": decoding.seed},
-           "prompt": _prompt_info(args.system), "media": _media_info(media), "scoring": SCORING_VERSION}
-    check_run(out, run, args.overwrite)
+           "prompt": _prompt_info(config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
+    if config.backend == "hf" and config.layout != "aligned":
+        run["layout"] = config.layout
+    check_run(out, run, config.overwrite)
 
-    generator = _generator(args, decoding)
+    generator = _generator(config, decoding)
     started = time.perf_counter()
-    rows = evaluate(items, generator, modalities, out, rule, batch_size=batch_size, media=media)
-    difficulty = load_difficulty(args.difficulty_from) if args.difficulty_from else None
-    meta = {"benchmark": args.benchmark, "model": model_name, "backend": backend, "data": run["data"],
+    rows = evaluate(items, generator, modalities, out, rule, batch_size=config.batch_size, media=config.media)
+    difficulty = load_difficulty(config.difficulty_from) if config.difficulty_from else None
+    meta = {"benchmark": config.benchmark, "model": model_name, "backend": backend, "data": run["data"],
             "n_items": len(items),
             "scoring": {"exact": RULE_DOC["exact"], "official": f"{rule}: {RULE_DOC[rule]}"},
             "prompt": run["prompt"], "media": run["media"],
             "decoding": decoding.describe(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds_this_run": round(time.perf_counter() - started, 1)}
-    report = summarize(rows, meta, difficulty, str(args.difficulty_from) if args.difficulty_from else None)
+    report = summarize(rows, meta, difficulty, str(config.difficulty_from) if config.difficulty_from else None)
     failed = [name for name, summary in report["settings"].items() if summary["all_failed"]]
     report["status"] = "failed: every item failed in " + ", ".join(failed) if failed else "ok"
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render_markdown(report))
     for setting, summary in report["settings"].items():
-        print(f"{args.benchmark} [{setting}] exact {summary['accuracy']} over {summary['scorable']} scorable, "
+        print(f"{config.benchmark} [{setting}] exact {summary['accuracy']} over {summary['scorable']} scorable, "
               f"official {summary['accuracy_official']} over {summary['n']} (unscorable {summary['unscorable']}, "
               f"disagreements {len(summary['disagreements'])}, parse failures {summary['parse_failure_rate']}, "
               f"media errors {summary['media_errors']}, generation errors {summary['generation_errors']})")

@@ -23,51 +23,17 @@ import asyncio
 import base64
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from evaluation.config import Decoding, ServerConfig
 from media import SAMPLE_RATE
 from media.files import jpeg_bytes
 
-JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (training.evaluate)
-
-
-@dataclass(frozen=True)
-class ApiEndpoint:
-    """Where the model is served and how to call it."""
-
-    base_url: str
-    served_model: str
-    max_in_flight: int = 16
-    timeout_s: float = 600.0
-    retries: int = 4
-    api_key_env: str | None = None
-
-
-@dataclass
-class ApiDecoding:
-    """The request's sampling fields (greedy: ``temperature`` 0)."""
-
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    logit_bias: dict[str, float] = field(default_factory=dict)
-
-    def sampling(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": max(0.0, self.temperature)}
-        if self.temperature > 0:
-            out.update(top_p=self.top_p, seed=self.seed)
-            if self.top_k:
-                out["top_k"] = self.top_k
-        if self.logit_bias:
-            out["logit_bias"] = dict(self.logit_bias)
-        return out
+JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (evaluation.evaluate)
 
 
 def _b64(data: bytes) -> str:
@@ -113,16 +79,28 @@ def api_messages(sample: Any, system: str | None = None) -> list[dict[str, Any]]
     return messages + [{"role": "user", "content": content}]
 
 
-async def _chat_via_teacher_client(endpoint: ApiEndpoint, sampling: dict[str, Any],
+def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = None) -> dict[str, Any]:
+    """The request's sampling fields for ``decoding`` (greedy: ``temperature`` 0)."""
+    out: dict[str, Any] = {"max_tokens": decoding.max_new_tokens, "temperature": max(0.0, decoding.temperature)}
+    if not decoding.greedy:
+        out.update(top_p=decoding.top_p, seed=decoding.seed)
+        if decoding.top_k:
+            out["top_k"] = decoding.top_k
+    if logit_bias:
+        out["logit_bias"] = dict(logit_bias)
+    return out
+
+
+async def _chat_via_teacher_client(server: ServerConfig, sampling: dict[str, Any],
                                    conversations: Sequence[list[dict[str, Any]]]) -> list[str | Exception]:
     """The one place the evaluator uses ``teachers.client``: send every conversation concurrently
     (bounded by ``max_in_flight``, retried by the client) and return the full text of each answer,
     reasoning included as ``<think>…</think>`` when the server split it off, or the failure."""
     from teachers.client import ModelCallError, ModelClient
 
-    client = ModelClient(model=endpoint.served_model, base_urls=[endpoint.base_url], sampling=sampling,
-                         api_key_env=endpoint.api_key_env, timeout_s=endpoint.timeout_s,
-                         max_in_flight=endpoint.max_in_flight, retries=endpoint.retries)
+    client = ModelClient(model=server.served_model, base_urls=[server.base_url], sampling=sampling,
+                         api_key_env=server.api_key_env, timeout_s=server.timeout_s,
+                         max_in_flight=server.max_in_flight, retries=server.retries)
     try:
         results = await asyncio.gather(*(client.chat(c) for c in conversations), return_exceptions=True)
     finally:
@@ -143,15 +121,17 @@ async def _chat_via_teacher_client(endpoint: ApiEndpoint, sampling: dict[str, An
 class OpenAIGenerator:
     """``generate(samples)`` through an OpenAI-compatible server (see the module doc)."""
 
-    def __init__(self, endpoint: ApiEndpoint, decoding: ApiDecoding, system: str | None = None):
-        self.endpoint, self.decoding, self.system = endpoint, decoding, system
+    def __init__(self, server: ServerConfig, decoding: Decoding, system: str | None = None,
+                 logit_bias: dict[str, float] | None = None):
+        self.server, self.system = server, system
+        self.sampling = request_sampling(decoding, logit_bias)
         self.new_tokens: list[int] = []  # not reported by every server: left empty
         self.requests_sent = 0
 
     def generate(self, samples: Sequence[Any]) -> list[str | Exception]:
         conversations = [api_messages(s, self.system) for s in samples]
         self.requests_sent += len(conversations)
-        return asyncio.run(_chat_via_teacher_client(self.endpoint, self.decoding.sampling(), conversations))
+        return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations))
 
 
 def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:

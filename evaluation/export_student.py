@@ -1,6 +1,6 @@
 """Export a trained student (a Qwen2.5-Omni *thinker* checkpoint) as a full Qwen2.5-Omni checkpoint.
 
-    python -m training.export_student --model outputs/train/avrt/grpo/final --out outputs/export/avrt-3b
+    python -m evaluation.export_student --model outputs/train/avrt/grpo/final --out outputs/export/avrt-3b
 
 vLLM 0.33 registers Qwen2.5-Omni under ``Qwen2_5OmniModel`` / ``Qwen2_5OmniForConditionalGeneration``
 (its thinker implementation behind the full model's names), not under the thinker-only class the
@@ -129,7 +129,7 @@ def export_student(model_dir: str | Path, out: str | Path, dtype: str = "keep",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.export_student", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m evaluation.export_student", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path, help="the trained thinker checkpoint directory")
     parser.add_argument("--out", required=True, type=Path, help="directory for the full-model checkpoint")

@@ -4,7 +4,7 @@ modality setting, with unscorable ids and the items where the two rules disagree
 Exact accuracy counts scorable rows (``correct`` is None when the published answer is not an
 option); official accuracy counts every row, as the benchmark's own scorer does.
 
-Pure functions over prediction rows (the JSONL that ``training.evaluate`` writes):
+Pure functions over prediction rows (the JSONL that ``evaluation.evaluate`` writes):
 ``summarize(rows, difficulty) -> dict`` and ``render_markdown(report) -> str``.
 
 Difficulty (the paper's Table 6): a question is *easy* when both teachers answered it right,
