@@ -24,15 +24,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from filters.policies import is_right
+
 DIFFICULTIES = ("easy", "medium", "hard")
 
 
 # ---------------------------------------------------------------- difficulty
 
 def difficulty_of(vision_answer: Any, audio_answer: Any, answer: Any) -> str:
-    gold = str(answer).strip().upper()
-    right = sum(1 for a in (vision_answer, audio_answer) if _present(a) and str(a).strip().upper() == gold)
-    return DIFFICULTIES[2 - right]
+    """easy: both teachers right; medium: one; hard: neither (``filters.policies.is_right``)."""
+    return DIFFICULTIES[2 - sum(is_right(answer, a) for a in (vision_answer, audio_answer))]
 
 
 def _present(value: Any) -> bool:

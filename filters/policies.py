@@ -31,12 +31,18 @@ class FilterDecision:
     reason: str
 
 
-def _as_parsed(answer: TeacherAnswer) -> ParsedAnswer:
+def _as_parsed(answer: TeacherAnswer | float) -> ParsedAnswer:
     if isinstance(answer, ParsedAnswer):
         return answer
-    if answer is None or not str(answer).strip():
+    if answer is None or answer != answer or not str(answer).strip():  # None, NaN (a parquet gap) or blank
         return ParsedAnswer(None, "")
     return ParsedAnswer(str(answer).strip().upper())
+
+
+def is_right(gold: str, answer: TeacherAnswer | float) -> bool:
+    """The one rule for "this teacher chose the gold option" (filter, statistics, evaluation difficulty)."""
+    letter = _as_parsed(answer).letter
+    return letter is not None and letter == str(gold).strip().upper()
 
 
 def judge_teacher(role: str, gold: str, answer: TeacherAnswer) -> tuple[bool, str]:
@@ -45,7 +51,7 @@ def judge_teacher(role: str, gold: str, answer: TeacherAnswer) -> tuple[bool, st
     if parsed.letter is None:
         why = f" ({parsed.reason})" if parsed.reason else ""
         return False, f"{role} teacher gave no answer{why}"
-    if parsed.letter == gold:
+    if is_right(gold, parsed):
         return True, f"{role} teacher right ({gold})"
     return False, f"{role} teacher wrong (said {parsed.letter}, gold {gold})"
 

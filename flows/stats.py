@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.format import check_format
+from filters.policies import is_right
 from media.files import atomic_write_bytes
 
 STAGES = ("manifest", "media", "vision_teacher", "audio_teacher", "filter", "merger")
@@ -58,14 +59,14 @@ def compute_stats(rows: list[dict[str, Any]], count_tokens: Callable[[str], int]
     teachers = {}
     for role in ("vision", "audio"):
         asked = [r for r in rows if f"{role}_answer" in r and f"{role}_raw" in r]
-        correct = sum(r[f"{role}_answer"] == r["answer"] for r in asked)
+        correct = sum(is_right(r["answer"], r[f"{role}_answer"]) for r in asked)
         answered = sum(r[f"{role}_answer"] is not None for r in asked)
         teachers[role] = {"asked": len(asked), "answered": answered, "correct": correct,
                           "accuracy": round(correct / len(asked), 4) if asked else None,
                           "no_answer_rate": round(1 - answered / len(asked), 4) if asked else None}
     both = [r for r in rows if r.get("vision_answer") is not None and r.get("audio_answer") is not None]
     agree = sum(r["vision_answer"] == r["audio_answer"] for r in both)
-    both_right = sum(r.get("vision_answer") == r["answer"] and r.get("audio_answer") == r["answer"]
+    both_right = sum(is_right(r["answer"], r.get("vision_answer")) and is_right(r["answer"], r.get("audio_answer"))
                      for r in rows if "vision_raw" in r and "audio_raw" in r)
 
     checks = [check_format(r["merged"], len(r["choices"])) for r in kept]

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from filters.answers import ParsedAnswer, parse_answer
-from filters.policies import POLICIES, FilterDecision, apply_filter, judge_teacher
+from filters.policies import POLICIES, FilterDecision, apply_filter, is_right, judge_teacher
 
 RIGHT, WRONG, NONE = "C", "B", None
 EXPECTED_KEEP = {
@@ -77,3 +77,12 @@ def test_judge_teacher():
 def test_unknown_policy_is_rejected():
     with pytest.raises(ValueError, match="unknown filter policy 'majority'"):
         apply_filter("majority", "C", "C", "C")
+
+
+@pytest.mark.parametrize("answer, right", [
+    ("C", True), (" c ", True), (ParsedAnswer("C", "after 'Answer:'"), True), ("B", False),
+    (None, False), ("", False), (float("nan"), False), (ParsedAnswer(None, "refused"), False),
+])
+def test_one_rule_for_a_right_teacher(answer, right):
+    assert is_right("C", answer) is right
+    assert judge_teacher("audio", "C", answer)[0] is right  # the filter's verdict is the same rule
