@@ -119,7 +119,7 @@ def run_tiny_mode(mode: str, corpus: str, model: str, steps: int, out_dir: str) 
     with count_encodings(trainer.model) as policy, count_encodings(trainer.ref_model) as reference:
         trainer.train()  # beta > 0: the reference model exists and is counted too
     times = [r["step_time"] for r in read_metrics(stage / "metrics.jsonl") if "step_time" in r]
-    prompts = trainer.state.global_step * config.grpo.per_device_batch_size * config.grpo.gradient_accumulation_steps \
+    prompts = trainer.state.global_step * config.grpo.per_device_train_batch_size * config.grpo.gradient_accumulation_steps \
         // config.grpo.num_generations
     return {"mode": mode, "step_seconds": statistics.median(times[1:] or times), "steps": len(times),
             "prompts": prompts,
@@ -206,7 +206,7 @@ def run_real(name: str, model: str, completion_tokens: int, out_dir: str) -> dic
     result = {"step_seconds": times[0], "encoder_seconds": timer.seconds, "encoder_share": timer.seconds / times[0],
               "encoder_calls": timer.items, "peak_rss_mib": peak_rss_mib()}
     if stage == "grpo":
-        result.update(prompts=config.grpo.per_device_batch_size // config.grpo.num_generations,
+        result.update(prompts=config.grpo.per_device_train_batch_size // config.grpo.num_generations,
                       num_generations=config.grpo.num_generations, completion_tokens=completion_tokens)
         return result
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))

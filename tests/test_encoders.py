@@ -90,7 +90,7 @@ def test_grpo_with_reference_model_encodes_once_per_prompt_per_step(tiny_models,
     from training.grpo import build_grpo_trainer
 
     config = _config(tiny_models, corpus, tmp_path, "grpo.beta=0.01", "grpo.max_steps=2",
-                     "grpo.per_device_batch_size=8", "grpo.save_steps=100")
+                     "grpo.per_device_train_batch_size=8", "grpo.save_steps=100")
     trainer = build_grpo_trainer(config, str(tiny_models["omni"]), tmp_path / "grpo")
     assert trainer.ref_model is not None
     with count_encodings(trainer.model) as policy, count_encodings(trainer.ref_model) as reference:

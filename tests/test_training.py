@@ -201,3 +201,20 @@ def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_model
     assert {"pixel_values_videos", "input_features", "feature_attention_mask"} <= set(media)
     for key in media:
         assert torch.equal(sft[key], grpo[key]) and torch.equal(evaluation[key], grpo[key]), key
+
+
+def test_stage_fields_reach_trl_under_their_own_names(tmp_path):
+    from trl import GRPOConfig, SFTConfig
+
+    from training.runtime import trl_config
+
+    config = load_config(TINY, ["sft.lr_scheduler=linear", "grpo.epochs=2", "grpo.epsilon=0.3"])  # old names accepted
+    assert config.sft.lr_scheduler_type == "linear" and config.grpo.num_train_epochs == 2
+    with pytest.raises(ValidationError, match="epochs and num_train_epochs both given"):
+        load_config(TINY, ["sft.epochs=2", "sft.num_train_epochs=3"])
+    for trl_class, stage in ((SFTConfig, config.sft), (GRPOConfig, config.grpo)):
+        args = trl_config(trl_class, stage, config, tmp_path)
+        for name, value in stage.model_dump().items():
+            if name not in stage.OURS:
+                assert getattr(args, name) == value, name
+    assert trl_config(GRPOConfig, config.grpo, config, tmp_path).epsilon == 0.3

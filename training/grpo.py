@@ -35,7 +35,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from training.encoders import EncodedMedia, enable_encoded_audio, encode_media, encoded_kwargs, thinker
 from training.rewards import accuracy_reward, format_reward, make_length_reward
-from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, optim_kwargs,
+from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, trl_config,
                               resume_point, use_encoder_cache)
 from training.student import (MEDIA_KEYS, Layout, collate_media, continue_positions, encode_prompt,
                               generation_suppress_tokens, pad_positions, student_prompt)
@@ -207,19 +207,8 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> A
     processor = load_processor(model_path)
     model = load_student(model_path, config)
     funcs, weights = reward_functions(config)
-    args = GRPOConfig(
-        **optim_kwargs(stage, config, out_dir),
-        num_generations=stage.num_generations,
-        epsilon=stage.epsilon,
-        beta=stage.beta,
-        temperature=stage.temperature,
-        top_p=stage.top_p,
-        max_completion_length=stage.max_completion_length,
-        loss_type=stage.loss_type,
-        reward_weights=weights,
-        log_completions=stage.log_completions,
-        generation_kwargs={"suppress_tokens": generation_suppress_tokens(processor)},
-    )
+    args = trl_config(GRPOConfig, stage, config, out_dir, reward_weights=weights,
+                      generation_kwargs={"suppress_tokens": generation_suppress_tokens(processor)})
     out_dir.mkdir(parents=True, exist_ok=True)
     return AVGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import glob
 import json
 import random
@@ -127,25 +129,17 @@ def resume_point(stage_dir: Path) -> str | None:
     return last
 
 
-def optim_kwargs(stage, config: TrainConfig, out_dir: Path) -> dict[str, Any]:
-    """TrainingArguments shared by SFTConfig and GRPOConfig."""
-    return dict(
+def trl_config(trl_class: type, stage, config: TrainConfig, out_dir: Path, **extra: Any):
+    """``trl_class`` (SFTConfig or GRPOConfig) built from ``stage``: every stage field goes to TRL under
+    its own name (except the stage's ``OURS``), plus the run-wide settings and ``extra``."""
+    known = {f.name for f in dataclasses.fields(trl_class)}
+    fields = {k: v for k, v in stage.model_dump().items() if k not in stage.OURS}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"{trl_class.__name__} has no field {', '.join(unknown)}: rename it or add it to OURS")
+    return trl_class(
+        **fields,
         output_dir=str(out_dir),
-        num_train_epochs=stage.epochs,
-        max_steps=stage.max_steps,
-        learning_rate=stage.learning_rate,
-        lr_scheduler_type=stage.lr_scheduler,
-        warmup_steps=stage.warmup_steps,
-        weight_decay=stage.weight_decay,
-        adam_beta1=stage.adam_beta1,
-        adam_beta2=stage.adam_beta2,
-        adam_epsilon=stage.adam_epsilon,
-        max_grad_norm=stage.max_grad_norm,
-        per_device_train_batch_size=stage.per_device_batch_size,
-        gradient_accumulation_steps=stage.gradient_accumulation_steps,
-        logging_steps=stage.logging_steps,
-        save_steps=stage.save_steps,
-        save_total_limit=stage.save_total_limit,
         save_strategy="steps",
         bf16=use_bf16(config),
         activation_checkpointing=use_activation_checkpointing(config),
@@ -155,4 +149,5 @@ def optim_kwargs(stage, config: TrainConfig, out_dir: Path) -> dict[str, Any]:
         report_to=config.report_to,
         seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
+        **extra,
     )

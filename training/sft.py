@@ -18,7 +18,7 @@ from datasets import Dataset
 from trl import SFTTrainer
 
 from training.encoders import enable_encoded_audio, encode_media, encoded_kwargs
-from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, optim_kwargs,
+from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, trl_config,
                               resume_point, use_encoder_cache)
 from training.student import MEDIA_KEYS, Layout, build_inputs
 from training.train_config import TrainConfig
@@ -65,11 +65,8 @@ def build_sft_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> AV
     dataset = Dataset.from_pandas(frame, preserve_index=False)
     processor = load_processor(model_path)
     model = load_student(model_path, config)
-    args = SFTConfig(
-        **optim_kwargs(stage, config, out_dir),
-        dataset_kwargs={"skip_prepare_dataset": True},
-        completion_only_loss=None,
-    )
+    args = trl_config(SFTConfig, stage, config, out_dir, dataset_kwargs={"skip_prepare_dataset": True},
+                      completion_only_loss=None)
     collator = SFTCollator(processor, MediaLoader(config.corpus, config.data, config.seed), stage.target_column,
                            config.system_prompt, config.av_layout)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ GRPO G=4, clip 0.2, beta 0.01, temperature 1, format + accuracy rewards weighted
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,29 +32,49 @@ class DataConfig(_Strict):
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # P(drop frames) = P(drop audio), never both
 
 
-class OptimConfig(_Strict):
-    """Optimisation settings shared by both stages (each stage has its own copy)."""
+# Names earlier configs used for fields that now carry TRL's names.
+RENAMED = {"epochs": "num_train_epochs", "lr_scheduler": "lr_scheduler_type",
+           "per_device_batch_size": "per_device_train_batch_size"}
 
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
+
+class OptimConfig(_Strict):
+    """Optimisation settings shared by both stages (each stage has its own copy). Every field named
+    as in TRL's ``SFTConfig``/``GRPOConfig`` reaches it under that name (``training.runtime.trl_config``)."""
+
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
     learning_rate: float = 2e-6
-    lr_scheduler: str = "cosine"
+    lr_scheduler_type: str = "cosine"
     warmup_steps: int = 100
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    per_device_batch_size: int = 1
+    per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int | None = 2
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in RENAMED.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"{old} and {new} both given ({old} is the old name of {new})")
+                data[new] = data.pop(old)
+        return data
+
 
 class SFTStageConfig(OptimConfig):
     """Stage 1: supervised fine-tuning on the merged traces (loss on the answer only)."""
 
+    OURS: ClassVar[frozenset[str]] = frozenset({"target_column"})  # fields TRL does not take
     target_column: str = "merged"  # the `<think>…</think><answer>X</answer>` trace
 
 
@@ -73,9 +93,12 @@ class LengthRewardConfig(_Strict):
 class GRPOStageConfig(OptimConfig):
     """Stage 2: GRPO from the SFT result."""
 
+    OURS: ClassVar[frozenset[str]] = frozenset({"rewards", "length_reward"})  # become TRL's reward_funcs/weights
+
     learning_rate: float = 1e-6  # not given by the paper; Omni-R1's value for this student family
     warmup_steps: int = 0
-    per_device_batch_size: int = 4  # completions per device and micro-step (one group of G=4)
+    # completions per device and micro-step (one group of G=4)
+    per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 2  # x 4 GPUs: 32 completions = 8 prompts x G per optimiser step
     num_generations: int = 4  # G
     epsilon: float = 0.2  # clip
