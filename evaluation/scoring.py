@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from filters.answers import LETTERS, ParsedAnswer, parse_answer, split_thinking
+from filters.format import ANSWER_BLOCK
 
 OFFICIAL_RULE = {"avqa": "letter", "omnibench": "letter", "dailyomni": "letter", "manifest": "letter",
                  "mmar": "token_set", "mmau": "token_set"}
@@ -42,7 +43,6 @@ RULE_DOC = {
                  "no letter is readable) against the published answer text",
 }
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)
 _OUTER = " \t\r\n.,;:!?\"'`*_“”‘’()[]{}"
 
 
@@ -52,7 +52,7 @@ def final_answer_text(output: str) -> str:
     _, final, closed = split_thinking(output or "")
     if not closed:
         return ""
-    tags = [t for t in _ANSWER_TAG.findall(final) if t.strip()]
+    tags = [t for t in ANSWER_BLOCK.findall(final) if t.strip()]
     return (tags[-1] if tags else final).strip()
 
 

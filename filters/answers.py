@@ -39,11 +39,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from filters.format import ANSWER_BLOCK, THINK_CLOSE_ANY, THINK_OPEN_ANY
+
 LETTERS = string.ascii_uppercase
 
-_THINK_CLOSE = re.compile(r"</think>|◁/think▷", re.IGNORECASE)
-_THINK_OPEN = re.compile(r"<think>|◁think▷", re.IGNORECASE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)
 _EMPHASIS = re.compile(r"\*+|`+|(?<!\w)__+|__+(?!\w)")  # "**Answer**: B" reads as "Answer: B"
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]{1,40}\|>")
 
@@ -137,12 +136,12 @@ def split_thinking(text: str) -> tuple[str, str, bool]:
     The *last* closing tag (``</think>`` or ``◁/think▷``) ends the thinking, so a final answer is
     never read from inside it; a close without an open (the template opened it) also counts."""
     text = text or ""
-    closes = list(_THINK_CLOSE.finditer(text))
+    closes = list(THINK_CLOSE_ANY.finditer(text))
     if closes:
         last = closes[-1]
-        thinking = _THINK_OPEN.sub("", text[: last.start()], count=1).strip()
+        thinking = THINK_OPEN_ANY.sub("", text[: last.start()], count=1).strip()
         return thinking, text[last.end():].strip(), True
-    opened = _THINK_OPEN.search(text)
+    opened = THINK_OPEN_ANY.search(text)
     if opened:
         return text[opened.end():].strip(), "", False
     return "", text.strip(), True
@@ -162,7 +161,7 @@ def parse_answer(text: str | None, choices: Sequence[str] | None = None, num_cho
     if not final:
         return ParsedAnswer(None, "no answer after thinking")
 
-    tags = _ANSWER_TAG.findall(final)
+    tags = ANSWER_BLOCK.findall(final)
     if tags:
         content = next((t for t in reversed(tags) if t.strip()), "")
         parsed = _read_content(content, choices, valid)

@@ -16,11 +16,20 @@ in words a human reads, so a rejected sample's row says what was wrong.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 
+# The student's format: exactly these tags.
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+# The tags as models write them, for reading any text: <think>…</think> and Kimi-VL's ◁think▷…◁/think▷.
+# The one set of these patterns in the project (parser, reasoning split, concat merger).
+THINK_OPEN_ANY = re.compile(r"<think>|◁think▷", re.IGNORECASE)
+THINK_CLOSE_ANY = re.compile(r"</think>|◁/think▷", re.IGNORECASE)
+THINK_TAG_ANY = re.compile(r"</?think>|◁/?think▷", re.IGNORECASE)
+TAG_ANY = re.compile(r"</?think>|◁/?think▷|</?answer>", re.IGNORECASE)
+ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)  # unclosed: to the end
 
 
 @dataclass

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 
+from filters.format import ANSWER_BLOCK, TAG_ANY
 from merger.validate import LEAK_PATTERNS
 
-_ANSWER_BLOCK = re.compile(r"<answer>.*?(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"</?think>|◁/?think▷|</?answer>", re.IGNORECASE)
 _ANSWER_LINE = re.compile(
     r"^[ \t>#*_`]*(?:final\s+|correct\s+|my\s+)?answer\b[^\n]{0,25}?[:：][^\n]*$\n?", re.IGNORECASE | re.MULTILINE
 )
@@ -30,8 +29,8 @@ _SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+|$)")
 
 
 def _clean_trace(text: str) -> str:
-    text = _ANSWER_BLOCK.sub(" ", text or "")
-    text = _TAG.sub(" ", text)
+    text = ANSWER_BLOCK.sub(" ", text or "")
+    text = TAG_ANY.sub(" ", text)
     text = _ANSWER_LINE.sub("", text)
     kept_lines = []
     for line in text.splitlines():

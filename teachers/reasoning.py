@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from filters.answers import split_thinking
+from filters.format import THINK_TAG_ANY
 
-_THINK_TAG = re.compile(r"<think>|</think>|◁think▷|◁/think▷", re.IGNORECASE)
 _ANSWER_LINE = re.compile(
     r"^[ \t>#*_`]*(?:final\s+|correct\s+)?answer[*_`]*\s*(?:\([^()\n]{0,20}\))?\s*[:：]", re.IGNORECASE | re.MULTILINE
 )
@@ -62,7 +62,7 @@ def split_reasoning(message: Mapping[str, Any] | Any) -> tuple[str, str]:
         reasoning = _text(_field(message, name)).strip()
         if reasoning:
             return reasoning, content
-    if _THINK_TAG.search(content):
+    if THINK_TAG_ANY.search(content):
         thinking, final, closed = split_thinking(content)
         return (thinking, final) if closed else (thinking, content)
     lines = list(_ANSWER_LINE.finditer(content))
@@ -81,4 +81,4 @@ def trace_text(reasoning: str, answer_text: str) -> str:
         trace = reasoning
     else:
         trace = f"{reasoning}\n\n{answer_text}"
-    return _THINK_TAG.sub("", trace).strip()
+    return THINK_TAG_ANY.sub("", trace).strip()
