@@ -125,9 +125,22 @@ def option_letters(n: int) -> str:
     return LETTERS[:n]
 
 
+CHOICES_LEAD = " Choose one among the following options:"  # the paper's words between question and options
+
+
 def format_choices(choices: Sequence[str]) -> str:
     """``(A) first (B) second ...``: the paper's option format (one space between options)."""
     return " ".join(f"({letter}) {str(choice).strip()}" for letter, choice in zip(LETTERS, choices))
+
+
+def formatted_choices(choices: Sequence[str]) -> str:
+    """`` Choose one among the following options:(A) … (B) …`` (note the leading space)."""
+    return CHOICES_LEAD + format_choices(choices)
+
+
+def question_text(question: str, choices: Sequence[str]) -> str:
+    """The paper's form of a question: ``<question> Choose one among the following options:(A) … (B) …``."""
+    return question.strip() + formatted_choices(choices)
 
 
 def split_thinking(text: str) -> tuple[str, str, bool]:

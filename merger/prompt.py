@@ -6,7 +6,7 @@ Placeholders and what goes in them:
 * ``{formatted_choices}``: `` Choose one among the following options:(A) … (B) … (C) … (D) …``:
   a leading space (the template writes ``{question}{formatted_choices}`` with nothing between),
   options separated by one space. This is exactly the text the teachers saw after their question
-  (``teachers.requests.question_text``), so the merger reads the question as the teachers did. The
+  (``filters.answers.question_text``), so the merger reads the question as the teachers did. The
   paper's example breaks lines before some options; that is an artefact of its PDF extraction.
 * ``{correct_answer}``: the gold letter *and* its option text, ``(C) a dog``. The paper does not say
   which; the text lets the merger tie the evidence to the option's meaning, the letter is what it
@@ -22,17 +22,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from filters.answers import format_choices, option_letters
+from filters.answers import formatted_choices, option_letters
 
-CHOICES_LEAD = " Choose one among the following options:"
 PLACEHOLDERS = ("question", "formatted_choices", "correct_answer", "audio_reasoning", "vision_reasoning")
 REQUIRED = ("question", "audio_reasoning", "vision_reasoning")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
-
-
-def formatted_choices(choices: Sequence[str]) -> str:
-    """`` Choose one among the following options:(A) … (B) …`` (note the leading space)."""
-    return CHOICES_LEAD + format_choices(choices)
 
 
 def correct_answer(choices: Sequence[str], gold: str) -> str:

@@ -6,12 +6,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from filters.answers import format_choices
-
-
-def question_text(question: str, choices: Sequence[str]) -> str:
-    """The paper's form: ``<question> Choose one among the following options:(A) … (B) …``."""
-    return f"{question.strip()} Choose one among the following options:{format_choices(choices)}"
+from filters.answers import question_text
 
 
 def teacher_prompt(prompt: str, question: str, choices: Sequence[str], suffix: str = "") -> str:

@@ -6,7 +6,8 @@ import pytest
 
 from filters.format import check_format
 from merger.concat import concat_merge
-from merger.prompt import correct_answer, formatted_choices, render_merger_prompt
+from filters.answers import formatted_choices, question_text
+from merger.prompt import correct_answer, render_merger_prompt
 from merger.validate import LEAK_PATTERNS, MergeCheck, clean_merged, find_leaks, validate_merged
 from prompts import load_prompt
 from teachers.reasoning import split_reasoning, trace_text
@@ -33,8 +34,6 @@ def test_paper_template_is_filled_completely():
 
 
 def test_choices_are_formatted_as_the_teachers_saw_them():
-    from teachers.requests import question_text
-
     assert QUESTION + formatted_choices(CHOICES) == question_text(QUESTION, CHOICES)
 
 
