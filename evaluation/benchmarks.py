@@ -291,9 +291,9 @@ def _one(data: Path | str | Sequence[Path | str], name: str) -> Path:
 # ---------------------------------------------------------------- loaders
 
 def _from_pipeline(path: Path, media_root: Path | None) -> list[BenchItem]:
-    """Manifest and AVQA files are build-avrt's inputs too: one loader (``flows.manifest``) reads both."""
-    from flows.manifest import ManifestError
-    from flows.manifest import load_manifest as load_pipeline_manifest
+    """Manifest and AVQA files are build-avrt's inputs too: one loader (``corpus.manifest``) reads both."""
+    from corpus.manifest import ManifestError
+    from corpus.manifest import load_manifest as load_pipeline_manifest
 
     try:
         samples = load_pipeline_manifest(path, video_dir=media_root)

@@ -47,9 +47,12 @@ def _present(value: Any) -> bool:
 def _teacher_rows(path: Path) -> list[dict[str, Any]]:
     import pandas as pd
 
+    from corpus.store import parquet_files, read_rows
+
     if path.is_dir():
-        files = sorted((path / "corpus").glob("*.parquet")) + sorted((path / "rejected").glob("*.parquet"))
-        files = files or sorted(path.glob("*.parquet"))
+        if parquet_files(path):
+            return read_rows(path)
+        files = sorted(path.glob("*.parquet"))
         if not files:
             raise FileNotFoundError(f"{path}: no corpus/*.parquet or rejected/*.parquet")
         return [row for f in files for row in pd.read_parquet(f).to_dict(orient="records")]

@@ -15,7 +15,6 @@ if __name__ == "__main__":  # answer --help and bad flags, and start Prefect's s
     configure_prefect_env()
     _PREFECT_SERVER = start_temporary_prefect_server()
 
-import io
 import json
 import sys
 import uuid
@@ -24,7 +23,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -33,16 +31,18 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from_args, parse_args  # noqa: F401
-from flows.card import dataset_card
+from corpus.card import dataset_card
 from flows.config import BuildConfig, load_config
 from flows.execution import admitted_shards, stop_marker
-from flows.manifest import ManifestError, ManifestReading, Sample, checked_reading
-from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background, corpus_ids
+from corpus.manifest import ManifestError, ManifestReading, Sample, checked_reading
+from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background
 from flows.shards import read_shard, run_shard, shard_samples
-from flows.stats import compute_stats, plot_stats, summary_text, token_counter
+from flows.stages import ROLES, endpoint
+from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
+from corpus.store import assemble, kept_ids
 from media.files import atomic_write_bytes
+from prompts import load_prompt, prompt_sha256
 
-INTERNAL_COLUMNS = ["status", "stage", "reason", "vision_parse", "audio_parse"]
 _PROGRESS: dict[str, Any] = {}  # per-sample progress bars of in-process runs, keyed by outdir
 
 
@@ -177,7 +177,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         wanted = {s.id for s in samples}
         rows = list({r["id"]: r for r in rows if r["id"] in wanted}.values())
         rows += [invalid.rejected_row() for invalid in reading.invalid]  # --skip-invalid: stage "manifest"
-        held = corpus_ids(outdir) & {p["id"] for p in pending}  # kept rows this run could not re-decide
+        held = kept_ids(outdir) & {p["id"] for p in pending}  # kept rows this run could not re-decide
         if not held:
             assemble(outdir, rows)
         stats = compute_stats(rows, *token_counter(cfg.stats_tokenizer))
@@ -189,7 +189,9 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         stats["stopped"] = stopped
         atomic_write_bytes(outdir / "stats.json", json.dumps(stats, indent=2).encode())
         if not held:
-            atomic_write_bytes(outdir / "README.md", dataset_card(stats, cfg, sorted({r["split"] for r in rows})).encode())
+            card = dataset_card(stats, sorted({r["split"] for r in rows}), model_table(cfg),
+                                {"filter": cfg.filter, "merger_kind": cfg.merger_kind, **cfg.media.model_dump()})
+            atomic_write_bytes(outdir / "README.md", card.encode())
             if rows:
                 plot_stats(stats, outdir / "stats.png")
         summary = summary_text(stats, cache, calls, outdir)
@@ -199,35 +201,17 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         return stats
 
 
+def model_table(cfg: BuildConfig) -> list[dict[str, str]]:
+    """Each role's model, prompt (name and sha256) and sampling, for the dataset card."""
+    return [{"role": role, "model": ep.model, "prompt": ep.prompt, "prompt_sha256": prompt_sha256(load_prompt(ep.prompt)),
+             "sampling": json.dumps(ep.sampling())} for role in ROLES for ep in [endpoint(cfg, role)]]
+
+
 def pending_kind(pending: dict[str, str]) -> str:
     """``stage: cause`` of a pending sample, e.g. ``vision_teacher: timed out after 600 s``."""
     reason = pending["reason"]
     cause = reason[reason.rfind("(") + 1 : reason.rfind(")")] if reason.endswith(")") else reason
     return f"{pending['stage']}: {cause}"
-
-
-def assemble(outdir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Write decided rows (one per sample id) into corpus/ and rejected/ parquet files, atomically;
-    split files no row belongs to any more are removed."""
-    by_id = {row["id"]: row for row in rows}
-    rows = list(by_id.values())
-    for name, status in (("corpus", "kept"), ("rejected", "rejected")):
-        folder = outdir / name
-        folder.mkdir(exist_ok=True)
-        frame = pd.DataFrame([r for r in rows if r["status"] == status])
-        splits = sorted(frame["split"].unique()) if len(frame) else []
-        for stale in folder.glob("*.parquet"):
-            if stale.stem not in splits:
-                stale.unlink(missing_ok=True)
-        for split in splits:
-            part = frame[frame["split"] == split]
-            if status == "kept":
-                part = part.drop(columns=[c for c in INTERNAL_COLUMNS if c in part.columns])
-            part = part.dropna(axis=1, how="all").reset_index(drop=True)
-            buffer = io.BytesIO()
-            part.to_parquet(buffer, index=False)
-            atomic_write_bytes(folder / f"{split}.parquet", buffer.getvalue())
-    return rows
 
 
 def _totals(summaries: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:

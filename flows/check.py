@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from flows.config import load_config
-    from flows.manifest import ManifestError, read_manifest
+    from corpus.manifest import ManifestError, read_manifest
     from media import MediaError
 
     try:

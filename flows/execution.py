@@ -33,7 +33,7 @@ from typing import Any
 
 from flows.cache import Cache
 from flows.config import BuildConfig
-from flows.manifest import Sample
+from corpus.manifest import Sample
 from flows.stages import ROLES, SampleProcessor, Tally, endpoint
 from media.files import atomic_write_bytes
 from teachers.client import EndpointError

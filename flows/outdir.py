@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from corpus.store import kept_ids
 from media.files import remove_stale_temp
 
 LOCK_NAME = ".build-avrt.lock"
@@ -103,19 +104,6 @@ def clean_temp_in_background(*roots: Path) -> threading.Thread:
     return thread
 
 
-def corpus_ids(outdir: Path) -> set[str]:
-    """Ids of the kept rows in ``OUT/corpus/*.parquet`` (empty when there is no corpus)."""
-    folder = Path(outdir) / "corpus"
-    if not folder.exists():
-        return set()
-    import pyarrow.parquet as pq
-
-    ids: set[str] = set()
-    for path in folder.glob("*.parquet"):
-        ids.update(str(i) for i in pq.read_table(path, columns=["id"]).column("id").to_pylist())
-    return ids
-
-
 def dropped_ids(existing: set[str], kept_after: set[str]) -> set[str]:
     """Kept rows of the existing corpus that a new corpus would no longer hold."""
     return existing - kept_after
@@ -124,7 +112,7 @@ def dropped_ids(existing: set[str], kept_after: set[str]) -> set[str]:
 def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool) -> int:
     """Refuse a manifest that does not cover every kept row of ``OUT``'s corpus, unless ``replace``.
     Returns how many existing rows the run will drop (0 unless ``replace``)."""
-    gone = dropped_ids(corpus_ids(outdir), sample_ids)
+    gone = dropped_ids(kept_ids(outdir), sample_ids)
     if gone and not replace:
         example = ", ".join(sorted(gone)[:3])
         raise WouldDropRows(f"{outdir}/corpus holds {len(gone)} kept row(s) this manifest does not cover "

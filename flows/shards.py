@@ -14,7 +14,7 @@ from typing import Any
 from flows.cache import cache_key
 from flows.config import BuildConfig
 from flows.execution import run_samples
-from flows.manifest import Sample
+from corpus.manifest import Sample
 from flows.stages import config_fingerprint
 
 # Rows written by versions that froze transport failures as rejections: not verdicts, redone.

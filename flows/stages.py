@@ -29,7 +29,7 @@ from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
 from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
-from flows.manifest import Sample
+from corpus.manifest import Sample
 from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
 from media.files import jpeg_bytes, publish_dir, wav_bytes
 from merger.concat import concat_merge

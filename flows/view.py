@@ -17,21 +17,14 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-import pandas as pd
+from corpus.store import read_rows
 
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".wav": "audio/wav"}
 
 
 def load_rows(outdir: Path) -> list[dict[str, Any]]:
     """Kept rows (``stage="kept"``) then rejected rows, as dicts, from the corpus folders."""
-    rows: list[dict[str, Any]] = []
-    for name in ("corpus", "rejected"):
-        for part in sorted((outdir / name).glob("*.parquet")):
-            for row in pd.read_parquet(part).to_dict(orient="records"):
-                row.setdefault("stage", "kept" if name == "corpus" else "unknown")
-                row.setdefault("status", "kept" if name == "corpus" else "rejected")
-                rows.append(row)
-    return rows
+    return read_rows(outdir)
 
 
 def data_uri(path: Path) -> str | None:

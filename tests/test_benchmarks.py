@@ -87,7 +87,7 @@ def test_avqa_index_gold_and_video_dir(tmp_path):
 
 def test_manifest_and_avqa_ids_match_the_pipeline_loader(tmp_path):
     """Difficulty joins teacher results to items by id: our ids must be build-avrt's ids."""
-    from flows.manifest import load_manifest as pipeline_load
+    from corpus.manifest import load_manifest as pipeline_load
 
     manifest = _write(tmp_path / "m.jsonl", [{"id": f"c{i}", "video": f"v/{i}.mp4", "question": "Q",
                                               "choices": ["a", "b", "c", "d"], "answer": "A"} for i in range(3)])

@@ -14,7 +14,7 @@ import pandas as pd
 
 from flows.cache import Cache
 from flows.config import load_config
-from flows.manifest import Sample
+from corpus.manifest import Sample
 from flows.shards import Journal, read_shard
 from flows.stages import SampleProcessor
 from media.files import HOST, remove_stale_temp, temp_path
@@ -30,7 +30,7 @@ def _rows(n: int, tag: str) -> list[dict]:
 
 
 def _assemble_many(outdir: str, tag: str, times: int, errors) -> None:
-    from flows.build_avrt import assemble
+    from corpus.store import assemble
 
     try:
         for _ in range(times):

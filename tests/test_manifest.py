@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.manifest import ManifestError, load_manifest, read_manifest
+from corpus.manifest import ManifestError, load_manifest, read_manifest
 
 GOOD = {"id": "ok", "video": "v.mp4", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "B"}
 

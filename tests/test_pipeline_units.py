@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from flows.cache import Cache, cache_key
 from flows.config import load_config
-from flows.manifest import ManifestError, load_manifest
+from corpus.manifest import ManifestError, load_manifest
 from media import audio_window, frame_timestamps
 from media.extract import frame_indices
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import glob
 import json
 import random
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from corpus.store import read_frame
 from training.student import StudentSample, load_corpus_sample
 from training.train_config import DataConfig, TrainConfig
 
@@ -22,10 +22,9 @@ REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "frames", "audio")
 
 def load_corpus(corpus: str | Path, data: DataConfig, extra_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Rows of ``corpus/corpus/*.parquet`` (build-avrt's format) for ``data.split``."""
-    files = sorted(glob.glob(str(Path(corpus) / "corpus" / "*.parquet")))
-    if not files:
+    frame = read_frame(Path(corpus))
+    if frame.empty:
         raise FileNotFoundError(f"no corpus parquet under {Path(corpus) / 'corpus'}")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     missing = [c for c in (*REQUIRED_COLUMNS, *extra_columns) if c not in frame.columns]
     if missing:
         raise ValueError(f"corpus {corpus} lacks columns {missing}")

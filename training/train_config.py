@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from configs import apply_overrides, read_yaml
+from corpus.schema import TARGET
 
 
 class _Strict(BaseModel):
@@ -75,7 +76,7 @@ class SFTStageConfig(OptimConfig):
     """Stage 1: supervised fine-tuning on the merged traces (loss on the answer only)."""
 
     OURS: ClassVar[frozenset[str]] = frozenset({"target_column"})  # fields TRL does not take
-    target_column: str = "merged"  # the `<think>…</think><answer>X</answer>` trace
+    target_column: str = TARGET  # the `<think>…</think><answer>X</answer>` trace
 
 
 class RewardWeights(_Strict):

@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from corpus.schema import STAGES, Row
 from filters.format import check_format
 from filters.policies import is_right
 from media.files import atomic_write_bytes
 
-STAGES = ("manifest", "media", "vision_teacher", "audio_teacher", "filter", "merger")
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -28,7 +28,7 @@ def reason_kind(reason: str) -> str:
     return reason.split(" (")[0].split(": ")[0].strip() or "unknown"
 
 
-def funnel(rows: list[dict[str, Any]]) -> dict[str, int]:
+def funnel(rows: list[Row]) -> dict[str, int]:
     """Samples remaining after each stage."""
     remaining = len(rows)
     out = {"input": remaining}
@@ -39,7 +39,7 @@ def funnel(rows: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def compute_stats(rows: list[dict[str, Any]], count_tokens: Callable[[str], int] | None = None,
+def compute_stats(rows: list[Row], count_tokens: Callable[[str], int] | None = None,
                   token_unit: str = "words") -> dict[str, Any]:
     """Pure statistics over all rows (kept and rejected) of a run."""
     count = count_tokens or (lambda text: len(text.split()))
