@@ -45,7 +45,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -350,7 +350,7 @@ def _prompt_info(system: str | None) -> dict[str, Any]:
 
 
 def _media_info(settings: MediaSettings) -> dict[str, Any]:
-    return {**asdict(settings), "frames": "segment centres, one video (still image as image)",
+    return {**settings.model_dump(), "frames": "segment centres, one video (still image as image)",
             "audio": "centred window, mono 16 kHz"}
 
 

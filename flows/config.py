@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from configs import parse_value, read_yaml, set_dotted
+from media import MediaSettings
 from teachers.registry import lookup
 
 # The paper's model for each role (AVRT sec. 4.1): a role section without ``use`` takes its prompt
@@ -53,16 +54,6 @@ class EndpointConfig(BaseModel):
         return {**params, **self.extra_body}
 
 
-class MediaConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    num_frames: int = 8
-    audio_seconds: float = 10.0
-    sample_rate: int = 16_000
-    max_side: int = 1280
-    jpeg_quality: int = 90
-
-
 class BuildConfig(BaseModel):
     """Everything build-avrt needs besides the manifest and the output directory."""
 
@@ -72,7 +63,7 @@ class BuildConfig(BaseModel):
     audio_teacher: EndpointConfig
     merger: EndpointConfig
     registry: dict[str, dict[str, Any]] = Field(default_factory=dict, description="extra registry entries")
-    media: MediaConfig = Field(default_factory=MediaConfig)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     filter: FilterPolicy = Field("both", description="which teachers must be right: both (paper), vision, audio, either, all")
     merger_kind: MergerKind = Field("llm", description="llm (paper) or concat (deterministic baseline)")
     merger_attempts: int = Field(3, description="fresh merger calls before a sample is dropped")

@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from filters.policies import apply_filter
 from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
 from corpus.manifest import Sample
-from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
+from media import MediaError, extract_audio, extract_frames, probe
 from media.files import jpeg_bytes, publish_dir, wav_bytes
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
@@ -82,7 +82,7 @@ class SampleProcessor:
         self.config = config
         self.outdir = Path(outdir)
         self.cache = cache
-        self.media_settings = MediaSettings(**config.media.model_dump())
+        self.media_settings = config.media
         self.prompts = {role: load_prompt(endpoint(config, role).prompt) for role in ROLES}
         self.clients = {
             role: ModelClient.from_endpoint(endpoint(config, role),
@@ -107,7 +107,7 @@ class SampleProcessor:
         for source in sources:
             if not Path(source).exists():
                 raise MediaError(f"file not found: {source}")
-        key = cache_key(kind="video" if sample.video else "image+audio", settings=asdict(self.media_settings),
+        key = cache_key(kind="video" if sample.video else "image+audio", settings=self.media_settings.model_dump(),
                         sources=[digest_file(p) for p in sources])
         directory = self.cache.media_dir(key)
         with self._lock_for(key):

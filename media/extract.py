@@ -14,12 +14,12 @@ Conventions (the same for teachers, training and evaluation):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ffmpeg
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 NUM_FRAMES = 8
 AUDIO_SECONDS = 10.0
@@ -34,9 +34,11 @@ class MediaError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class MediaSettings:
-    """Everything that determines the extracted media (part of the media cache key)."""
+class MediaSettings(BaseModel):
+    """Everything that determines the extracted media (part of the media cache key); the one media
+    settings type of the pipeline config, the trainer's inputs and evaluation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_frames: int = NUM_FRAMES
     audio_seconds: float = AUDIO_SECONDS
