@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from media import MediaError, MediaSettings, extract_audio, extract_frames, probe
+from media import MediaSettings, load_clip
 from media.files import jpeg_bytes
 from evaluation.api_generator import JPEG_KEY, OpenAIGenerator, suppress_bias
 from evaluation.config import Decoding, EvalConfig
@@ -126,34 +126,17 @@ def _jpeg_roundtrip(frame: np.ndarray, quality: int) -> Image.Image:
     return rgb
 
 
-def _error(err: Exception) -> str:
-    return err.reason if isinstance(err, MediaError) else f"{type(err).__name__}: {err}"
-
-
 def load_item_media(item: BenchItem, settings: MediaSettings = MediaSettings(), frames: bool = True,
                     audio: bool = True) -> ItemMedia:
-    """Frames (8 at segment centres, or the still image) and audio (centred window, 16 kHz mono)."""
-    media = ItemMedia()
-    if frames and item.video:
-        try:
-            info = probe(item.video)
-            array, _ = extract_frames(item.video, settings, info)
-            media.frames = [_jpeg_roundtrip(f, settings.jpeg_quality) for f in array]
-            media.duration = float(info["duration"]) or None
-        except Exception as err:  # noqa: BLE001 - any decode failure is a media error for this item
-            media.frames_error = _error(err)
-    elif frames and item.image:
-        try:
-            with Image.open(item.image) as image:
-                media.frames = [image.convert("RGB")]
-            media.frames_are_video = False
-        except Exception as err:  # noqa: BLE001
-            media.frames_error = f"image: {_error(err)}"
-    if audio and (item.audio or item.video):
-        try:
-            media.audio = extract_audio(item.audio or item.video, settings)
-        except Exception as err:  # noqa: BLE001
-            media.audio_error = _error(err)
+    """Frames (8 at segment centres, or the still image) and audio (centred window, 16 kHz mono),
+    decoded by the pipeline's loader (``media.load_clip``); frames pass through the corpus's JPEG."""
+    clip = load_clip(item.video, item.image, item.audio, settings, want_frames=frames, want_audio=audio)
+    media = ItemMedia(frames_are_video=clip.frames_are_video, audio=clip.audio,
+                      duration=clip.duration if item.video else None,
+                      frames_error=clip.frames_error if frames else None, audio_error=clip.audio_error)
+    if clip.frames is not None:
+        media.frames = ([_jpeg_roundtrip(f, settings.jpeg_quality) for f in clip.frames] if clip.frames_are_video
+                        else [Image.fromarray(clip.frames[0])])
     return media
 
 

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from corpus.manifest import Sample
 from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
 from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
-from corpus.manifest import Sample
-from media import MediaError, extract_audio, extract_frames, probe
+from media import MediaError, load_clip
 from media.files import jpeg_bytes, publish_dir, wav_bytes
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
@@ -133,28 +131,11 @@ class SampleProcessor:
     def _extract(self, sample: Sample, directory: Path) -> None:
         """Write the frames, the audio and ``meta.json`` (or a ``meta.json`` with the error) into ``directory``."""
         settings = self.media_settings
-        try:
-            if sample.video:
-                info = probe(sample.video)
-                if info["has_video"] and not info["has_audio"]:
-                    raise MediaError("no audio track")  # before decoding any frame
-                frames, times = extract_frames(sample.video, settings, info)
-                audio = extract_audio(sample.video, settings, info)
-                duration = info["duration"]
-            else:
-                from PIL import Image
-
-                try:
-                    with Image.open(sample.image) as image:
-                        frames = np.asarray(image.convert("RGB"))[None]
-                except Exception:
-                    raise MediaError("unreadable image") from None
-                # the same centred 10 s window and decoder as for videos
-                times, audio = [0.0], extract_audio(sample.audio, settings)
-                duration = len(audio) / settings.sample_rate
-        except MediaError as err:
-            (directory / "meta.json").write_text(json.dumps({"error": err.reason}))
+        clip = load_clip(sample.video, sample.image, sample.audio, settings, all_or_nothing=True)
+        if clip.error():
+            (directory / "meta.json").write_text(json.dumps({"error": clip.error()}))
             return
+        frames, times, audio, duration = clip.frames, clip.frame_times, clip.audio, clip.duration
         jpegs = [jpeg_bytes(f, settings.jpeg_quality) for f in frames]
         wav = wav_bytes(audio, settings.sample_rate)
         names = [f"frame_{i:02d}.jpg" for i in range(len(jpegs))]

@@ -14,6 +14,7 @@ Conventions (the same for teachers, training and evaluation):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,68 @@ def extract_audio(path: str | Path, settings: MediaSettings = MediaSettings(),
     if samples.size == 0:
         raise MediaError("audio track is empty")
     return samples
+
+
+@dataclass
+class ClipMedia:
+    """What one sample's model sees: frames (N, H, W, 3 uint8; a still image is one frame) and mono
+    audio, each None with its ``*_error`` reason when it could not be had."""
+
+    frames: np.ndarray | None = None
+    frame_times: list[float] = field(default_factory=list)
+    frames_are_video: bool = True
+    audio: np.ndarray | None = None
+    duration: float | None = None
+    frames_error: str | None = None
+    audio_error: str | None = None
+
+    def error(self) -> str | None:
+        """The first missing part's reason (frames first), or None when both are there."""
+        return self.frames_error or self.audio_error
+
+
+def load_clip(video: str | Path | None = None, image: str | Path | None = None, audio: str | Path | None = None,
+              settings: MediaSettings = MediaSettings(), want_frames: bool = True, want_audio: bool = True,
+              all_or_nothing: bool = False) -> ClipMedia:
+    """The one media loader of the pipeline and evaluation: a video (frames and its audio track, probed
+    once) or an image + audio pair, by the conventions above. ``all_or_nothing`` stops at the first
+    missing part (the pipeline needs both; a clip without sound is not worth decoding frames for)."""
+    clip = ClipMedia()
+    info: dict[str, Any] | None = None
+    if video is not None:
+        try:
+            info = probe(video)
+        except MediaError as err:
+            clip.frames_error = clip.audio_error = err.reason
+            return clip
+        clip.duration = float(info["duration"]) or None
+        if all_or_nothing and want_audio and want_frames and info["has_video"] and not info["has_audio"]:
+            clip.audio_error = "no audio track"
+            return clip
+    if want_frames and video is not None:
+        try:
+            clip.frames, clip.frame_times = extract_frames(video, settings, info)
+        except MediaError as err:
+            clip.frames_error = err.reason
+    elif want_frames and image is not None:
+        clip.frames_are_video, clip.frame_times = False, [0.0]
+        try:
+            from PIL import Image
+
+            with Image.open(image) as opened:
+                clip.frames = np.asarray(opened.convert("RGB"))[None]
+        except FileNotFoundError:
+            clip.frames_error = f"file not found: {image}"
+        except Exception:  # PIL raises many kinds for a file that is not an image
+            clip.frames_error = "unreadable image"
+    if all_or_nothing and clip.frames_error:
+        return clip
+    source = audio if audio is not None else video
+    if want_audio and source is not None:
+        try:
+            clip.audio = extract_audio(source, settings, info if source is video else None)
+            if clip.duration is None:
+                clip.duration = len(clip.audio) / settings.sample_rate
+        except MediaError as err:
+            clip.audio_error = err.reason
+    return clip

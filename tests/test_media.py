@@ -40,3 +40,31 @@ def test_colour_is_visible_in_frames(synthetic_data):
 def test_downscale_keeps_aspect(synthetic_data):
     frames, _ = extract_frames(synthetic_data / "odd" / "portrait.mp4", MediaSettings(max_side=160))
     assert frames.shape[1:3] == (160, 90)
+
+
+def test_one_loader_for_videos_and_image_audio_pairs(synthetic_data, tmp_path, monkeypatch):
+    import soundfile as sf
+    from PIL import Image
+
+    import media.extract as extract
+    from media import load_clip
+
+    clip = load_clip(synthetic_data / "videos" / "syn0001_000010.mp4", settings=MediaSettings(max_side=160))
+    assert clip.error() is None and clip.frames.shape[0] == 8 and len(clip.frame_times) == 8
+    assert clip.frames_are_video and clip.audio.dtype == np.float32 and clip.duration > 0
+    # a clip without sound: the pipeline (all or nothing) decodes no frame; evaluation keeps the frames
+    decoded = []
+    real = extract.extract_frames
+    monkeypatch.setattr(extract, "extract_frames", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    silent = synthetic_data / "odd" / "no_audio.mp4"
+    assert load_clip(silent, all_or_nothing=True).error() == "no audio track" and decoded == []
+    partial = load_clip(silent)
+    assert partial.frames is not None and partial.audio_error == "no audio track" and len(decoded) == 1
+    # an image + audio pair: one frame, the audio's centred window
+    Image.fromarray(np.full((30, 40, 3), 9, np.uint8)).save(tmp_path / "still.png")
+    sf.write(tmp_path / "tone.wav", np.zeros(16_000 * 3, np.float32), 16_000)
+    pair = load_clip(image=tmp_path / "still.png", audio=tmp_path / "tone.wav")
+    assert pair.frames.shape == (1, 30, 40, 3) and not pair.frames_are_video and pair.duration == 3.0
+    assert load_clip(image=tmp_path / "nope.png", audio=tmp_path / "tone.wav").frames_error.startswith("file not found")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert load_clip(image=tmp_path / "bad.png", audio=tmp_path / "tone.wav", all_or_nothing=True).error() == "unreadable image"
