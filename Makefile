@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 test: install lint ## run the whole test suite (slow integration tests included)
 	$(BIN)/python -m pytest tests
 
-lint: install ## undefined names, unused imports and variables (ruff's pyflakes rules)
+lint: install ## undefined names, unused imports and variables, import order (ruff)
 	$(BIN)/ruff check --no-cache .
 
 test-fast: install ## unit tests only

@@ -15,7 +15,6 @@ from filters.policies import is_right
 from media.files import atomic_write_bytes
 
 
-
 def mean_std(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"mean": 0.0, "std": 0.0, "n": 0}

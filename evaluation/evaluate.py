@@ -54,10 +54,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from media import MediaSettings, load_clip
-from media.files import jpeg_bytes
 from evaluation.api_generator import JPEG_KEY, OpenAIGenerator, suppress_bias
-from evaluation.config import Decoding, EvalConfig
 from evaluation.benchmarks import (
     LOADERS,
     BenchItem,
@@ -66,8 +63,11 @@ from evaluation.benchmarks import (
     load_benchmark,
     resolve_data,
 )
+from evaluation.config import Decoding, EvalConfig
 from evaluation.report import load_difficulty, render_markdown, summarize
 from evaluation.scoring import OFFICIAL_RULE, RULE_DOC, score_output
+from media import MediaSettings, load_clip
+from media.files import jpeg_bytes
 
 log = logging.getLogger("avrt.evaluate")
 

@@ -9,7 +9,8 @@ assembles ``corpus/`` and ``rejected/`` with statistics. The command line lives 
 from __future__ import annotations
 
 if __name__ == "__main__":  # answer --help and bad flags, and start Prefect's server, before the heavy imports
-    from flows.build_args import configure_prefect_env, parse_args as _parse_args, start_temporary_prefect_server
+    from flows.build_args import configure_prefect_env, start_temporary_prefect_server
+    from flows.build_args import parse_args as _parse_args
 
     _CLI_ARGS = _parse_args()
     configure_prefect_env()
@@ -24,22 +25,27 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from_args, parse_args  # noqa: F401
 from corpus.card import dataset_card
+from corpus.manifest import ManifestError, ManifestReading, Sample, checked_reading
+from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
+from corpus.store import assemble, kept_ids
+from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from_args, parse_args  # noqa: F401
 from flows.config import BuildConfig, load_config
 from flows.execution import admitted_shards, stop_marker
-from corpus.manifest import ManifestError, ManifestReading, Sample, checked_reading
 from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background
 from flows.shards import read_shard, run_shard, shard_samples
 from flows.stages import ROLES, endpoint
-from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
-from corpus.store import assemble, kept_ids
 from media.files import atomic_write_bytes
 from prompts import load_prompt, prompt_sha256
 

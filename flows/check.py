@@ -64,12 +64,12 @@ def _single_url(config, role: str, url: str):
 
 async def probe_endpoints(config, sample, workdir: Path) -> list[Probe]:
     """Send ``sample`` to every replica of every role (see the module doc). Raises ``MediaError``."""
-    from flows.cache import Cache
     from flows.stages import SampleProcessor, Tally, endpoint
     from teachers.client import ModelCallError
 
     def processor(role: str, url: str) -> SampleProcessor:
-        return SampleProcessor(_single_url(config, role, url), workdir, Cache(workdir / f"cache-{time.monotonic_ns()}"))
+        fresh = _single_url(config, role, url).model_copy(update={"cache_dir": workdir / f"cache-{time.monotonic_ns()}"})
+        return SampleProcessor(fresh, workdir)
 
     first = processor("vision", endpoint(config, "vision").base_url[0])
     media = await asyncio.to_thread(first.media, sample, Tally())
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pydantic import ValidationError
 
-    from flows.config import load_config
     from corpus.manifest import ManifestError, read_manifest
+    from flows.config import load_config
     from media import MediaError
 
     try:

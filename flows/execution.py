@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.cache import Cache
-from flows.config import BuildConfig
 from corpus.manifest import Sample
+from flows.config import BuildConfig
 from flows.stages import ROLES, SampleProcessor, Tally, endpoint
 from media.files import atomic_write_bytes
 from teachers.client import EndpointError
@@ -86,8 +85,7 @@ class _Engine:
     async def open(self, run_id: str, config: BuildConfig, outdir: Path, share: int) -> _Run:
         run = self.runs.get(run_id)
         if run is None:
-            cache = Cache(config.cache_dir or Path(outdir) / "cache")
-            run = self.runs[run_id] = _Run(SampleProcessor(config, outdir, cache, share))
+            run = self.runs[run_id] = _Run(SampleProcessor(config, outdir, share))
         run.users += 1
         return run
 

@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.cache import cache_key
+from corpus.manifest import Sample
 from flows.config import BuildConfig
 from flows.execution import run_samples
-from corpus.manifest import Sample
 from flows.stages import config_fingerprint
+from media.files import content_key
 
 # Rows written by versions that froze transport failures as rejections: not verdicts, redone.
 _LEGACY_TRANSIENT = ("teacher call failed:", "merger call failed:")
@@ -28,7 +28,7 @@ def shard_samples(samples: list[Sample], size: int) -> list[list[Sample]]:
 
 
 def shard_key(samples: list[Sample], config: BuildConfig) -> str:
-    return cache_key(samples=[s.to_dict() for s in samples], config=config_fingerprint(config))
+    return content_key(samples=[s.to_dict() for s in samples], config=config_fingerprint(config))
 
 
 def shard_path(outdir: Path, key: str) -> Path:

@@ -6,17 +6,14 @@ media, a teacher's answer (right, wrong or unparseable), a merge still invalid a
 a request the server refused (4xx). A call that failed for transport reasons (timeouts, connection
 errors, 429, 5xx after retries) leaves the sample ``status="pending"``: never written, retried by
 the next run. An ``EndpointError`` (bad key, unknown model, endpoint down) is not about the sample:
-it propagates and stops the run (``flows.execution``). Model calls and media are cached
-(``flows.cache``), so a re-run repeats no finished work.
+it propagates and stops the run (``flows.execution``). Media and model calls are stored by content
+(``media.store``, ``teachers.calls``), so a re-run repeats no finished work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,14 +23,15 @@ from typing import Any
 from corpus.manifest import Sample
 from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
-from flows.cache import Cache, cache_key, digest_bytes, digest_file
 from flows.config import BuildConfig, EndpointConfig
-from media import MediaError, load_clip
-from media.files import jpeg_bytes, publish_dir, wav_bytes
+from media import MediaError
+from media.files import content_key
+from media.store import MediaStore
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
 from merger.validate import validate_merged
 from prompts import load_prompt, prompt_sha256
+from teachers.calls import CallCache, cached_chat
 from teachers.client import CallPending, ChatResult, EndpointError, ModelCallError, ModelClient
 from teachers.reasoning import trace_text
 from teachers.requests import audio_messages, teacher_prompt, text_messages, vision_messages
@@ -53,7 +51,7 @@ def config_fingerprint(config: BuildConfig) -> str:
     for role in ROLES:
         ep = endpoint(config, role)
         parts[role] = {"model": ep.model, "prompt": prompt_sha256(load_prompt(ep.prompt)), "sampling": ep.sampling()}
-    return cache_key(**parts)
+    return content_key(**parts)
 
 
 @dataclass
@@ -76,106 +74,41 @@ class SampleProcessor:
     per-replica bounds hold for the whole process; ``in_flight_share`` divides them (Dask workers).
     """
 
-    def __init__(self, config: BuildConfig, outdir: Path, cache: Cache, in_flight_share: int = 1):
+    def __init__(self, config: BuildConfig, outdir: Path, in_flight_share: int = 1):
         self.config = config
         self.outdir = Path(outdir)
-        self.cache = cache
-        self.media_settings = config.media
+        root = config.cache_dir or self.outdir / "cache"
+        self.media_store = MediaStore(root, self.outdir, config.media)
+        self.calls = CallCache(root)
         self.prompts = {role: load_prompt(endpoint(config, role).prompt) for role in ROLES}
         self.clients = {
             role: ModelClient.from_endpoint(endpoint(config, role),
                                             max_in_flight=max(1, endpoint(config, role).max_in_flight // in_flight_share))
             for role in ROLES
         }
-        self._media_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     async def close(self) -> None:
         for client in self.clients.values():
             await client.close()
 
-    # -- media ---------------------------------------------------------------------------------
+    # -- media and calls: stored by content (media.store, teachers.calls) --------------------------
     def media(self, sample: Sample, tally: Tally | None = None) -> dict[str, Any]:
-        """Extract (or reuse) frames and audio; returns meta with paths relative to outdir.
+        """The sample's frames and audio (extracted once per content); paths relative to outdir."""
+        meta, extracted = self.media_store.get(sample.video, sample.image, sample.audio)
+        if tally is not None:
+            (tally.misses if extracted else tally.hits)["media"] += 1
+        return meta
 
-        Samples on one clip in this process extract it once (a lock per media key); across
-        processes, folders appear complete or not at all (``publish_dir``)."""
-        tally = tally or Tally()
-        sources = [p for p in (sample.video, sample.image, sample.audio) if p]
-        for source in sources:
-            if not Path(source).exists():
-                raise MediaError(f"file not found: {source}")
-        key = cache_key(kind="video" if sample.video else "image+audio", settings=self.media_settings.model_dump(),
-                        sources=[digest_file(p) for p in sources])
-        directory = self.cache.media_dir(key)
-        with self._lock_for(key):
-            meta = _read_meta(directory)
-            if meta is None:
-                tally.misses["media"] += 1
-                publish_dir(directory, lambda tmp: self._extract(sample, tmp))
-                meta = _read_meta(directory)
-                if meta is None:
-                    raise MediaError(f"media cache folder vanished: {directory}")
-            else:
-                tally.hits["media"] += 1
-        if "error" in meta:
-            raise MediaError(meta["error"])
-        local = self._materialise(directory, key)
-        rel = os.path.relpath(local, self.outdir)
-        return {**meta, "key": key, "frames": [f"{rel}/{name}" for name in meta["frames"]], "audio": f"{rel}/{meta['audio']}"}
-
-    def _lock_for(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._media_locks.setdefault(key, threading.Lock())
-
-    def _extract(self, sample: Sample, directory: Path) -> None:
-        """Write the frames, the audio and ``meta.json`` (or a ``meta.json`` with the error) into ``directory``."""
-        settings = self.media_settings
-        clip = load_clip(sample.video, sample.image, sample.audio, settings, all_or_nothing=True)
-        if clip.error():
-            (directory / "meta.json").write_text(json.dumps({"error": clip.error()}))
-            return
-        frames, times, audio, duration = clip.frames, clip.frame_times, clip.audio, clip.duration
-        jpegs = [jpeg_bytes(f, settings.jpeg_quality) for f in frames]
-        wav = wav_bytes(audio, settings.sample_rate)
-        names = [f"frame_{i:02d}.jpg" for i in range(len(jpegs))]
-        for name, data in zip(names, jpegs):
-            (directory / name).write_bytes(data)
-        (directory / "audio.wav").write_bytes(wav)
-        meta = {"frames": names, "audio": "audio.wav", "frame_times": [float(t) for t in times],
-                "duration": float(duration), "audio_seconds": len(audio) / settings.sample_rate,
-                "frame_sha256": [digest_bytes(j) for j in jpegs], "audio_sha256": digest_bytes(wav),
-                "width": int(frames.shape[2]), "height": int(frames.shape[1])}
-        (directory / "meta.json").write_text(json.dumps(meta))
-
-    def _materialise(self, directory: Path, key: str) -> Path:
-        """Media must live under outdir (corpus paths are relative to it): link when the cache is elsewhere."""
-        try:
-            directory.resolve().relative_to(self.outdir.resolve())
-            return directory
-        except ValueError:
-            pass
-        local = self.outdir / "media" / key[:2] / key
-        if not (local / "meta.json").exists():
-            with self._lock_for("out:" + key):
-                if not (local / "meta.json").exists():
-                    publish_dir(local, lambda tmp: _link_all(directory, tmp))
-        return local
-
-    # -- model calls -----------------------------------------------------------------------------
     async def call(self, role: str, key_parts: dict[str, Any], build_messages, tally: Tally) -> ChatResult:
-        """A cached call: the cache entry if any, else one request (its payload built once a slot is held)."""
-        ep = endpoint(self.config, role)
-        key = cache_key(role=role, model=ep.model, sampling=ep.sampling(), layout=MESSAGE_LAYOUT, **key_parts)
+        """A cached call: the stored answer if any, else one request (its payload built once a slot is held)."""
+        result, cached = await cached_chat(self.calls, self.clients[role], role,
+                                           {"layout": MESSAGE_LAYOUT, **key_parts}, build_messages)
         namespace = f"calls/{role}"
-        cached = self.cache.get(namespace, key)  # one small file read: cheaper than a thread hop
-        if cached is not None:
+        if cached:
             tally.hits[namespace] += 1
-            return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", ""))
-        tally.misses[namespace] += 1
-        tally.calls[role] += 1
-        result = await self.clients[role].chat(build_messages)
-        self.cache.put(namespace, key, result.to_dict())
+        else:
+            tally.misses[namespace] += 1
+            tally.calls[role] += 1
         return result
 
     async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any],
@@ -292,19 +225,3 @@ class SampleProcessor:
             out[f"{role}_prompt_sha256"] = prompt_sha256(self.prompts[role])
             out[f"{role}_sampling"] = json.dumps(ep.sampling(), sort_keys=True)
         return out
-
-
-def _read_meta(directory: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((directory / "meta.json").read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
-def _link_all(source: Path, target: Path) -> None:
-    """Hard-link (or copy, across file systems) every file of ``source`` into the empty ``target``."""
-    for item in source.iterdir():
-        try:
-            os.link(item, target / item.name)
-        except OSError:
-            shutil.copy2(item, target / item.name)

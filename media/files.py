@@ -9,7 +9,9 @@ killed writers left behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -17,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -24,9 +27,27 @@ from PIL import Image
 
 from media.extract import SAMPLE_RATE
 
-
 HOST = socket.gethostname().replace(".", "-") or "host"
 STALE_AFTER_S = 24 * 3600  # temporary entries of other hosts (or unknown writers) older than this are removed
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def content_key(**parts: Any) -> str:
+    """sha256 of the canonical JSON of ``parts`` (sorted keys, no whitespace): the key of a cached
+    result is a digest of exactly what determines it."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def temp_path(path: Path) -> Path:
@@ -39,7 +60,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     leaves the whole file or none.
 
     No fsync: it protects against power loss, not process kills, and cost ~20% of the pipeline's
-    time; readers treat a file torn by a machine crash as absent (see ``flows.cache.Cache.get``).
+    time; readers treat a file torn by a machine crash as absent (see ``teachers.calls.CallCache.get``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.benchmark_layouts import write_layouts
 from evaluation.benchmarks import (
     BenchmarkFormatError,
     check_media_found,
@@ -28,6 +27,7 @@ from evaluation.benchmarks import (
 )
 from evaluation.report import difficulty_of, load_difficulty, render_markdown, summarize
 from evaluation.scoring import OFFICIAL_RULE, choose_option, final_answer_text, score_output, token_set_match
+from tests.benchmark_layouts import write_layouts
 
 
 def _write(path: Path, data) -> Path:

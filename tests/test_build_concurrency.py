@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows.cache import Cache
-from flows.config import load_config
 from corpus.manifest import Sample
+from flows.config import load_config
 from flows.shards import Journal, read_shard
-from flows.stages import SampleProcessor
 from media.files import HOST, remove_stale_temp, temp_path
+from media.store import MediaStore
 
 CONFIG = ("vision_teacher: {model: v, base_url: http://127.0.0.1:9/v1}\n"
           "audio_teacher: {model: a, base_url: http://127.0.0.1:9/v1}\n"
@@ -57,12 +56,12 @@ def test_concurrent_assembly_of_one_out(tmp_path):
 
 def _materialise_many(config_path: str, outdir: str, cache_dir: str, video: str, n: int, errors) -> None:
     cfg = load_config(config_path)
-    processor = SampleProcessor(cfg, Path(outdir), Cache(cache_dir))
+    store = MediaStore(Path(cache_dir), Path(outdir), cfg.media)
 
     def one(i: int) -> None:
         sample = Sample(id=f"s{i}", question="Q", choices=["a", "b"], answer="A", video=video)
         try:
-            media = processor.media(sample)
+            media, _ = store.get(sample.video)
             for rel in [*media["frames"], media["audio"]]:
                 if (Path(outdir) / rel).stat().st_size == 0:
                     errors.put(f"empty file handed out: {rel}")

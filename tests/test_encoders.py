@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.corpus_fixture import write_corpus
-from training.encoders import (EncodedMedia, count_encodings, enable_encoded_audio, encode_media, encoded_kwargs)
+from training.encoders import EncodedMedia, count_encodings, enable_encoded_audio, encode_media, encoded_kwargs
 from training.student import MEDIA_KEYS, StudentSample, build_inputs
 from training.train_config import load_config
 

@@ -22,10 +22,10 @@ from evaluation.evaluate import (
     load_item_media,
     load_student,
     main,
-    run,
     make_sample,
     parse_modalities,
     read_predictions,
+    run,
 )
 from tests.scripted_server import Reply
 from training.student import build_inputs, generation_suppress_tokens
@@ -357,8 +357,8 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
     import soundfile as sf
 
     from evaluation.api_generator import OpenAIGenerator, api_messages, suppress_bias
-    from evaluation.config import Decoding, ServerConfig
     from evaluation.benchmarks import load_benchmark
+    from evaluation.config import Decoding, ServerConfig
     from training.student import student_prompt
 
     scripted_server.set_handler("student", lambda request: "<think>t</think><answer>C major chord on a piano</answer>")
@@ -428,8 +428,8 @@ def test_openai_backend_bounds_requests_in_flight_and_retries(layouts, scripted_
     import time
 
     from evaluation.api_generator import OpenAIGenerator
-    from evaluation.config import Decoding, ServerConfig
     from evaluation.benchmarks import load_benchmark
+    from evaluation.config import Decoding, ServerConfig
 
     lock, state = threading.Lock(), {"now": 0, "max": 0}
 

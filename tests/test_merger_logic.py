@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from filters.answers import formatted_choices, question_text
 from filters.format import check_format
 from merger.concat import concat_merge
-from filters.answers import formatted_choices, question_text
 from merger.prompt import correct_answer, render_merger_prompt
 from merger.validate import MergeCheck, clean_merged, find_leaks, validate_merged
 from prompts import load_prompt

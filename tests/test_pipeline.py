@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.build_avrt import build_avrt
 from corpus.stats import STAGES
+from flows.build_avrt import build_avrt
 from tests.pipeline_helpers import merger_handler, numbered_manifest, teacher_handler, write_config
 from tests.scripted_server import Reply
 

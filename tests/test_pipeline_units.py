@@ -7,11 +7,12 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from flows.cache import Cache, cache_key
-from flows.config import load_config
 from corpus.manifest import ManifestError, load_manifest
+from flows.config import load_config
 from media import audio_window, frame_timestamps
 from media.extract import frame_indices
+from media.files import content_key
+from teachers.calls import CallCache
 
 
 def test_jsonl_avqa_and_image_audio_manifests(synthetic_data, tmp_path):
@@ -69,11 +70,11 @@ def test_config_registry_defaults_overrides_and_teacher_swap(tmp_path):
 
 def test_cache_keys_depend_on_exactly_what_determines_the_answer(tmp_path):
     base = {"model": "m", "sampling": {"temperature": 0.8}, "text": "prompt", "media": ["abc"]}
-    key = cache_key(**base)
-    assert key == cache_key(**dict(reversed(list(base.items()))))  # order of fields is irrelevant
+    key = content_key(**base)
+    assert key == content_key(**dict(reversed(list(base.items()))))  # order of fields is irrelevant
     for change in ({"model": "m2"}, {"sampling": {"temperature": 0.7}}, {"text": "prompt!"}, {"media": ["abd"]}):
-        assert cache_key(**{**base, **change}) != key
-    cache = Cache(tmp_path)
+        assert content_key(**{**base, **change}) != key
+    cache = CallCache(tmp_path)
     assert cache.get("calls/x", key) is None
     cache.put("calls/x", key, {"content": "hi"})
     assert cache.get("calls/x", key) == {"content": "hi"}

@@ -45,8 +45,13 @@ def _relayout(key: str, layout: str) -> str:
 
 
 def _tiny_af3(tokenizer_dir, out):
-    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration,
-                              AudioFlamingo3Processor, AutoTokenizer, WhisperFeatureExtractor)
+    from transformers import (
+        AudioFlamingo3Config,
+        AudioFlamingo3ForConditionalGeneration,
+        AudioFlamingo3Processor,
+        AutoTokenizer,
+        WhisperFeatureExtractor,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.add_tokens(["<sound>"], special_tokens=True)

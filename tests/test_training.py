@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 import torch
+from pydantic import ValidationError
 
 from tests.corpus_fixture import write_corpus
 from training.runtime import read_metrics
@@ -177,9 +177,9 @@ def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path):
 def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_models, corpus):
     """The same corpus item: SFT's training prompt, GRPO's prompt and evaluation's generate inputs agree."""
     from evaluation.evaluate import Decoding, HFGenerator
+    from tests.conftest import prompt_lengths
     from training.runtime import MediaLoader, load_corpus
     from training.sft import SFTCollator
-    from tests.conftest import prompt_lengths
     from training.student import MEDIA_KEYS, load_corpus_sample
 
     trainer = grpo_trainer

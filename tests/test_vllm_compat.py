@@ -18,8 +18,8 @@ from safetensors import safe_open
 vllm = pytest.importorskip("vllm", reason="vLLM lives in its own environment")
 
 from evaluation.api_generator import api_messages, request_sampling, suppress_bias  # noqa: E402
-from evaluation.config import Decoding  # noqa: E402
 from evaluation.benchmarks import load_manifest  # noqa: E402
+from evaluation.config import Decoding  # noqa: E402
 from evaluation.evaluate import load_item_media, make_sample  # noqa: E402
 from evaluation.export_student import export_student  # noqa: E402
 

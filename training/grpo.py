@@ -35,10 +35,26 @@ from trl import GRPOConfig, GRPOTrainer
 
 from training.encoders import EncodedMedia, enable_encoded_audio, encode_media, encoded_kwargs, thinker
 from training.rewards import accuracy_reward, format_reward, make_length_reward
-from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, trl_config,
-                              resume_point, use_encoder_cache)
-from training.student import (MEDIA_KEYS, Layout, collate_media, continue_positions, encode_prompt,
-                              generation_suppress_tokens, pad_positions, student_prompt)
+from training.runtime import (
+    JsonlMetrics,
+    MediaLoader,
+    load_corpus,
+    load_processor,
+    load_student,
+    resume_point,
+    trl_config,
+    use_encoder_cache,
+)
+from training.student import (
+    MEDIA_KEYS,
+    Layout,
+    collate_media,
+    continue_positions,
+    encode_prompt,
+    generation_suppress_tokens,
+    pad_positions,
+    student_prompt,
+)
 from training.train_config import TrainConfig
 
 

@@ -18,8 +18,16 @@ from datasets import Dataset
 from trl import SFTTrainer
 
 from training.encoders import enable_encoded_audio, encode_media, encoded_kwargs
-from training.runtime import (JsonlMetrics, MediaLoader, load_corpus, load_processor, load_student, trl_config,
-                              resume_point, use_encoder_cache)
+from training.runtime import (
+    JsonlMetrics,
+    MediaLoader,
+    load_corpus,
+    load_processor,
+    load_student,
+    resume_point,
+    trl_config,
+    use_encoder_cache,
+)
 from training.student import MEDIA_KEYS, Layout, build_inputs
 from training.train_config import TrainConfig
 

@@ -173,7 +173,8 @@ def rope_positions(processor, input_ids: torch.Tensor, media: dict[str, torch.Te
     processor, which shares them with the model config.
     """
     from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
-        Qwen2_5OmniPreTrainedModelForConditionalGeneration as Omni)
+        Qwen2_5OmniPreTrainedModelForConditionalGeneration as Omni,
+    )
 
     tok = processor.tokenizer
     config = SimpleNamespace(

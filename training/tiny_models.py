@@ -110,8 +110,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 
 def build_processor(tokenizer, preset: str = "tiny"):
-    from transformers import (Qwen2_5OmniProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import Qwen2_5OmniProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor, WhisperFeatureExtractor
 
     pixels = PRESETS[preset]["pixels"]
     image_processor = Qwen2VLImageProcessor(patch_size=14, temporal_patch_size=2, merge_size=2, **pixels)

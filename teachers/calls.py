@@ -1,0 +1,62 @@
+"""Model calls, cached by content and safe against kill -9: a call whose answer is on disk is never
+sent again.
+
+An entry lives at ``ROOT/calls/<role>/<k[:2]>/<k>.json`` where ``k`` digests exactly what determines
+the answer: the model name, the request text, the digests of the media sent with it and the sampling
+parameters; never the server URL or the API key, so replicas and key rotation invalidate nothing.
+Entries are written to a temporary file and renamed: a killed run leaves a whole entry or none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from media.files import atomic_write_bytes, content_key
+from teachers.client import ChatResult, Messages, ModelClient
+
+
+class CallCache:
+    """JSON entries under ``root/<namespace>/<k[:2]>/<k>.json``; counts hits and misses."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.hits: Counter[str] = Counter()
+        self.misses: Counter[str] = Counter()
+
+    def path(self, namespace: str, key: str) -> Path:
+        return self.root / namespace / key[:2] / f"{key}.json"
+
+    def get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """The entry, or None (also for one torn by a machine crash)."""
+        try:
+            value = json.loads(self.path(namespace, key).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.misses[namespace] += 1
+            return None
+        self.hits[namespace] += 1
+        return value
+
+    def put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path(namespace, key), json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        names = sorted(set(self.hits) | set(self.misses))
+        return {n: {"hits": self.hits[n], "misses": self.misses[n]} for n in names}
+
+
+async def cached_chat(cache: CallCache, client: ModelClient, role: str, key_parts: dict[str, Any],
+                      messages: Messages | Callable[[], Messages]) -> tuple[ChatResult, bool]:
+    """``(result, from_cache)``: the cached answer to this request if any, else one request to
+    ``client`` (``messages`` may be a callable, built only once a slot is held), stored."""
+    key = content_key(role=role, model=client.model, sampling=client.sampling, **key_parts)
+    namespace = f"calls/{role}"
+    cached = cache.get(namespace, key)  # one small file read: cheaper than a thread hop
+    if cached is not None:
+        return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", "")), True
+    result = await client.chat(messages)
+    cache.put(namespace, key, result.to_dict())
+    return result, False
