@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -117,7 +117,7 @@ def _artifact(fn, **kwargs):
     try:
         return fn(**kwargs)
     except Exception as err:  # pragma: no cover - depends on the Prefect backend
-        print(f"(artifact skipped: {type(err).__name__})")
+        get_run_logger().warning("artifact %s skipped: %s: %s", fn.__name__, type(err).__name__, err)
         return None
 
 
@@ -139,12 +139,13 @@ def make_task_runner(config: BuildConfig, shards_at_once: int) -> tuple[Any, int
     return ThreadPoolTaskRunner(max_workers=shards_at_once), 1
 
 
-@flow(name="build-avrt", log_prints=True)
+@flow(name="build-avrt")
 def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | None = None,
                video_dir: str | None = None, overrides: dict[str, Any] | None = None, replace: bool = False,
                skip_invalid: bool = False) -> dict[str, Any]:
     """Build an AVRT corpus from MANIFEST into OUT; returns the statistics (``pending`` and
     ``stopped`` say whether the run finished: re-run the same call to resume)."""
+    log = get_run_logger()
     cfg = load_config(config, overrides)
     outdir = Path(out).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -159,13 +160,13 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         n_shards = len(shard_samples(samples, cfg.shard_size))
         at_once = admitted_shards(cfg, n_shards)
         runner, share = make_task_runner(cfg, at_once)
-        print(f"build-avrt: {len(samples)} samples in {n_shards} shard(s) of {cfg.shard_size} ({at_once} at once); "
+        log.info(f"{len(samples)} samples in {n_shards} shard(s) of {cfg.shard_size} ({at_once} at once); "
               f"vision={cfg.vision_teacher.model} audio={cfg.audio_teacher.model} "
               f"merger={cfg.merger.model if cfg.merger_kind == 'llm' else 'concat'} filter={cfg.filter}"
               + (f"; replacing a corpus with {dropping} row(s) this manifest does not cover" if dropping else ""))
         if reading.invalid:
             listed = str(ManifestError.from_rows(Path(manifest), reading.invalid, len(samples) + len(reading.invalid)))
-            print(f"build-avrt: --skip-invalid: {listed}\n  (recorded in rejected/ with stage 'manifest')")
+            log.warning(f"--skip-invalid: {listed}\n  (recorded in rejected/ with stage 'manifest')")
         atomic_write_bytes(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
 
         bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
@@ -201,7 +202,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
             if rows:
                 plot_stats(stats, outdir / "stats.png")
         summary = summary_text(stats, cache, calls, outdir)
-        print(summary)
+        log.info("closing summary\n%s", summary)  # also a markdown artifact in the Prefect UI
         _publish(stats, summary)
         cleaner.join()
         return stats

@@ -2,8 +2,8 @@
 
 ``python -m media.synthetic --out outputs/synthetic --n 12 [--odd]`` writes
 
-* ``videos/*.mp4``: clips of a few kinds (a coloured screen with a pure tone, a test pattern with
-  noise, colour bars with a rising chirp) and lengths (3 to 12 s), H.264 + AAC;
+* ``videos/*.mp4``: clips of a coloured screen with one sound (a pure tone, white noise or a rising
+  chirp, at a low, middle or high pitch), 3 to 12 s long, H.264 + AAC;
 * ``manifest.jsonl``: the project's manifest (``id, video, question, choices, answer`` A-D,
   ``question_type``), with video paths relative to the manifest;
 * ``avqa.json``: the same questions in AVQA's annotation format (``video_name`` without extension,

@@ -168,6 +168,7 @@ def test_bad_key_stops_early_then_the_right_key_completes_cleanly(synthetic_data
     assert second.returncode == 0, output[-3000:]
     assert len(pd.read_parquet(tmp_path / "out" / "corpus" / "train.parquet")) == 6
     assert "ERROR" not in output and "Traceback" not in output, output[-3000:]  # a clean run is quiet
+    assert "build-avrt: 6 samples decided, 6 kept, 0 pending" in output and "stage funnel:" in output  # the summary
 
 
 def test_unreachable_endpoint_stops_early_with_its_url(synthetic_data, prefect_api, tmp_path):
