@@ -191,7 +191,12 @@ def _text(row: dict[str, Any], name: str, problems: list[str], required: bool = 
     return value
 
 
-def _choices(value: Any, name: str, problems: list[str]) -> list[str] | None:
+def _choices(row: dict[str, Any], name: str, problems: list[str]) -> list[str] | None:
+    """The row's option texts, or None with the problem recorded."""
+    if name not in row:
+        problems.append(f"missing field {name!r}")
+        return None
+    value = row[name]
     if isinstance(value, str):
         problems.append(f"'{name}' must be a list of option texts, got the string {_show(value)}")
         return None
@@ -239,9 +244,7 @@ def _from_jsonl(row: Any, base: Path, split: str, where: str) -> Sample | Invali
     sample_id = _text(row, "id", problems)
     row_split = _text(row, "split", problems, required=False) or split
     question = _text(row, "question", problems)
-    choices = _choices(row["choices"], "choices", problems) if "choices" in row else None
-    if "choices" not in row:
-        problems.append("missing field 'choices'")
+    choices = _choices(row, "choices", problems)
     answer = _answer(row.get("answer"), len(choices) if choices else None, problems)
     media = {name: _text(row, name, problems, required=False) for name in ("video", "image", "audio")}
     if not media["video"] and not (media["image"] and media["audio"]) and not any(
@@ -263,9 +266,7 @@ def _from_avqa(row: Any, base: Path, split: str, where: str) -> Sample | Invalid
     video_name = _text(row, "video_name", problems)
     sample_id = _text(row, "id", problems, required=False) or video_name
     question = _text(row, "question_text", problems)
-    choices = _choices(row["multi_choice"], "multi_choice", problems) if "multi_choice" in row else None
-    if "multi_choice" not in row:
-        problems.append("missing field 'multi_choice'")
+    choices = _choices(row, "multi_choice", problems)
     raw_answer = row.get("answer")
     if isinstance(raw_answer, str) and raw_answer.strip().isdigit():  # some AVQA dumps store "2"
         raw_answer = int(raw_answer)
