@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus.manifest import Sample
+from corpus.schema import Row
 from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
 from flows.config import BuildConfig, EndpointConfig
@@ -154,7 +155,7 @@ class SampleProcessor:
         return None, f"merger output invalid after {self.config.merger_attempts} attempts ({'; '.join(dict.fromkeys(reasons))})", self.config.merger_attempts
 
     # -- one sample ------------------------------------------------------------------------------
-    async def process(self, sample: Sample, tally: Tally | None = None) -> dict[str, Any]:
+    async def process(self, sample: Sample, tally: Tally | None = None) -> Row:
         """The sample's row: kept, rejected (a final verdict) or pending (transport failures).
 
         Raises ``EndpointError`` when an endpoint cannot serve anything (the run stops)."""

@@ -64,7 +64,7 @@ PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.y
   "$OUT/synthetic/manifest.jsonl" "$OUT/demo/corpus" "$SERVE_PORT" "$SERVE_PORT" "$SERVE_PORT")
 prefect deployment run build-avrt/build-avrt --params "$PARAMS" --watch --watch-timeout 600
 echo "--- flow-run log (summary) ---"
-sed -n '/build-avrt: [0-9]* samples in,/,/^.*  calls sent:/p' "$LOGS/flow-serve.log" | sed 's/^.*| //' | tail -40
+sed -n '/build-avrt: [0-9]* samples decided,/,/^.*  calls sent:/p' "$LOGS/flow-serve.log" | sed 's/^.*| //' | tail -40
 
 step "4/6 train the tiny student: SFT then GRPO"
 if [ -f training/sft_then_grpo.py ]; then
