@@ -17,6 +17,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,15 @@ from prompts import load_prompt, prompt_sha256
 from teachers.calls import CallCache, cached_chat
 from teachers.client import CallPending, ChatResult, EndpointError, ModelCallError, ModelClient
 from teachers.reasoning import trace_text
-from teachers.requests import audio_messages, teacher_prompt, text_messages, vision_messages
+from teachers.requests import (
+    EncodedPart,
+    audio_messages,
+    audio_part,
+    image_part,
+    teacher_prompt,
+    text_messages,
+    vision_messages,
+)
 
 ROLES = ("vision", "audio", "merger")
 MESSAGE_LAYOUT = "v1"  # bump when the request layout changes, to invalidate cached calls
@@ -120,13 +129,12 @@ class SampleProcessor:
             media_ids = media["frame_sha256"]
 
             def build():
-                frames = [(self.outdir / p).read_bytes() for p in media["frames"]]
-                return vision_messages(text, frames)
+                return vision_messages(text, [_encoded_frame(str(self.outdir / p)) for p in media["frames"]])
         else:
             media_ids = [media["audio_sha256"]]
 
             def build():
-                return audio_messages(text, (self.outdir / media["audio"]).read_bytes())
+                return audio_messages(text, _encoded_audio(str(self.outdir / media["audio"])))
 
         result = await self.call(role, {"text": text, "media": media_ids}, build, tally)
         parsed = parse_answer(result.content, sample.choices)
@@ -226,3 +234,15 @@ class SampleProcessor:
             out[f"{role}_prompt_sha256"] = prompt_sha256(self.prompts[role])
             out[f"{role}_sampling"] = json.dumps(ep.sampling(), sort_keys=True)
         return out
+
+
+# Media files live in content-addressed folders: a path's bytes never change, so a clip asked about
+# many times (AVQA: several questions per video) is read and base64-encoded once per process.
+@lru_cache(maxsize=1024)
+def _encoded_frame(path: str) -> EncodedPart:
+    return image_part(Path(path).read_bytes())
+
+
+@lru_cache(maxsize=64)
+def _encoded_audio(path: str) -> EncodedPart:
+    return audio_part(Path(path).read_bytes())

@@ -27,6 +27,10 @@ class MediaStore:
         self.root, self.outdir, self.settings = Path(root), Path(outdir), settings
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # Per process, for clips asked about many times (AVQA: several questions per video): a source
+        # file's digest while its size and mtime stay the same, and a finished key's meta (immutable).
+        self._digests: dict[tuple[str, int, int], str] = {}
+        self._done: dict[str, dict[str, Any]] = {}
 
     def get(self, video: str | None = None, image: str | None = None, audio: str | None = None) -> tuple[dict[str, Any], bool]:
         """``(meta, extracted_now)``; raises MediaError for unusable media (also when cached)."""
@@ -35,7 +39,9 @@ class MediaStore:
             if not Path(source).exists():
                 raise MediaError(f"file not found: {source}")
         key = content_key(kind="video" if video else "image+audio", settings=self.settings.model_dump(),
-                          sources=[digest_file(p) for p in sources])
+                          sources=[self._digest(p) for p in sources])
+        if key in self._done:
+            return self._done[key], False
         directory = self.root / "media" / key[:2] / key
         extracted = False
         with self._lock_for(key):
@@ -49,8 +55,16 @@ class MediaStore:
         if "error" in meta:
             raise MediaError(meta["error"])
         rel = os.path.relpath(self._within_outdir(directory, key), self.outdir)
-        return {**meta, "key": key, "frames": [f"{rel}/{name}" for name in meta["frames"]],
-                "audio": f"{rel}/{meta['audio']}"}, extracted
+        meta = {**meta, "key": key, "frames": [f"{rel}/{name}" for name in meta["frames"]], "audio": f"{rel}/{meta['audio']}"}
+        self._done[key] = meta
+        return meta, extracted
+
+    def _digest(self, path: str) -> str:
+        stat = os.stat(path)
+        memo = (str(path), stat.st_size, stat.st_mtime_ns)
+        if memo not in self._digests:
+            self._digests[memo] = digest_file(path)
+        return self._digests[memo]
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._guard:

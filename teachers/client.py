@@ -41,6 +41,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from teachers.reasoning import split_reasoning
+from teachers.requests import dumps_body
 
 TRANSIENT = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 TRANSIENT_STATUS = {408, 409, 425, 429}  # and every 5xx
@@ -138,10 +139,11 @@ class ModelClient:
                     body = messages() if callable(messages) else messages
                     # The low-level post of the official client: same HTTP, timeout and error
                     # handling as chat.completions.create, without its per-call recursive walk of
-                    # the (large, already valid) message payload, which cost ~6 ms per request.
+                    # the (large, already valid) message payload, which cost ~6 ms per request;
+                    # the body is serialised once, media parts as they were encoded.
                     response = await replica.client.post(
                         "/chat/completions", cast_to=ChatCompletion,
-                        body={"model": self.model, "messages": body, **standard, **extra})
+                        body=dumps_body({"model": self.model, "messages": body, **standard, **extra}))
                     del body
                 result = self._result(replica.url, response)
                 replica.last_success = time.monotonic()

@@ -99,3 +99,24 @@ def test_model_and_base_url_take_the_role_paper_defaults():
         assert section.prompt == paper["prompt"] and section.role is None  # no registry entry named
         assert (section.temperature, section.top_p, section.max_tokens) == (paper["temperature"], paper["top_p"], paper["max_tokens"])
         assert section.question_suffix == "" and section.extra_body == {}  # model-specific settings are not defaults
+
+
+def test_request_body_is_the_official_clients_json_with_media_encoded_once():
+    import base64
+    import json
+
+    from openai._utils._json import openapi_dumps
+
+    from teachers.requests import audio_messages, dumps_body, image_part, text_messages, vision_messages
+
+    jpeg, wav = b"\xff\xd8jpeg bytes", b"RIFF wav bytes"
+    body = {"model": "m", "messages": vision_messages("Q: é?", [jpeg, image_part(jpeg)]), "temperature": 0.7,
+            "extra": {"top_k": 20, "stop": None}}
+    decoded = json.loads(dumps_body(body))
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()}}
+    assert decoded["messages"][0]["content"] == [image, image, {"type": "text", "text": "Q: é?"}]
+    assert decoded["extra"] == {"top_k": 20, "stop": None} and decoded["temperature"] == 0.7
+    audio = json.loads(dumps_body(audio_messages("t", wav)))[0]["content"][0]
+    assert audio == {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+    plain = {"model": "m", "messages": text_messages('say "hi"\n'), "max_tokens": 5}
+    assert dumps_body(plain) == openapi_dumps(plain)  # byte for byte, without media parts

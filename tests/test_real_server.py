@@ -21,7 +21,8 @@ def test_tiny_omni_answers_eight_frames_and_a_wav(transformers_server, tiny_mode
     frames, _ = extract_frames(video, MediaSettings(max_side=160))
     wav = wav_bytes(extract_audio(video))
     client = openai.OpenAI(base_url=transformers_server, api_key="unused")
-    content = [image_part(jpeg_bytes(f)) for f in frames] + [audio_part(wav), {"type": "text", "text": "What do you see and hear?"}]
+    parts = [image_part(jpeg_bytes(f)) for f in frames] + [audio_part(wav)]  # JSON text, as the pipeline sends them
+    content = [json.loads(p) for p in parts] + [{"type": "text", "text": "What do you see and hear?"}]
     response = client.chat.completions.create(model=str(tiny_models["omni"]), temperature=0.0, max_tokens=8,
                                               messages=[{"role": "user", "content": content}])
     assert response.choices[0].message.content is not None
