@@ -43,7 +43,7 @@ class DemoModelSettings:
     merger_steps: int = 300
     learning_rate: float = 1e-3
     variants: int = 6  # each training clip is asked this many times, with other options
-    version: int = 2  # bump when the targets or the training change
+    version: int = 3  # bump when the targets or the training change
 
 
 # ----------------------------------------------------------------------------- targets (pure)
@@ -62,27 +62,21 @@ def clip_properties(row: dict) -> tuple[str, str]:
     return words[1], words[5]
 
 
-def _option_walk(row: dict, index: int, noun: str) -> str:
-    """``(A) has a red screen, (B) …``: each option's word for one modality, in order."""
-    words = [text.split()[index] for text in row["choices"]]
-    return ", ".join(f"({letter}) has a {word} {noun}" for letter, word in zip(LETTERS, words))
-
-
 def vision_target(row: dict) -> str:
-    """What the vision teacher should say: the colour, each option's colour, the first that matches."""
+    """What the vision teacher should say: the colour, its two options, the first of them."""
     colour, _ = clip_properties(row)
-    first, _second = consistent_letters(_item_view(row), colour=colour)
+    first, second = consistent_letters(_item_view(row), colour=colour)
     return (f"Visual Description: The screen is {colour}.\n\n"
-            f"Reasoning: {_option_walk(row, 1, 'screen')}.\n\n"
+            f"Reasoning: Options ({first}) and ({second}) show a {colour} screen.\n\n"
             f"Answer: ({first})")
 
 
 def audio_target(row: dict) -> str:
-    """What the audio teacher should say: the pitch, each option's pitch, the first that matches."""
+    """What the audio teacher should say: the pitch, its two options, the first of them."""
     _, pitch = clip_properties(row)
-    first, _second = consistent_letters(_item_view(row), pitch=pitch)
+    first, second = consistent_letters(_item_view(row), pitch=pitch)
     return (f"Audio Description: The tone is {pitch}.\n\n"
-            f"Reasoning: {_option_walk(row, 5, 'tone')}.\n\n"
+            f"Reasoning: Options ({first}) and ({second}) have a {pitch} tone.\n\n"
             f"Answer: ({first})")
 
 
