@@ -42,15 +42,23 @@ def option_text(colour: str, pitch: str) -> str:
 
 def make_item(index: int, rng: random.Random, test_fraction: float = 0.25) -> AVItem:
     """Draw one item: true (colour, pitch), a distractor colour and pitch, shuffled options."""
-    colour, other_colour = rng.sample(COLOURS, 2)
-    pitch, other_pitch = rng.sample(PITCHES, 2)
+    colour = rng.choice(COLOURS)
+    pitch = rng.choice(PITCHES)
+    choices, answer = draw_options(colour, pitch, rng)
+    split = "test" if rng.random() < test_fraction else "train"
+    return AVItem(id=f"av{index:05d}", colour=colour, pitch=pitch, choices=choices, answer=answer, split=split)
+
+
+def draw_options(colour: str, pitch: str, rng: random.Random) -> tuple[tuple[str, str, str, str], str]:
+    """Shuffled options for a clip of ``colour`` and ``pitch`` (one distractor colour and pitch
+    drawn), and the correct letter. Also re-asks a training clip with other options."""
+    other_colour = rng.choice([c for c in COLOURS if c != colour])
+    other_pitch = rng.choice([p for p in PITCHES if p != pitch])
     options = [option_text(colour, pitch), option_text(colour, other_pitch),
                option_text(other_colour, pitch), option_text(other_colour, other_pitch)]
     correct = options[0]
     rng.shuffle(options)
-    split = "test" if rng.random() < test_fraction else "train"
-    return AVItem(id=f"av{index:05d}", colour=colour, pitch=pitch, choices=tuple(options),
-                  answer=LETTERS[options.index(correct)], split=split)
+    return tuple(options), LETTERS[options.index(correct)]  # type: ignore[return-value]
 
 
 def make_items(n: int, seed: int = 0, test_fraction: float = 0.25) -> list[AVItem]:

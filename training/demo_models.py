@@ -1,0 +1,258 @@
+"""The demo's teachers and merger: tiny models the project trains on the demo's AV task.
+
+``python -m training.demo_models --manifest outputs/av/manifest_train.jsonl --out outputs/demo-models``
+trains, from the tiny offline configs (``training.tiny_models``) and a seed,
+
+* ``vision/``: an Omni thinker that sees only the 8 frames and answers the paper's vision-teacher
+  prompt in the paper's format (``Visual Description: … / Reasoning: … / Answer: (X)``);
+* ``audio/``: an Omni thinker that hears only the audio and answers the audio-teacher prompt
+  (``Audio Description: … / Reasoning: … / Answer: (X)``);
+* ``merger/``: the tiny Qwen2 text model, taught to answer the paper's merger prompt with
+  ``<think>…</think><answer>X</answer>`` built from both analyses.
+
+Each teacher is taught to name what its modality shows (the colour, or the pitch), the two options
+consistent with it, and the first of those two as its answer: a teacher that learned its modality is
+right about half the time (``media.av_task``), which is what the both-correct filter needs.
+Training is teacher forcing on short templated targets (loss on the target only), batch 1, AdamW.
+The models are cached: ``--out`` holds one folder per hash of the settings (seed, steps, learning
+rate, the manifest's rows); a second run with the same settings reuses it and trains nothing.
+The folder of the models is printed on the last line (``models: PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from media.av_task import LETTERS, consistent_letters
+
+ROLES = ("vision", "audio", "merger")
+
+
+@dataclass(frozen=True)
+class DemoModelSettings:
+    """Everything that determines the trained models (the cache key, with the manifest's rows)."""
+
+    seed: int = 0
+    teacher_steps: int = 300
+    merger_steps: int = 300
+    learning_rate: float = 1e-3
+    variants: int = 6  # each training clip is asked this many times, with other options
+    version: int = 3  # bump when the targets or the training change
+
+
+# ----------------------------------------------------------------------------- targets (pure)
+
+def _item_view(row: dict) -> Any:
+    """A light stand-in for ``AVItem`` built from a manifest row (what ``consistent_letters`` reads)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(choices=tuple(row["choices"]))
+
+
+def clip_properties(row: dict) -> tuple[str, str]:
+    """The (colour, pitch) of a manifest row, read from its correct option's text."""
+    text = row["choices"][LETTERS.index(row["answer"])]
+    words = text.split()  # "a {colour} screen with a {pitch} tone"
+    return words[1], words[5]
+
+
+def vision_target(row: dict) -> str:
+    """What the vision teacher should say: the colour, its two options, the first of them."""
+    colour, _ = clip_properties(row)
+    first, second = consistent_letters(_item_view(row), colour=colour)
+    return (f"Visual Description: The screen is {colour}.\n\n"
+            f"Reasoning: Options ({first}) and ({second}) show a {colour} screen.\n\n"
+            f"Answer: ({first})")
+
+
+def audio_target(row: dict) -> str:
+    """What the audio teacher should say: the pitch, its two options, the first of them."""
+    _, pitch = clip_properties(row)
+    first, second = consistent_letters(_item_view(row), pitch=pitch)
+    return (f"Audio Description: The tone is {pitch}.\n\n"
+            f"Reasoning: Options ({first}) and ({second}) have a {pitch} tone.\n\n"
+            f"Answer: ({first})")
+
+
+def merger_target(row: dict) -> str:
+    """What the merger should write for a sample both teachers described."""
+    colour, pitch = clip_properties(row)
+    return (f"<think>The audio has a {pitch} tone and the frames show a {colour} screen; "
+            f"only option {row['answer']} has both.</think><answer>{row['answer']}</answer>")
+
+
+def merger_prompt(row: dict, audio_text: str, vision_text: str) -> str:
+    """The paper's merger prompt for ``row``, as ``merger.prompts`` fills it for the pipeline."""
+    from merger.prompt import render_merger_prompt
+    from prompts import load_prompt
+
+    return render_merger_prompt(load_prompt("merger"), row["question"], row["choices"], row["answer"],
+                                audio_text, vision_text)
+
+
+def variants(rows: list[dict], n: int, seed: int) -> list[dict]:
+    """Each row asked ``n`` times: itself, then with freshly drawn, reshuffled options (same clip).
+
+    The clip's media never change, so this teaches the teachers to read the options, not to recall
+    a training row's letter."""
+    from media.av_task import draw_options
+
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        colour, pitch = clip_properties(row)
+        out.append(row)
+        for k in range(1, n):
+            choices, answer = draw_options(colour, pitch, rng)
+            out.append({**row, "id": f"{row['id']}~{k}", "choices": list(choices), "answer": answer})
+    return out
+
+
+def settings_key(settings: DemoModelSettings, rows: list[dict]) -> str:
+    """A short hash of the settings and the training rows."""
+    blob = json.dumps([asdict(settings), rows], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- training (I/O)
+
+def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> list[dict]:
+    """Tokenised (prompt + target) examples with the teacher's media and loss mask."""
+    import torch
+    from PIL import Image
+
+    from media.extract import MediaSettings, extract_audio, extract_frames
+    from prompts import load_prompt
+    from teachers.requests import teacher_prompt
+
+    prompt = load_prompt(f"{role}_teacher")
+    decoded: dict[str, dict] = {}
+    out = []
+    for row in rows:
+        text = teacher_prompt(prompt, row["question"], row["choices"])
+        video = root / row["video"]
+        if row["video"] not in decoded:
+            if role == "vision":
+                frames, _ = extract_frames(video, MediaSettings(max_side=320))
+                decoded[row["video"]] = {"images": [Image.fromarray(f) for f in frames]}
+            else:
+                decoded[row["video"]] = {"audio": [extract_audio(video)]}
+        media = decoded[row["video"]]
+        if role == "vision":
+            parts = [{"type": "image"} for _ in media["images"]]
+            target = vision_target(row)
+        else:
+            parts = [{"type": "audio"}]
+            target = audio_target(row)
+        messages = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
+        head = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        encoded = processor(text=[head + target + "<|im_end|>"], return_tensors="pt", **media)
+        n_prompt = processor(text=[head], return_tensors="pt", **media)["input_ids"].shape[1]
+        labels = encoded["input_ids"].clone()
+        labels[:, :n_prompt] = -100
+        out.append({**encoded, "labels": labels})
+    return [{k: v for k, v in ex.items() if isinstance(v, torch.Tensor)} for ex in out]
+
+
+def _merger_examples(tokenizer, rows: list[dict]) -> list[dict]:
+    out = []
+    for row in rows:
+        prompt = merger_prompt(row, audio_target(row), vision_target(row))
+        head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+        ids = tokenizer(head + merger_target(row) + "<|im_end|>", return_tensors="pt")
+        n_prompt = len(tokenizer(head)["input_ids"])
+        labels = ids["input_ids"].clone()
+        labels[:, :n_prompt] = -100
+        out.append({**ids, "labels": labels})
+    return out
+
+
+def _fit(model, examples: list[dict], steps: int, lr: float, seed: int, desc: str) -> float:
+    """Teacher forcing, batch 1, shuffled each epoch; returns the mean loss of the last 20 steps."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    order_rng = random.Random(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    order: list[int] = []
+    losses: list[float] = []
+    for _ in tqdm(range(steps), desc=desc, unit="step"):
+        if not order:
+            order = list(range(len(examples)))
+            order_rng.shuffle(order)
+        loss = model(**examples[order.pop()]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    model.eval()
+    tail = losses[-20:]
+    return sum(tail) / len(tail)
+
+
+def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
+    """Train (or reuse) the three models for ``manifest``; return their folder."""
+    import torch
+
+    from training.tiny_models import build_omni, build_text
+
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise SystemExit(f"{manifest}: no rows to train on")
+    folder = out / settings_key(settings, rows)
+    if (folder / "done.json").exists():
+        print(f"reusing the trained demo models in {folder}")
+        return folder
+    report: dict[str, Any] = {"settings": asdict(settings), "rows": len(rows)}
+    asked = variants(rows, settings.variants, settings.seed)
+    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2ForCausalLM
+
+    for i, role in enumerate(("vision", "audio")):
+        path = build_omni(folder / role, settings.seed + i)
+        processor = AutoProcessor.from_pretrained(path)
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+        examples = _teacher_examples(processor, asked, manifest.parent, role)
+        report[f"{role}_loss"] = _fit(model, examples, settings.teacher_steps, settings.learning_rate,
+                                      settings.seed, f"{role} teacher")
+        model.save_pretrained(path)
+    path = build_text(folder / "merger", settings.seed + 2)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
+    report["merger_loss"] = _fit(model, _merger_examples(tokenizer, asked), settings.merger_steps,
+                                 settings.learning_rate, settings.seed, "merger")
+    model.save_pretrained(path)
+    (folder / "done.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report))
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.demo_models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True, help="the AV task's training manifest")
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo-models"), help="cache folder")
+    defaults = DemoModelSettings()
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--teacher-steps", type=int, default=defaults.teacher_steps)
+    parser.add_argument("--merger-steps", type=int, default=defaults.merger_steps)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--variants", type=int, default=defaults.variants,
+                        help="times each training clip is asked, with other options")
+    args = parser.parse_args(argv)
+    settings = DemoModelSettings(args.seed, args.teacher_steps, args.merger_steps, args.learning_rate,
+                                 args.variants)
+    print(f"models: {train_models(args.manifest, args.out, settings)}")
+
+
+if __name__ == "__main__":
+    main()
