@@ -127,7 +127,7 @@ def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> lis
     import torch
     from PIL import Image
 
-    from media.extract import MediaSettings, extract_audio, extract_frames
+    from media import MediaSettings, load_clip
     from prompts import load_prompt
     from teachers.requests import teacher_prompt
 
@@ -138,11 +138,12 @@ def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> lis
         text = teacher_prompt(prompt, row["question"], row["choices"])
         video = root / row["video"]
         if row["video"] not in decoded:
-            if role == "vision":
-                frames, _ = extract_frames(video, MediaSettings(max_side=320))
-                decoded[row["video"]] = {"images": [Image.fromarray(f) for f in frames]}
-            else:
-                decoded[row["video"]] = {"audio": [extract_audio(video)]}
+            clip = load_clip(video, settings=MediaSettings(max_side=320), want_frames=role == "vision",
+                             want_audio=role == "audio")
+            if clip.error():
+                raise ValueError(f"{video}: {clip.error()}")
+            decoded[row["video"]] = ({"images": [Image.fromarray(f) for f in clip.frames]} if role == "vision"
+                                     else {"audio": [clip.audio]})
         media = decoded[row["video"]]
         if role == "vision":
             parts = [{"type": "image"} for _ in media["images"]]
