@@ -17,7 +17,9 @@ Heavy-tailed mode: every request's latency is lognormal (median 0.6 s, sigma 0.8
 function of (model, question), so the ideal is known: ``ideal time = max(busiest endpoint's summed
 latency / in_flight, the longest sample's critical path max(vision, audio) + merger)``. Reports, as
 ratios of that ideal measured in this run: steady-state throughput in process (Prefect server up,
-media cached) at each ``--in-flight`` with default sharding; the same through the CLI
+media cached) at each ``--in-flight`` with default sharding, with the CPU per sample of the flow's
+process and, apart, of the stub server (its own process, competing for the same cores: the ideal
+assumes free CPU, so on a small machine the two CPU figures bound the ratio); the same through the CLI
 (``python -m flows.build_avrt``) with start-up included; CPU ms per sample beyond start-up (the
 flow's process; the server excluded); and the fixed cost of a fully cached CLI run of 4 samples.
 """
@@ -49,6 +51,15 @@ def start_server(latency: float, lognormal: tuple[float, float, int] | None = No
     process = subprocess.Popen([sys.executable, "-m", "tests.scripted_server", "--latency", str(latency), *extra],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
     return process, process.stdout.readline().strip()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_manifest(clips: list[Path], n: int, path: Path) -> Path:
@@ -143,12 +154,15 @@ def heavy(args: argparse.Namespace) -> dict[str, float]:
                 for in_flight in args.in_flight:
                     config, models = write_heavy_config(tmp / f"s{in_flight}.yaml", url, in_flight, f"steady{in_flight}", cache)
                     ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)
+                    server_cpu = process_cpu_seconds(process.pid)
                     wall, cpu = time.perf_counter(), time.process_time()
                     build_avrt(manifest=str(manifest), out=str(tmp / f"steady{in_flight}"), config=str(config))
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    server_cpu = process_cpu_seconds(process.pid) - server_cpu
                     results.update({f"steady_{in_flight}_ideal_s": ideal, f"steady_{in_flight}_wall_s": wall,
                                     f"steady_{in_flight}_achieved_vs_ideal": ideal / wall,
-                                    f"steady_{in_flight}_cpu_ms_per_sample": 1000 * cpu / args.samples})
+                                    f"steady_{in_flight}_cpu_ms_per_sample": 1000 * cpu / args.samples,
+                                    f"steady_{in_flight}_stub_server_cpu_ms_per_sample": 1000 * server_cpu / args.samples})
             in_flight = args.in_flight[0]
             config, models = write_heavy_config(tmp / "cli.yaml", url, in_flight, "cli", cache)
             ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)

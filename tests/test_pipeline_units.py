@@ -120,3 +120,59 @@ def test_request_body_is_the_official_clients_json_with_media_encoded_once():
     assert audio == {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
     plain = {"model": "m", "messages": text_messages('say "hi"\n'), "max_tokens": 5}
     assert dumps_body(plain) == openapi_dumps(plain)  # byte for byte, without media parts
+
+
+def test_a_clip_is_hashed_read_and_encoded_once_for_all_its_questions(synthetic_data, tmp_path, monkeypatch):
+    """AVQA asks several questions per video: the file is digested once, its frames and audio are
+    base64-encoded once, and every question's request carries those same bytes."""
+    import base64
+
+    import flows.stages as stages
+    import media.store
+    from corpus.manifest import Sample
+    from flows.stages import SampleProcessor
+    from teachers.requests import dumps_body
+
+    video = str(synthetic_data / json.loads((synthetic_data / "manifest.jsonl").read_text().splitlines()[0])["video"])
+    (tmp_path / "c.yaml").write_text("vision_teacher: {model: v, base_url: http://127.0.0.1:9/v1}\n"
+                                     "audio_teacher: {model: a, base_url: http://127.0.0.1:9/v1}\n"
+                                     "merger: {model: m, base_url: http://127.0.0.1:9/v1}\nmedia: {max_side: 160}\n")
+    processor = SampleProcessor(load_config(tmp_path / "c.yaml"), tmp_path / "out")
+    counts = {"digest": 0, "image": 0, "audio": 0}
+
+    def counting(name, real):
+        def wrapped(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(media.store, "digest_file", counting("digest", media.store.digest_file))
+    monkeypatch.setattr(stages, "image_part", counting("image", stages.image_part))
+    monkeypatch.setattr(stages, "audio_part", counting("audio", stages.audio_part))
+    stages._encoded_frame.cache_clear()
+    stages._encoded_audio.cache_clear()
+    bodies = []
+    for i in range(5):
+        meta = processor.media(Sample(id=f"s{i}", question=f"Q{i}", choices=["a", "b"], answer="A", video=video))
+        frames = [stages._encoded_frame(str(processor.outdir / p)) for p in meta["frames"]]
+        bodies.append(json.loads(dumps_body(stages.vision_messages(f"Q{i}", frames)
+                                                   + stages.audio_messages(f"Q{i}", stages._encoded_audio(
+                                                       str(processor.outdir / meta["audio"]))))))
+    assert counts == {"digest": 1, "image": len(meta["frames"]), "audio": 1}
+    first = (processor.outdir / meta["frames"][0]).read_bytes()
+    vision, audio = bodies[-1][0]["content"], bodies[-1][1]["content"]
+    assert vision[0]["image_url"]["url"] == "data:image/jpeg;base64," + base64.b64encode(first).decode()
+    assert vision[-1]["text"] == "Q4" and len(vision) == len(meta["frames"]) + 1
+    assert base64.b64decode(audio[0]["input_audio"]["data"]) == (processor.outdir / meta["audio"]).read_bytes()
+
+
+def test_a_changed_source_file_is_hashed_again(tmp_path):
+    from media import MediaSettings
+    from media.store import MediaStore
+
+    store = MediaStore(tmp_path / "cache", tmp_path / "out", MediaSettings())
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"one")
+    first = store._digest(str(path))
+    path.write_bytes(b"two, longer")
+    assert store._digest(str(path)) != first
