@@ -72,7 +72,7 @@ async def probe_endpoints(config, sample, workdir: Path) -> list[Probe]:
         return SampleProcessor(fresh, workdir)
 
     first = processor("vision", endpoint(config, "vision").base_url[0])
-    media = await asyncio.to_thread(first.media, sample, Tally())
+    media = await first.media(sample, Tally())
     await first.close()
     probes: list[Probe] = []
     answers: dict[str, object] = {}  # the first teacher result per role, for the merger

@@ -17,7 +17,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +102,14 @@ class SampleProcessor:
             await client.close()
 
     # -- media and calls: stored by content (media.store, teachers.calls) --------------------------
-    def media(self, sample: Sample, tally: Tally | None = None) -> dict[str, Any]:
-        """The sample's frames and audio (extracted once per content); paths relative to outdir."""
-        meta, extracted = self.media_store.get(sample.video, sample.image, sample.audio)
+    async def media(self, sample: Sample, tally: Tally | None = None) -> dict[str, Any]:
+        """The sample's frames and audio (extracted once per content); paths relative to outdir.
+        A clip this process already resolved is recalled on the event loop; anything else (hashing,
+        decoding, the cache folder) runs in a worker thread."""
+        meta = self.media_store.recall(sample.video, sample.image, sample.audio)
+        extracted = False
+        if meta is None:
+            meta, extracted = await asyncio.to_thread(self.media_store.get, sample.video, sample.image, sample.audio)
         if tally is not None:
             (tally.misses if extracted else tally.hits)["media"] += 1
         return meta
@@ -174,7 +179,7 @@ class SampleProcessor:
                                "source": sample.video or f"{sample.image} + {sample.audio}"}
         start = time.perf_counter()
         try:
-            media = await asyncio.to_thread(self.media, sample, tally)
+            media = await self.media(sample, tally)
         except MediaError as err:
             return {**row, "status": "rejected", "stage": "media", "reason": err.reason}
         except OSError as err:  # the disk, not the sample: retried by the next run
@@ -223,10 +228,12 @@ class SampleProcessor:
         if merged is None:
             return {**row, "status": "rejected", "stage": "merger", "reason": reason}
         row.update(merged=merged, merger_kind=self.config.merger_kind, merger_attempts=attempts)
-        row.update(self.provenance())
+        row.update(self.provenance)
         return {**row, "status": "kept", "stage": "kept", "reason": ""}
 
+    @cached_property
     def provenance(self) -> dict[str, Any]:
+        """Which models, prompts and sampling made a kept row (the same for every row of a run)."""
         out: dict[str, Any] = {}
         for role in ROLES:
             ep = endpoint(self.config, role)

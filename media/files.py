@@ -9,6 +9,7 @@ killed writers left behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -52,24 +53,35 @@ def content_key(**parts: Any) -> str:
 
 def temp_path(path: Path) -> Path:
     """A sibling of ``path`` no other thread, process or host uses."""
-    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
+    return path.with_name(_temp_name(path.name))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _temp_name(name: str) -> str:
+    return f".{name}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a unique temporary file and ``os.replace``: a killed process
-    leaves the whole file or none.
+    leaves the whole file or none. The folder is made when missing.
 
     No fsync: it protects against power loss, not process kills, and cost ~20% of the pipeline's
     time; readers treat a file torn by a machine crash as absent (see ``teachers.calls.CallCache.get``).
+    Plain ``os`` calls on string paths: the call cache writes one file per model call.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, _temp_name(name))
     try:
-        tmp.write_bytes(data)
+        handle = open(tmp, "wb")
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        handle = open(tmp, "wb")
+    try:
+        with handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 

@@ -19,6 +19,13 @@ from typing import Any
 from media.extract import MediaError, MediaSettings, load_clip
 from media.files import content_key, digest_bytes, digest_file, jpeg_bytes, publish_dir, wav_bytes
 
+Signature = tuple[str, int, int]  # a file's path, size and mtime (ns)
+
+
+def _signature(path: str) -> Signature:
+    stat = os.stat(path)
+    return str(path), stat.st_size, stat.st_mtime_ns
+
 
 class MediaStore:
     """``get(video | image + audio)`` -> the sample's media meta, with paths relative to ``outdir``."""
@@ -28,9 +35,17 @@ class MediaStore:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         # Per process, for clips asked about many times (AVQA: several questions per video): a source
-        # file's digest while its size and mtime stay the same, and a finished key's meta (immutable).
-        self._digests: dict[tuple[str, int, int], str] = {}
-        self._done: dict[str, dict[str, Any]] = {}
+        # file's digest, and the finished meta of a set of sources, while their sizes and mtimes stay.
+        self._digests: dict[Signature, str] = {}
+        self._done: dict[tuple[Signature, ...], dict[str, Any]] = {}
+
+    def recall(self, video: str | None = None, image: str | None = None, audio: str | None = None) -> dict[str, Any] | None:
+        """The meta ``get`` returned for these unchanged files earlier in this process, else None
+        (no reading, hashing or locking: cheap enough for the event loop)."""
+        try:
+            return self._done.get(tuple(_signature(p) for p in (video, image, audio) if p))
+        except OSError:
+            return None
 
     def get(self, video: str | None = None, image: str | None = None, audio: str | None = None) -> tuple[dict[str, Any], bool]:
         """``(meta, extracted_now)``; raises MediaError for unusable media (also when cached)."""
@@ -38,10 +53,11 @@ class MediaStore:
         for source in sources:
             if not Path(source).exists():
                 raise MediaError(f"file not found: {source}")
+        signatures = tuple(_signature(p) for p in sources)
+        if signatures in self._done:
+            return self._done[signatures], False
         key = content_key(kind="video" if video else "image+audio", settings=self.settings.model_dump(),
-                          sources=[self._digest(p) for p in sources])
-        if key in self._done:
-            return self._done[key], False
+                          sources=[self._digest(s) for s in signatures])
         directory = self.root / "media" / key[:2] / key
         extracted = False
         with self._lock_for(key):
@@ -56,15 +72,13 @@ class MediaStore:
             raise MediaError(meta["error"])
         rel = os.path.relpath(self._within_outdir(directory, key), self.outdir)
         meta = {**meta, "key": key, "frames": [f"{rel}/{name}" for name in meta["frames"]], "audio": f"{rel}/{meta['audio']}"}
-        self._done[key] = meta
+        self._done[signatures] = meta
         return meta, extracted
 
-    def _digest(self, path: str) -> str:
-        stat = os.stat(path)
-        memo = (str(path), stat.st_size, stat.st_mtime_ns)
-        if memo not in self._digests:
-            self._digests[memo] = digest_file(path)
-        return self._digests[memo]
+    def _digest(self, signature: Signature) -> str:
+        if signature not in self._digests:
+            self._digests[signature] = digest_file(signature[0])
+        return self._digests[signature]
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._guard:

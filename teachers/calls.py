@@ -10,6 +10,7 @@ Entries are written to a temporary file and renamed: a killed run leaves a whole
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,17 +25,19 @@ class CallCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._root = os.fspath(root)  # entries are addressed as strings: one per model call
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
 
-    def path(self, namespace: str, key: str) -> Path:
-        return self.root / namespace / key[:2] / f"{key}.json"
+    def path(self, namespace: str, key: str) -> str:
+        return f"{self._root}/{namespace}/{key[:2]}/{key}.json"
 
     def get(self, namespace: str, key: str) -> dict[str, Any] | None:
         """The entry, or None (also for one torn by a machine crash)."""
         try:
-            value = json.loads(self.path(namespace, key).read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            with open(self.path(namespace, key), "rb") as handle:
+                value = json.loads(handle.read())
+        except (FileNotFoundError, ValueError):  # ValueError: a torn entry (bad JSON or UTF-8)
             self.misses[namespace] += 1
             return None
         self.hits[namespace] += 1

@@ -12,10 +12,8 @@ concurrency bound (``flows.execution`` shares one client per endpoint across eve
 process). ``messages`` may be a zero-argument callable, called once a slot is held, so a large
 payload (base64 frames) exists only while it can be sent.
 
-CPU per request stays flat in the number of requests in flight: the official client runs on its
-aiohttp transport, and each replica's requests are spread over *lanes*, official clients of at most
-``LANE_SIZE`` requests each, because an HTTP connection pool scans all its connections on every
-request (quadratic in the requests in flight).
+The official client runs on its aiohttp transport: with many requests in flight its default httpx
+pool scans every connection on each request, which made CPU per request grow with ``max_in_flight``.
 
 Failures are classified, because only some of them say anything about the sample:
 
@@ -53,7 +51,6 @@ TRANSIENT = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimit
 TRANSIENT_STATUS = {408, 409, 425, 429}  # and every 5xx
 ENDPOINT_STATUS = {401: "authentication failed", 403: "permission denied", 404: "unknown model or path"}
 Messages = list[dict[str, Any]]
-LANE_SIZE = 16  # requests in flight per official client (connection pool) of a replica
 
 
 class ModelCallError(Exception):
@@ -119,27 +116,12 @@ def _connection_failure(err: BaseException) -> BaseException | None:
 
 
 @dataclass
-class _Lane:
-    client: AsyncOpenAI
-    in_flight: int = 0
-
-
-@dataclass
 class _Replica:
     url: str
+    client: AsyncOpenAI
     limit: asyncio.Semaphore
-    make_client: Callable[[], AsyncOpenAI]
-    lanes: list[_Lane] = field(default_factory=list)  # created as the requests in flight need them
     in_flight: int = 0
     last_success: float = float("-inf")  # monotonic time of the last answered request
-
-    def lane(self) -> _Lane:
-        """The least busy lane, or a new one when every lane is full."""
-        best = min(self.lanes, key=lambda lane: lane.in_flight, default=None)
-        if best is None or best.in_flight >= LANE_SIZE:
-            best = _Lane(self.make_client())
-            self.lanes.append(best)
-        return best
 
 
 @dataclass
@@ -160,15 +142,14 @@ class ModelClient:
     def __post_init__(self) -> None:
         self._key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         for url in self.base_urls:
-            self._replicas.append(_Replica(url, asyncio.Semaphore(max(1, self.max_in_flight)),
-                                           lambda url=url: self._new_client(url)))
+            self._replicas.append(_Replica(url, self._new_client(url), asyncio.Semaphore(max(1, self.max_in_flight))))
 
     def _new_client(self, url: str) -> AsyncOpenAI:
         client = AsyncOpenAI(base_url=url, api_key=self._key or "EMPTY", timeout=self.timeout_s, max_retries=0,
                              http_client=_http_client())
         if getattr(client, "_platform", False) is None:
-            # the SDK otherwise probes the OS in a worker thread for every request a new client
-            # sends before its first answer: hundreds of thread hops at start-up
+            # the SDK otherwise probes the OS in a worker thread for every request sent before the
+            # first answer: hundreds of thread hops at start-up
             client._platform = _platform()
         return client
 
@@ -192,17 +173,14 @@ class ModelClient:
         for attempt in range(1, self.retries + 2):
             replica = self._pick()
             replica.in_flight += 1
-            lane: _Lane | None = None
             try:
                 async with replica.limit:
-                    lane = replica.lane()
-                    lane.in_flight += 1
                     body = messages() if callable(messages) else messages
                     # The low-level post of the official client: same HTTP, timeout and error
                     # handling as chat.completions.create, without its per-call recursive walk of
                     # the (large, already valid) message payload, which cost ~6 ms per request;
                     # the body is serialised once, media parts as they were encoded.
-                    response = await lane.client.post(
+                    response = await replica.client.post(
                         "/chat/completions", cast_to=ChatCompletion,
                         body=dumps_body({"model": self.model, "messages": body, **standard, **extra}))
                     del body
@@ -223,8 +201,6 @@ class ModelClient:
                 raise EndpointError(replica.url, f"does not speak the OpenAI chat protocol ({self._describe(err)})") from None
             finally:
                 replica.in_flight -= 1
-                if lane is not None:
-                    lane.in_flight -= 1
             if attempt <= self.retries:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
         if all(r.last_success < started for r in self._replicas):
@@ -267,5 +243,4 @@ class ModelClient:
 
     async def close(self) -> None:
         for replica in self._replicas:
-            for lane in replica.lanes:
-                await lane.client.close()
+            await replica.client.close()

@@ -1,7 +1,8 @@
 """Chat requests for the teachers and the merger, in vLLM's OpenAI multimodal format.
 
-Media parts are built as JSON text at once (``EncodedPart``): base64 needs no escaping, so the
-request body (``dumps_body``) never re-scans the hundreds of kilobytes of a clip's frames and audio.
+Media parts are built as JSON bytes at once (``EncodedPart``): base64 needs no escaping, so the
+request body (``dumps_body``) never re-scans the hundreds of kilobytes of a clip's frames and audio,
+and copies them once.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ def teacher_prompt(prompt: str, question: str, choices: Sequence[str], suffix: s
     return f"{text} {suffix.strip()}" if suffix.strip() else text
 
 
-class EncodedPart(str):
-    """A message part already serialised as JSON; ``dumps_body`` inserts it as it is."""
+class EncodedPart(bytes):
+    """A message part already serialised as UTF-8 JSON; ``dumps_body`` inserts it as it is."""
 
 
 def image_part(jpeg: bytes) -> EncodedPart:
     """``{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,…"}}`` as JSON."""
-    return EncodedPart('{"type":"image_url","image_url":{"url":"data:image/jpeg;base64,'
-                       + base64.b64encode(jpeg).decode("ascii") + '"}}')
+    return EncodedPart(b"".join((b'{"type":"image_url","image_url":{"url":"data:image/jpeg;base64,',
+                                 base64.b64encode(jpeg), b'"}}')))
 
 
 def audio_part(wav: bytes) -> EncodedPart:
     """``{"type": "input_audio", "input_audio": {"data": "…", "format": "wav"}}`` as JSON."""
-    return EncodedPart('{"type":"input_audio","input_audio":{"data":"' + base64.b64encode(wav).decode("ascii")
-                       + '","format":"wav"}}')
+    return EncodedPart(b"".join((b'{"type":"input_audio","input_audio":{"data":"', base64.b64encode(wav),
+                                 b'","format":"wav"}}')))
 
 
 def vision_messages(text: str, frames: Sequence[bytes | EncodedPart]) -> list[dict[str, Any]]:
@@ -55,15 +56,27 @@ def text_messages(text: str) -> list[dict[str, Any]]:
 
 def dumps_body(value: Any) -> bytes:
     """The request body as compact UTF-8 JSON (as the official client writes it), with every
-    ``EncodedPart`` inserted verbatim."""
-    return _dump(value).encode("utf-8")
+    ``EncodedPart`` inserted verbatim; the media bytes are copied once."""
+    pieces: list[bytes] = []
+    _dump(value, pieces)
+    return b"".join(pieces)
 
 
-def _dump(value: Any) -> str:
+def _dump(value: Any, out: list[bytes]) -> None:
     if isinstance(value, EncodedPart):
-        return value
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_dump(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_dump(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        out.append(value)
+    elif isinstance(value, dict):
+        out.append(b"{")
+        for i, (key, item) in enumerate(value.items()):
+            out.append(b'%s%s:' % (b"," if i else b"", json.dumps(str(key), ensure_ascii=False).encode()))
+            _dump(item, out)
+        out.append(b"}")
+    elif isinstance(value, (list, tuple)):
+        out.append(b"[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(b",")
+            _dump(item, out)
+        out.append(b"]")
+    else:
+        out.append(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())

@@ -35,7 +35,7 @@ def _run(responses, monkeypatch, key: str = "sk-secret-123456789"):
     async def go():
         client = ModelClient(model="m", base_urls=["http://teacher/v1"], sampling={"temperature": 0.0},
                              api_key_env="AVRT_UNIT_KEY", retries=2, backoff_s=0.001)
-        client._replicas[0].make_client = lambda: _mocked(handler)
+        client._replicas[0].client = _mocked(handler)
         try:
             return await client.chat(lambda: [{"role": "user", "content": "hi"}])
         finally:
@@ -71,7 +71,7 @@ def test_failures_are_classified_with_the_server_reason(monkeypatch, status, bod
 def test_transport_failures_are_pending_when_the_endpoint_answers_others(monkeypatch):
     async def go():
         client = ModelClient(model="m", base_urls=["http://teacher/v1"], sampling={}, retries=1, backoff_s=0.001)
-        client._replicas[0].make_client = lambda: _mocked(lambda r: httpx.Response(500, json={}))
+        client._replicas[0].client = _mocked(lambda r: httpx.Response(500, json={}))
         client._replicas[0].last_success = float("inf")  # another request was answered meanwhile
         try:
             await client.chat([{"role": "user", "content": "hi"}])
@@ -82,35 +82,23 @@ def test_transport_failures_are_pending_when_the_endpoint_answers_others(monkeyp
         asyncio.run(go())
 
 
-def test_requests_spread_over_lanes_of_at_most_lane_size(monkeypatch):
-    """At 40 in flight on one replica, no official client (connection pool) carries more than
-    LANE_SIZE requests at once, and the replica's bound still holds."""
-    from teachers import client as client_module
+def test_a_refused_connection_is_named_as_such_not_as_a_timeout():
+    """The aiohttp transport reports a refused connection as a connect timeout; the reason says what happened."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
 
     async def go():
-        release = asyncio.Event()
-        peaks: list[int] = []
-        client = ModelClient(model="m", base_urls=["http://teacher/v1"], sampling={}, max_in_flight=40)
-        replica = client._replicas[0]
+        client = ModelClient(model="m", base_urls=[f"http://127.0.0.1:{port}/v1"], sampling={}, retries=0,
+                             timeout_s=30)
+        try:
+            await client.chat([{"role": "user", "content": "hi"}])
+        finally:
+            await client.close()
 
-        async def handler(request: httpx.Request) -> httpx.Response:
-            peaks.append(max(lane.in_flight for lane in replica.lanes))
-            await release.wait()
-            return httpx.Response(200, json=OK)
-
-        replica.make_client = lambda: AsyncOpenAI(base_url="http://teacher/v1", api_key="x", max_retries=0,
-                                                  http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
-        tasks = [asyncio.create_task(client.chat([{"role": "user", "content": str(i)}])) for i in range(50)]
-        while sum(lane.in_flight for lane in replica.lanes) < 40:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        in_flight = [lane.in_flight for lane in replica.lanes]
-        release.set()
-        results = await asyncio.gather(*tasks)
-        await client.close()
-        return in_flight, peaks, results
-
-    in_flight, peaks, results = asyncio.run(go())
-    assert sum(in_flight) == 40 and max(in_flight) <= client_module.LANE_SIZE
-    assert len(in_flight) == -(-40 // client_module.LANE_SIZE)
-    assert max(peaks) <= client_module.LANE_SIZE and len(results) == 50
+    with pytest.raises(EndpointError) as caught:
+        asyncio.run(go())
+    assert "connection failed" in caught.value.reason and "timed out" not in caught.value.reason
+    assert f"127.0.0.1:{port}" in caught.value.url

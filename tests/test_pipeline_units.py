@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from pydantic import ValidationError
@@ -125,6 +126,7 @@ def test_request_body_is_the_official_clients_json_with_media_encoded_once():
 def test_a_clip_is_hashed_read_and_encoded_once_for_all_its_questions(synthetic_data, tmp_path, monkeypatch):
     """AVQA asks several questions per video: the file is digested once, its frames and audio are
     base64-encoded once, and every question's request carries those same bytes."""
+    import asyncio
     import base64
 
     import flows.stages as stages
@@ -153,7 +155,7 @@ def test_a_clip_is_hashed_read_and_encoded_once_for_all_its_questions(synthetic_
     stages._encoded_audio.cache_clear()
     bodies = []
     for i in range(5):
-        meta = processor.media(Sample(id=f"s{i}", question=f"Q{i}", choices=["a", "b"], answer="A", video=video))
+        meta = asyncio.run(processor.media(Sample(id=f"s{i}", question=f"Q{i}", choices=["a", "b"], answer="A", video=video)))
         frames = [stages._encoded_frame(str(processor.outdir / p)) for p in meta["frames"]]
         bodies.append(json.loads(dumps_body(stages.vision_messages(f"Q{i}", frames)
                                                    + stages.audio_messages(f"Q{i}", stages._encoded_audio(
@@ -166,13 +168,23 @@ def test_a_clip_is_hashed_read_and_encoded_once_for_all_its_questions(synthetic_
     assert base64.b64decode(audio[0]["input_audio"]["data"]) == (processor.outdir / meta["audio"]).read_bytes()
 
 
-def test_a_changed_source_file_is_hashed_again(tmp_path):
+def test_a_replaced_source_file_is_not_recalled(synthetic_data, tmp_path):
+    """The per-process memo holds while a file's size and mtime stay; a replaced file is read again."""
+    import shutil
+
     from media import MediaSettings
     from media.store import MediaStore
 
-    store = MediaStore(tmp_path / "cache", tmp_path / "out", MediaSettings())
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"one")
-    first = store._digest(str(path))
-    path.write_bytes(b"two, longer")
-    assert store._digest(str(path)) != first
+    rows = [json.loads(line) for line in (synthetic_data / "manifest.jsonl").read_text().splitlines()]
+    first, other = (synthetic_data / rows[0]["video"]), (synthetic_data / rows[1]["video"])
+    video = tmp_path / "clip.mp4"
+    shutil.copy(first, video)
+    store = MediaStore(tmp_path / "cache", tmp_path / "out", MediaSettings(max_side=160))
+    assert store.recall(str(video)) is None
+    meta, extracted = store.get(str(video))
+    assert extracted and store.recall(str(video)) == meta
+    shutil.copy(other, video)
+    os.utime(video, ns=(1, 1))
+    assert store.recall(str(video)) is None
+    replaced, extracted = store.get(str(video))
+    assert extracted and replaced["key"] != meta["key"]
