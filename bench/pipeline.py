@@ -22,7 +22,8 @@ process and, apart, of the stub server (its own process, competing for the same 
 assumes free CPU, so on a small machine the two CPU figures bound the ratio); the same through the CLI
 (``python -m flows.build_avrt``) with start-up included; CPU ms per sample beyond start-up (the
 flow's process, server excluded: a 1,200-sample run minus a 100-sample run); and the fixed cost of a
-fully cached CLI run of 4 samples. Each steady run is also compared with ``fifo_bound``, a
+fully cached CLI run of 4 samples. Where the CPU goes: the official client alone (CPU ms per
+request) and the flow with every call answered at once, without HTTP (CPU ms per sample). Each steady run is also compared with ``fifo_bound``, a
 simulation of the pipeline's own FIFO policy at zero CPU cost on the same latencies: the ideal
 needs to know which requests will be slow, the FIFO bound is what a scheduler without that
 knowledge reaches, and achieved/fifo_bound is the implementation's own efficiency.
@@ -150,6 +151,49 @@ def fifo_schedule_seconds(n: int, in_flight: int, models: dict[str, str], median
                 queue["merger"].append(i)
 
 
+def client_cpu_ms_per_request(url: str, n: int = 2000, in_flight: int = 128) -> float:
+    """CPU ms per request of the official client alone (``teachers.client.ModelClient``): short text
+    requests against the stub, ``in_flight`` at a time."""
+    import asyncio
+
+    from teachers.client import ModelClient
+
+    async def go() -> float:
+        client = ModelClient(model="client-alone", base_urls=[url], sampling={"max_tokens": 64}, max_in_flight=in_flight)
+        try:
+            cpu = time.process_time()
+            await asyncio.gather(*(client.chat([{"role": "user", "content": f"Q{i}: what happens?"}]) for i in range(n)))
+            return 1000 * (time.process_time() - cpu) / n
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def cpu_ms_per_sample_without_http(runs: list[tuple[Path, Path, Path]]) -> float:
+    """The flow's own CPU per sample: every model call answered at once, without HTTP. ``runs`` are
+    (manifest, out, config) of a short and a long run; returns their difference per sample."""
+    from unittest import mock
+
+    from flows.build_avrt import build_avrt
+    from teachers.client import ChatResult, ModelClient
+
+    async def answer_at_once(self: ModelClient, messages) -> ChatResult:
+        if callable(messages):
+            messages()  # the request is still built
+        content = "<think>both agree</think><answer>A</answer>" if self.model.startswith("merger") else "Answer: (A)"
+        return ChatResult(content, "", "stop", content)
+
+    cpu, sizes = [], []
+    with mock.patch.object(ModelClient, "chat", answer_at_once):
+        for manifest, out, config in runs:
+            start = time.process_time()
+            build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+            cpu.append(time.process_time() - start)
+            sizes.append(sum(1 for _ in open(manifest)))
+    return 1000 * (cpu[1] - cpu[0]) / (sizes[1] - sizes[0])
+
+
 def write_heavy_config(path: Path, url: str, in_flight: int, suffix: str, cache_dir: Path) -> tuple[Path, dict[str, str]]:
     models = {role: f"{role}-{suffix}" for role in ("vision", "audio", "merger")}
 
@@ -218,6 +262,11 @@ def heavy(args: argparse.Namespace) -> dict[str, float]:
                                     f"steady_{in_flight}_cpu_ms_per_sample_beyond_startup":
                                         1000 * (cpu - short_cpu) / (args.samples - SHORT),
                                     f"steady_{in_flight}_stub_server_cpu_ms_per_sample": 1000 * server_cpu / args.samples})
+                # where the CPU goes: the official client alone, and the flow without HTTP
+                results["official_client_alone_cpu_ms_per_request"] = client_cpu_ms_per_request(url)
+                results["flow_without_http_cpu_ms_per_sample"] = cpu_ms_per_sample_without_http(
+                    [(m, tmp / f"nohttp{i}", write_heavy_config(tmp / f"n{i}.yaml", url, args.in_flight[0], f"nohttp{i}", cache)[0])
+                     for i, m in enumerate((short, manifest))])
             in_flight = args.in_flight[0]
             config, models = write_heavy_config(tmp / "cli.yaml", url, in_flight, "cli", cache)
             ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)
