@@ -11,7 +11,8 @@ that decide concurrency:
   A slot freed by one call goes to the next waiting call (the semaphores are FIFO), so no slot idles
   while admitted work remains.
 * **Admission.** ``admitted_shards`` runs enough shards at once that, even while some shards wait for
-  their slowest samples, the admitted samples outnumber the slots several times over.
+  their slowest samples, the admitted samples outnumber the slots many times over (32 per slot,
+  at most 256 shards).
 * **Dask.** Each worker process has its own loop; the bound is split evenly, each of ``W`` workers
   getting ``max_in_flight // W`` per replica (at least 1), so the cluster never exceeds the bound.
   A cluster-wide ``distributed.Semaphore`` would cost a scheduler round trip per request.
@@ -37,7 +38,11 @@ from flows.stages import ROLES, SampleProcessor, Tally, endpoint
 from media.files import atomic_write_bytes
 from teachers.client import EndpointError
 
-ADMIT_PER_SLOT = 8  # admitted samples per in-flight slot of the busiest endpoint
+# Admitted samples per in-flight slot of the busiest endpoint. A shard holds its place until its
+# slowest sample is decided; with heavy-tailed latency (bench/pipeline.py --heavy) 8 per slot left
+# 32 slots idle 7% of the time, 32 per slot matched sending everything at once within noise.
+ADMIT_PER_SLOT = 32
+MAX_SHARDS_AT_ONCE = 256  # shards are threads (or Dask task slots) while they wait
 
 
 def stop_marker(outdir: Path) -> Path:
@@ -50,7 +55,8 @@ def admitted_shards(config: BuildConfig, n_shards: int) -> int:
     if config.max_concurrent_shards:
         return max(1, min(n_shards, config.max_concurrent_shards))
     slots = max(endpoint(config, role).max_in_flight * len(endpoint(config, role).base_url) for role in ROLES)
-    return max(1, min(n_shards, math.ceil(ADMIT_PER_SLOT * slots / max(1, config.shard_size)) + 1))
+    wanted = math.ceil(ADMIT_PER_SLOT * slots / max(1, config.shard_size)) + 1
+    return max(1, min(n_shards, wanted, MAX_SHARDS_AT_ONCE))
 
 
 @dataclass

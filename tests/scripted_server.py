@@ -94,6 +94,7 @@ class ScriptedServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as real servers (uvicorn) do: no 40 ms delayed-ACK stalls
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass

@@ -188,3 +188,23 @@ def test_a_replaced_source_file_is_not_recalled(synthetic_data, tmp_path):
     assert store.recall(str(video)) is None
     replaced, extracted = store.get(str(video))
     assert extracted and replaced["key"] != meta["key"]
+
+
+def test_enough_shards_are_admitted_to_keep_every_slot_busy_within_a_thread_cap(tmp_path):
+    """A shard holds its place until its slowest sample is decided, so many are admitted at once:
+    32 samples per slot of the busiest endpoint (replicas count), at most 256 shards, never more
+    than exist; ``max_concurrent_shards`` overrides."""
+    from flows.execution import admitted_shards
+
+    def config(in_flight: int, replicas: int = 1, **extra):
+        urls = [f"http://127.0.0.1:{9000 + i}/v1" for i in range(replicas)]
+        return load_config(None, overrides={"vision_teacher.model": "v", "vision_teacher.base_url": urls,
+                                            "audio_teacher.model": "a", "audio_teacher.base_url": "http://127.0.0.1:9/v1",
+                                            "merger.model": "m", "merger.base_url": "http://127.0.0.1:9/v1",
+                                            "vision_teacher.max_in_flight": in_flight, **extra})
+
+    assert admitted_shards(config(32), 1000) == 32 * 32 // 64 + 1
+    assert admitted_shards(config(32, replicas=2), 1000) == 2 * 32 * 32 // 64 + 1
+    assert admitted_shards(config(32), 5) == 5
+    assert admitted_shards(config(128, replicas=8), 10_000) == 256
+    assert admitted_shards(config(32, max_concurrent_shards=3), 1000) == 3
