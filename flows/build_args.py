@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-dir", help="AVQA videos folder ({video_name}.mp4); default: the manifest's folder")
     parser.add_argument("--replace", action="store_true",
                         help="allow replacing --out's corpus when the manifest does not cover its kept rows")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="run the flow even when --out already holds a finished run of the same manifest and config")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip manifest rows that fail validation (they are listed) instead of refusing the manifest")
     parser.add_argument("--vision-teacher", help="registry name of the vision teacher (keeps the config's base_url)")

@@ -39,14 +39,14 @@ from tqdm.auto import tqdm
 from corpus.card import dataset_card
 from corpus.manifest import ManifestError, ManifestReading, Sample, checked_reading
 from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
-from corpus.store import assemble, kept_ids
+from corpus.store import assemble, kept_ids, parquet_files
 from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from_args, parse_args  # noqa: F401
 from flows.config import BuildConfig, load_config
 from flows.execution import admitted_shards, stop_marker
 from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background
 from flows.shards import read_shard, run_shard, shard_samples
-from flows.stages import ROLES, endpoint
-from media.files import atomic_write_bytes
+from flows.stages import ROLES, config_fingerprint, endpoint
+from media.files import atomic_write_bytes, content_key, digest_file
 from prompts import load_prompt, prompt_sha256
 
 _PROGRESS: dict[str, Any] = {}  # per-sample progress bars of in-process runs, keyed by outdir
@@ -79,6 +79,27 @@ def read_checked(manifest: str, video_dir: str | None, limit: int | None, split:
 def read_samples(manifest: str, video_dir: str | None, limit: int | None, split: str,
                  skip_invalid: bool = False) -> list[Sample]:
     return list(read_checked(manifest, video_dir, limit, split, skip_invalid).samples)
+
+
+def run_inputs(manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool, cfg: BuildConfig) -> str:
+    """A digest of what decides a run's outputs: the manifest's bytes, how it is read, and the config's
+    fingerprint (models, prompts, sampling, media, filter, merger). Recorded in ``stats.json``."""
+    return content_key(manifest=digest_file(manifest), video_dir=video_dir, limit=limit, split=cfg.split,
+                       skip_invalid=skip_invalid, config=config_fingerprint(cfg))
+
+
+def up_to_date(outdir: Path, inputs: str) -> dict[str, Any] | None:
+    """The statistics of a finished run of the same inputs whose outputs are all in ``outdir``
+    (nothing pending, not stopped, corpus, rejected rows and card present), else None."""
+    try:
+        stats = json.loads((outdir / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    finished = stats.get("inputs") == inputs and not stats.get("stopped") and not stats.get("pending", {}).get("samples")
+    kept, rejected = stats.get("samples_kept", 0), stats.get("samples_in", 0) - stats.get("samples_kept", 0)
+    present = ((outdir / "README.md").exists() and bool(parquet_files(outdir, ("kept",))) == (kept > 0)
+               and bool(parquet_files(outdir, ("rejected",))) == (rejected > 0))
+    return stats if finished and present else None
 
 
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -154,6 +175,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
             cfg = cfg.model_copy(update={"cache_dir": outdir / "cache"})
         cleaner = clean_temp_in_background(outdir, cfg.cache_dir)
         reading = read_checked(str(Path(manifest).resolve()), video_dir, limit, cfg.split, skip_invalid)
+        inputs = run_inputs(str(Path(manifest).resolve()), video_dir, limit, skip_invalid, cfg)
         samples = list(reading.samples)
         dropping = check_no_drop(outdir, {s.id for s in samples}, replace)
         stop_marker(outdir).unlink(missing_ok=True)
@@ -194,6 +216,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         stats["pending"] = {"samples": len(pending), "corpus_left_unchanged": bool(held),
                             "reasons": dict(Counter(pending_kind(p) for p in pending).most_common())}
         stats["stopped"] = stopped
+        stats["inputs"] = inputs
         atomic_write_bytes(outdir / "stats.json", json.dumps(stats, indent=2).encode())
         if not held:
             card = dataset_card(stats, sorted({r["split"] for r in rows}), model_table(cfg),
@@ -245,18 +268,19 @@ def _publish(stats: dict[str, Any], summary: str) -> None:
     _artifact(create_markdown_artifact, key="build-avrt-summary", markdown=f"```\n{summary}\n```")
 
 
-def _preflight(args) -> str | None:
-    """Refusals a user should read before any work starts (the flow checks again under its lock)."""
+def _preflight(args) -> tuple[str | None, str | None]:
+    """``(refusal, inputs)``: what a user should read before any work starts (the flow checks again
+    under its lock), and the run's ``run_inputs`` digest."""
     from pydantic import ValidationError
 
     try:
         cfg = load_config(args.config, overrides_from_args(args))
-        samples = read_samples(str(Path(args.manifest).resolve()), args.video_dir, args.limit, cfg.split,
-                               args.skip_invalid)
+        manifest = str(Path(args.manifest).resolve())
+        samples = read_samples(manifest, args.video_dir, args.limit, cfg.split, args.skip_invalid)
         check_no_drop(Path(args.out).resolve(), {s.id for s in samples}, args.replace)
+        return None, run_inputs(manifest, args.video_dir, args.limit, args.skip_invalid, cfg)
     except (ValidationError, ManifestError, KeyError, OSError, WouldDropRows, ValueError) as err:
-        return str(err).strip('"')
-    return None
+        return str(err).strip('"'), None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_prefect_env()
     args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
-    refusal = _preflight(args)  # before the lock: a refused run writes nothing into --out
+    refusal, inputs = _preflight(args)  # before the lock: a refused run writes nothing into --out
     if refusal:
         print(f"build-avrt: refused: {refusal}", file=sys.stderr)
         return EXIT_REFUSED
@@ -274,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build-avrt: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     try:
+        finished = None if args.rebuild else up_to_date(Path(args.out).resolve(), inputs)
+        if finished is not None:
+            print(f"build-avrt: {args.out} is up to date ({finished['samples_in']} samples decided, "
+                  f"{finished['samples_kept']} kept, from the same manifest, options and config); nothing to do. "
+                  "--rebuild runs the flow anyway (every call is still cached).", file=sys.stderr)
+            return EXIT_OK
         server = globals().get("_PREFECT_SERVER")
         if server is not None:
             from flows.build_args import wait_for_prefect_server

@@ -303,3 +303,35 @@ def test_many_samples_on_few_clips_with_a_shared_cache_lose_nothing(synthetic_da
         for frames, audio in zip(corpus["frames"], corpus["audio"]):
             assert all((tmp_path / f"out{k}" / f).stat().st_size > 0 for f in frames)
             assert (tmp_path / f"out{k}" / audio).stat().st_size > 0
+
+
+def test_an_unchanged_rerun_is_up_to_date_without_starting_the_flow(synthetic_data, prefect_api, tmp_path):
+    """The same manifest, options and config on a finished --out: exit 0 at once, nothing sent or
+    rewritten; any change to them (or a missing output) means a real run."""
+    from flows.build_avrt import run_inputs, up_to_date
+    from flows.config import load_config
+
+    manifest, rows = _manifest(synthetic_data, tmp_path, 4)
+    out = tmp_path / "out"
+    with ScriptedServer() as server:
+        _serve_gold(server, rows, wrong={1})
+        config = write_config(tmp_path / "c.yaml", server.url)
+        build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+        sent, stats_bytes = len(server.requests), (out / "stats.json").read_bytes()
+        done = _cli(["--manifest", str(manifest), "--out", str(out), "--config", str(config)])
+        assert done.returncode == 0 and "is up to date (4 samples decided, 3 kept" in done.stderr, done.stderr
+        assert len(server.requests) == sent and (out / "stats.json").read_bytes() == stats_bytes
+
+    def inputs(cfg_overrides=None, limit=None):
+        return run_inputs(str(manifest.resolve()), None, limit, False, load_config(config, cfg_overrides))
+
+    assert up_to_date(out, inputs()) is not None
+    assert up_to_date(out, inputs({"vision_teacher.temperature": 0.5})) is None  # other sampling
+    assert up_to_date(out, inputs(limit=2)) is None
+    manifest.write_text(manifest.read_text().replace("Q3:", "Q3 (edited):"))
+    assert up_to_date(out, inputs()) is None
+    manifest.write_text(manifest.read_text().replace("Q3 (edited):", "Q3:"))
+    assert up_to_date(out, inputs()) is not None
+    for parquet in (out / "rejected").glob("*.parquet"):
+        parquet.unlink()
+    assert up_to_date(out, inputs()) is None  # an output is missing
