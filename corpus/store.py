@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from corpus.schema import INTERNAL_COLUMNS, Row
 from media.files import atomic_write_bytes
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: finding the files needs none of it
+    import pandas as pd
 
 FOLDERS = {"kept": "corpus", "rejected": "rejected"}
 
@@ -24,6 +26,8 @@ def assemble(outdir: Path, rows: Iterable[Row]) -> list[Row]:
     for status, name in FOLDERS.items():
         folder = Path(outdir) / name
         folder.mkdir(parents=True, exist_ok=True)
+        import pandas as pd
+
         frame = pd.DataFrame([r for r in rows if r["status"] == status])
         splits = sorted(frame["split"].unique()) if len(frame) else []
         for stale in folder.glob("*.parquet"):
@@ -45,9 +49,11 @@ def parquet_files(outdir: Path, statuses: Iterable[str] = ("kept", "rejected")) 
     return [p for status in statuses for p in sorted((Path(outdir) / FOLDERS[status]).glob("*.parquet"))]
 
 
-def read_frame(outdir: Path, statuses: Iterable[str] = ("kept",)) -> pd.DataFrame:
+def read_frame(outdir: Path, statuses: Iterable[str] = ("kept",)) -> "pd.DataFrame":
     """The rows of the given statuses as one frame (empty when there are none)."""
     files = parquet_files(outdir, statuses)
+    import pandas as pd
+
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 

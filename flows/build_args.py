@@ -114,6 +114,30 @@ def _stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
+def already_built(args: argparse.Namespace) -> dict | None:
+    """The statistics of a finished run of exactly these inputs in ``--out``
+    (``flows.outdir.up_to_date``), or None: with ``--rebuild``, on a first run, or when the config or
+    manifest cannot be read (the run's own checks report that). Imports no Prefect."""
+    out = Path(args.out).resolve()
+    if args.rebuild or not (out / "stats.json").exists():
+        return None
+    from flows.config import load_config
+    from flows.outdir import run_inputs, up_to_date
+
+    try:
+        cfg = load_config(args.config, overrides_from_args(args))
+        inputs = run_inputs(str(Path(args.manifest).resolve()), args.video_dir, args.limit, args.skip_invalid, cfg)
+    except (ValueError, KeyError, OSError):  # pydantic's ValidationError is a ValueError
+        return None
+    return up_to_date(out, inputs)
+
+
+def say_up_to_date(out: str, stats: dict) -> None:
+    print(f"build-avrt: {out} is up to date ({stats['samples_in']} samples decided, {stats['samples_kept']} kept, "
+          "from the same manifest, options and config); nothing to do. --rebuild runs the flow anyway "
+          "(every call is still cached).", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.build_avrt", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

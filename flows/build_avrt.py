@@ -9,10 +9,16 @@ assembles ``corpus/`` and ``rejected/`` with statistics. The command line lives 
 from __future__ import annotations
 
 if __name__ == "__main__":  # answer --help and bad flags, and start Prefect's server, before the heavy imports
-    from flows.build_args import configure_prefect_env, start_temporary_prefect_server
+    from flows.build_args import already_built, configure_prefect_env, say_up_to_date, start_temporary_prefect_server
     from flows.build_args import parse_args as _parse_args
 
     _CLI_ARGS = _parse_args()
+    _DONE = already_built(_CLI_ARGS)  # an unchanged re-run ends here, before Prefect is imported
+    if _DONE is not None:
+        import sys
+
+        say_up_to_date(_CLI_ARGS.out, _DONE)
+        sys.exit(0)
     configure_prefect_env()
     _PREFECT_SERVER = start_temporary_prefect_server()
 
@@ -39,14 +45,21 @@ from tqdm.auto import tqdm
 from corpus.card import dataset_card
 from corpus.manifest import ManifestError, ManifestReading, Sample, checked_reading
 from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
-from corpus.store import assemble, kept_ids, parquet_files
-from flows.build_args import EXIT_OK, EXIT_PENDING, EXIT_REFUSED, overrides_from_args, parse_args  # noqa: F401
-from flows.config import BuildConfig, load_config
+from corpus.store import assemble, kept_ids
+from flows.build_args import (  # noqa: F401
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_REFUSED,
+    already_built,
+    overrides_from_args,
+    parse_args,
+    say_up_to_date,
+)
+from flows.config import ROLES, BuildConfig, endpoint, load_config
 from flows.execution import admitted_shards, stop_marker
-from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background
+from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background, run_inputs
 from flows.shards import read_shard, run_shard, shard_samples
-from flows.stages import ROLES, config_fingerprint, endpoint
-from media.files import atomic_write_bytes, content_key, digest_file
+from media.files import atomic_write_bytes
 from prompts import load_prompt, prompt_sha256
 
 _PROGRESS: dict[str, Any] = {}  # per-sample progress bars of in-process runs, keyed by outdir
@@ -79,27 +92,6 @@ def read_checked(manifest: str, video_dir: str | None, limit: int | None, split:
 def read_samples(manifest: str, video_dir: str | None, limit: int | None, split: str,
                  skip_invalid: bool = False) -> list[Sample]:
     return list(read_checked(manifest, video_dir, limit, split, skip_invalid).samples)
-
-
-def run_inputs(manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool, cfg: BuildConfig) -> str:
-    """A digest of what decides a run's outputs: the manifest's bytes, how it is read, and the config's
-    fingerprint (models, prompts, sampling, media, filter, merger). Recorded in ``stats.json``."""
-    return content_key(manifest=digest_file(manifest), video_dir=video_dir, limit=limit, split=cfg.split,
-                       skip_invalid=skip_invalid, config=config_fingerprint(cfg))
-
-
-def up_to_date(outdir: Path, inputs: str) -> dict[str, Any] | None:
-    """The statistics of a finished run of the same inputs whose outputs are all in ``outdir``
-    (nothing pending, not stopped, corpus, rejected rows and card present), else None."""
-    try:
-        stats = json.loads((outdir / "stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    finished = stats.get("inputs") == inputs and not stats.get("stopped") and not stats.get("pending", {}).get("samples")
-    kept, rejected = stats.get("samples_kept", 0), stats.get("samples_in", 0) - stats.get("samples_kept", 0)
-    present = ((outdir / "README.md").exists() and bool(parquet_files(outdir, ("kept",))) == (kept > 0)
-               and bool(parquet_files(outdir, ("rejected",))) == (rejected > 0))
-    return stats if finished and present else None
 
 
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -268,19 +260,18 @@ def _publish(stats: dict[str, Any], summary: str) -> None:
     _artifact(create_markdown_artifact, key="build-avrt-summary", markdown=f"```\n{summary}\n```")
 
 
-def _preflight(args) -> tuple[str | None, str | None]:
-    """``(refusal, inputs)``: what a user should read before any work starts (the flow checks again
-    under its lock), and the run's ``run_inputs`` digest."""
+def _preflight(args) -> str | None:
+    """Refusals a user should read before any work starts (the flow checks again under its lock)."""
     from pydantic import ValidationError
 
     try:
         cfg = load_config(args.config, overrides_from_args(args))
-        manifest = str(Path(args.manifest).resolve())
-        samples = read_samples(manifest, args.video_dir, args.limit, cfg.split, args.skip_invalid)
+        samples = read_samples(str(Path(args.manifest).resolve()), args.video_dir, args.limit, cfg.split,
+                               args.skip_invalid)
         check_no_drop(Path(args.out).resolve(), {s.id for s in samples}, args.replace)
-        return None, run_inputs(manifest, args.video_dir, args.limit, args.skip_invalid, cfg)
     except (ValidationError, ManifestError, KeyError, OSError, WouldDropRows, ValueError) as err:
-        return str(err).strip('"'), None
+        return str(err).strip('"')
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_prefect_env()
     args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
-    refusal, inputs = _preflight(args)  # before the lock: a refused run writes nothing into --out
+    done = already_built(args)
+    if done is not None:
+        say_up_to_date(args.out, done)
+        return EXIT_OK
+    refusal = _preflight(args)  # before the lock: a refused run writes nothing into --out
     if refusal:
         print(f"build-avrt: refused: {refusal}", file=sys.stderr)
         return EXIT_REFUSED
@@ -298,12 +293,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build-avrt: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     try:
-        finished = None if args.rebuild else up_to_date(Path(args.out).resolve(), inputs)
-        if finished is not None:
-            print(f"build-avrt: {args.out} is up to date ({finished['samples_in']} samples decided, "
-                  f"{finished['samples_kept']} kept, from the same manifest, options and config); nothing to do. "
-                  "--rebuild runs the flow anyway (every call is still cached).", file=sys.stderr)
-            return EXIT_OK
         server = globals().get("_PREFECT_SERVER")
         if server is not None:
             from flows.build_args import wait_for_prefect_server

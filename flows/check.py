@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _single_url(config, role: str, url: str):
     """The config with ``role`` pointed at one replica and at most one retry (a check, not a run)."""
-    from flows.stages import endpoint
+    from flows.config import endpoint
 
     field = {"vision": "vision_teacher", "audio": "audio_teacher", "merger": "merger"}[role]
     ep = endpoint(config, role)
@@ -64,7 +64,8 @@ def _single_url(config, role: str, url: str):
 
 async def probe_endpoints(config, sample, workdir: Path) -> list[Probe]:
     """Send ``sample`` to every replica of every role (see the module doc). Raises ``MediaError``."""
-    from flows.stages import SampleProcessor, Tally, endpoint
+    from flows.config import endpoint
+    from flows.stages import SampleProcessor, Tally
     from teachers.client import ModelCallError
 
     def processor(role: str, url: str) -> SampleProcessor:

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from configs import parse_value, read_yaml, set_dotted
 from media import MediaSettings
+from media.files import content_key
+from prompts import load_prompt, prompt_sha256
 from teachers.registry import lookup
 
 # The paper's model for each role (AVRT sec. 4.1): a role section without ``use`` takes its prompt
@@ -117,3 +119,20 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         else:
             set_dotted(data, key, parse_value(value))
     return BuildConfig.model_validate(data)
+
+
+ROLES = ("vision", "audio", "merger")
+
+
+def endpoint(config: BuildConfig, role: str) -> EndpointConfig:
+    return {"vision": config.vision_teacher, "audio": config.audio_teacher, "merger": config.merger}[role]
+
+
+def config_fingerprint(config: BuildConfig) -> str:
+    """Everything in the config that changes the rows of a shard."""
+    parts: dict[str, Any] = {"media": config.media.model_dump(), "filter": config.filter,
+                             "merger_kind": config.merger_kind, "merger_attempts": config.merger_attempts}
+    for role in ROLES:
+        ep = endpoint(config, role)
+        parts[role] = {"model": ep.model, "prompt": prompt_sha256(load_prompt(ep.prompt)), "sampling": ep.sampling()}
+    return content_key(**parts)

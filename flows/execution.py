@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from corpus.manifest import Sample
-from flows.config import BuildConfig
-from flows.stages import ROLES, SampleProcessor, Tally, endpoint
+from flows.config import ROLES, BuildConfig, endpoint
+from flows.stages import SampleProcessor, Tally
 from media.files import atomic_write_bytes
 from teachers.client import EndpointError
 

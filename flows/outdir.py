@@ -1,4 +1,5 @@
-"""Guards of an output folder: one run at a time, no stale temporary files, no silent loss of kept rows."""
+"""Guards of an output folder: one run at a time, no stale temporary files, no silent loss of kept
+rows, and whether it already holds a finished run of the same inputs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from corpus.store import kept_ids
-from media.files import remove_stale_temp
+from corpus.store import kept_ids, parquet_files
+from flows.config import BuildConfig, config_fingerprint
+from media.files import content_key, digest_file, remove_stale_temp
 
 LOCK_NAME = ".build-avrt.lock"
 
@@ -119,3 +122,24 @@ def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool) -> int:
                             f"(e.g. {example}); a run would delete them. Pass --replace to replace the corpus, "
                             "or choose another --out")
     return len(gone)
+
+
+def run_inputs(manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool, cfg: BuildConfig) -> str:
+    """A digest of what decides a run's outputs: the manifest's bytes, how it is read, and the config's
+    fingerprint (models, prompts, sampling, media, filter, merger). Recorded in ``stats.json``."""
+    return content_key(manifest=digest_file(manifest), video_dir=video_dir, limit=limit, split=cfg.split,
+                       skip_invalid=skip_invalid, config=config_fingerprint(cfg))
+
+
+def up_to_date(outdir: Path, inputs: str) -> dict[str, Any] | None:
+    """The statistics of a finished run of the same inputs whose outputs are all in ``outdir``
+    (nothing pending, not stopped, corpus, rejected rows and card present), else None."""
+    try:
+        stats = json.loads((outdir / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    finished = stats.get("inputs") == inputs and not stats.get("stopped") and not stats.get("pending", {}).get("samples")
+    kept, rejected = stats.get("samples_kept", 0), stats.get("samples_in", 0) - stats.get("samples_kept", 0)
+    present = ((outdir / "README.md").exists() and bool(parquet_files(outdir, ("kept",))) == (kept > 0)
+               and bool(parquet_files(outdir, ("rejected",))) == (rejected > 0))
+    return stats if finished and present else None

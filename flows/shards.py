@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from corpus.manifest import Sample
-from flows.config import BuildConfig
+from flows.config import BuildConfig, config_fingerprint
 from flows.execution import run_samples
-from flows.stages import config_fingerprint
 from media.files import content_key
 
 # Rows written by versions that froze transport failures as rejections: not verdicts, redone.

@@ -25,9 +25,8 @@ from corpus.manifest import Sample
 from corpus.schema import Row
 from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
-from flows.config import BuildConfig, EndpointConfig
+from flows.config import ROLES, BuildConfig, endpoint
 from media import MediaError
-from media.files import content_key
 from media.store import MediaStore
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
@@ -46,22 +45,7 @@ from teachers.requests import (
     vision_messages,
 )
 
-ROLES = ("vision", "audio", "merger")
 MESSAGE_LAYOUT = "v1"  # bump when the request layout changes, to invalidate cached calls
-
-
-def endpoint(config: BuildConfig, role: str) -> EndpointConfig:
-    return {"vision": config.vision_teacher, "audio": config.audio_teacher, "merger": config.merger}[role]
-
-
-def config_fingerprint(config: BuildConfig) -> str:
-    """Everything in the config that changes the rows of a shard."""
-    parts: dict[str, Any] = {"media": config.media.model_dump(), "filter": config.filter,
-                             "merger_kind": config.merger_kind, "merger_attempts": config.merger_attempts}
-    for role in ROLES:
-        ep = endpoint(config, role)
-        parts[role] = {"model": ep.model, "prompt": prompt_sha256(load_prompt(ep.prompt)), "sampling": ep.sampling()}
-    return content_key(**parts)
 
 
 @dataclass

@@ -308,8 +308,8 @@ def test_many_samples_on_few_clips_with_a_shared_cache_lose_nothing(synthetic_da
 def test_an_unchanged_rerun_is_up_to_date_without_starting_the_flow(synthetic_data, prefect_api, tmp_path):
     """The same manifest, options and config on a finished --out: exit 0 at once, nothing sent or
     rewritten; any change to them (or a missing output) means a real run."""
-    from flows.build_avrt import run_inputs, up_to_date
     from flows.config import load_config
+    from flows.outdir import run_inputs, up_to_date
 
     manifest, rows = _manifest(synthetic_data, tmp_path, 4)
     out = tmp_path / "out"
