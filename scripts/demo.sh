@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${DEMO_OUT:-outputs}
+OUT=$(realpath -m "${DEMO_OUT:-outputs}")
 SERVE_PORT=${DEMO_SERVE_PORT:-8001}
 PREFECT_PORT=${DEMO_PREFECT_PORT:-4200}
-CLIPS=${DEMO_CLIPS:-96}  # clips of the AV task (about 3/4 train, 1/4 test)
+CLIPS=${DEMO_CLIPS:-128}  # clips of the AV task (about 3/4 train, 1/4 test)
 LOGS="$OUT/demo-logs"
 mkdir -p "$LOGS"
 PIDS=()
@@ -41,8 +41,8 @@ wait_for() {  # wait_for URL SECONDS NAME
   echo "$3 did not come up; last log lines:"; tail -20 "$LOGS/$3.log"; exit 1
 }
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 T0=$(date +%s)
+step() { printf '\n\033[1m== %s\033[0m  (%s s)\n' "$*" "$(( $(date +%s) - T0 ))"; }
 
 step "1/7 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
 [ -f "$OUT/tiny/omni/config.json" ] || python -m training.tiny_models --out "$OUT/tiny"
@@ -51,15 +51,17 @@ TASK="$OUT/demo/av-n$CLIPS"
 echo "$(wc -l <"$TASK/manifest_train.jsonl") train and $(wc -l <"$TASK/manifest_test.jsonl") test questions in $TASK"
 
 step "2/7 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
-MODELS=$(python -m training.demo_models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" \
-  | tee "$LOGS/demo-models.log" | sed -n 's/^models: //p')
+echo "(training takes a few minutes the first time; progress in $LOGS/demo-models.log)"
+python -m training.demo_models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" \
+  >"$LOGS/demo-models.log" 2>&1 || { tail -20 "$LOGS/demo-models.log"; exit 1; }
+MODELS=$(sed -n 's/^models: //p' "$LOGS/demo-models.log")
 [ -n "$MODELS" ] && [ -d "$MODELS" ] || { echo "demo models not built; see $LOGS/demo-models.log"; exit 1; }
 echo "models: $MODELS"
 
 step "3/7 servers: transformers serve (teachers + merger), prefect server"
 mkdir -p "$OUT/.hf/hub"
 HF_HOME="$OUT/.hf" HF_HUB_OFFLINE=1 start serve transformers serve --host 127.0.0.1 --port "$SERVE_PORT" --device cpu
-export PREFECT_HOME="$PWD/$OUT/.prefect" PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
+export PREFECT_HOME="$OUT/.prefect" PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=false
 start prefect-server prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
 wait_for "http://127.0.0.1:$SERVE_PORT/v1/models" 180 serve

@@ -12,8 +12,8 @@ trains, from the tiny offline configs (``training.tiny_models``) and a seed,
 
 Each teacher is taught to name what its modality shows (the colour, or the pitch) and the two
 options consistent with it (the task's options are in a fixed order, ``media.av_task``), then to
-answer one of those two: every training clip is given once with each, so the teacher learns an even
-split between them. Served with sampling at temperature 1, a teacher that learned its modality is
+answer one of those two: the loss at the answer letter is the mean of both letters' losses, so every
+step pushes them equally and the teacher learns an even split between them. Served with sampling at temperature 1, a teacher that learned its modality is
 right about half the time, independently of the other teacher, so the both-correct filter keeps about
 a quarter of the samples, spread over all four answers (a greedy teacher would always pick the same
 letter for a colour, and the kept corpus would miss two answers). The merger is trained on the
@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,10 @@ class DemoModelSettings:
     """Everything that determines the trained models (the cache key, with the manifest's rows)."""
 
     seed: int = 0
-    teacher_steps: int = 500
-    merger_steps: int = 800
+    teacher_steps: int = 400
+    merger_steps: int = 500
     learning_rate: float = 1e-3
-    version: int = 4  # bump when the targets or the training change
+    version: int = 7  # bump when the targets or the training change
 
 
 # ----------------------------------------------------------------------------- targets (pure)
@@ -117,8 +118,10 @@ def settings_key(settings: DemoModelSettings, rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- training (I/O)
 
 def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> list[dict]:
-    """Tokenised (prompt + target) examples, two per row (``teacher_targets``), with the teacher's
-    media (frames or audio, by ``media.load_clip``) and the loss on the target only."""
+    """One tokenised (prompt + target) example per row, with the teacher's media (frames or audio, by
+    ``media.load_clip``), the loss on the target only, and ``other_letter``: the position of the answer
+    letter and the token of the row's other consistent letter (``teacher_targets``), so that every
+    step pushes the two letters equally (``_loss``)."""
     import torch
     from PIL import Image
 
@@ -142,12 +145,21 @@ def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> lis
         messages = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
         head = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         n_prompt = processor(text=[head], return_tensors="pt", **media)["input_ids"].shape[1]
-        for target in teacher_targets(row, role):
-            encoded = processor(text=[head + target + "<|im_end|>"], return_tensors="pt", **media)
-            labels = encoded["input_ids"].clone()
-            labels[:, :n_prompt] = -100
-            out.append({**{k: v for k, v in encoded.items() if isinstance(v, torch.Tensor)}, "labels": labels})
+        first, second = (processor(text=[head + t + "<|im_end|>"], return_tensors="pt", **media)
+                         for t in teacher_targets(row, role))
+        labels = first["input_ids"].clone()
+        labels[:, :n_prompt] = -100
+        example = {k: v for k, v in first.items() if isinstance(v, torch.Tensor)}
+        out.append({**example, "labels": labels, "other_letter": _letter_slot(first["input_ids"], second["input_ids"])})
     return out
+
+
+def _letter_slot(first, second) -> tuple[int, int]:
+    """(position, token) where the two targets' token ids differ: the answer letter, and only it."""
+    if first.shape != second.shape or int((first != second).sum()) != 1:
+        raise ValueError("the two targets of a teacher must differ in exactly one token (the letter)")
+    position = int((first != second).nonzero()[0, 1])
+    return position, int(second[0, position])
 
 
 def _merger_examples(tokenizer, rows: list[dict]) -> list[dict]:
@@ -161,6 +173,23 @@ def _merger_examples(tokenizer, rows: list[dict]) -> list[dict]:
         labels[:, :n_prompt] = -100
         out.append({**ids, "labels": labels})
     return out
+
+
+def _loss(model, example: dict):
+    """Mean next-token loss on the target; at ``other_letter``'s position (teachers), the mean of the
+    losses of both letters, whose optimum is an even split between them."""
+    import torch
+
+    inputs = {k: v for k, v in example.items() if k not in ("labels", "other_letter")}
+    logp = torch.log_softmax(model(**inputs).logits[0, :-1].float(), dim=-1)
+    labels = example["labels"][0, 1:]
+    mask = labels != -100
+    nll = -logp.gather(-1, labels.clamp(min=0)[:, None])[:, 0]
+    if "other_letter" in example:
+        position, token = example["other_letter"]
+        nll = nll.clone()
+        nll[position - 1] = 0.5 * (nll[position - 1] - logp[position - 1, token])
+    return (nll * mask).sum() / mask.sum()
 
 
 def _fit(model, examples: list[dict], steps: int, lr: float, seed: int, desc: str) -> float:
@@ -180,7 +209,7 @@ def _fit(model, examples: list[dict], steps: int, lr: float, seed: int, desc: st
         if not order:
             order = list(range(len(examples)))
             order_rng.shuffle(order)
-        loss = model(**examples[order.pop()]).loss
+        loss = _loss(model, examples[order.pop()])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -190,6 +219,21 @@ def _fit(model, examples: list[dict], steps: int, lr: float, seed: int, desc: st
     model.eval()
     tail = losses[-20:]
     return sum(tail) / len(tail)
+
+
+def _save(model, path: Path) -> None:
+    """Save ``model`` as a sampling model: ``transformers serve`` takes ``do_sample`` from the model's
+    generation config (a request's temperature alone does not turn sampling on; 0 turns it off)."""
+    model.generation_config.do_sample = True
+    model.save_pretrained(path)
+
+
+# The merger's answer is its whole message: without this, transformers serve's fallback parser for
+# Qwen2 models moves ``<think>…</think>`` into ``reasoning_content``, and the pipeline validates the
+# message content (as the paper's merger, an instruct model served without a reasoning parser, sends it).
+CONTENT_ONLY_RESPONSE = {"defaults": {"role": "assistant"}, "start_anchor": "<|im_start|>assistant\n",
+                         "fields": {"content": {"close_pattern": r"\s*(?:<\|im_end\|>|<\|endoftext\|>)",
+                                                "content": "text"}}}
 
 
 def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
@@ -205,6 +249,7 @@ def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoMo
     if (folder / "done.json").exists():
         print(f"reusing the trained demo models in {folder}")
         return folder
+    started = time.monotonic()
     report: dict[str, Any] = {"settings": asdict(settings), "rows": len(rows)}
     from transformers import AutoProcessor, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2ForCausalLM
 
@@ -215,13 +260,16 @@ def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoMo
         examples = _teacher_examples(processor, rows, manifest.parent, role)
         report[f"{role}_loss"] = _fit(model, examples, settings.teacher_steps, settings.learning_rate,
                                       settings.seed, f"{role} teacher")
-        model.save_pretrained(path)
+        _save(model, path)
     path = build_text(folder / "merger", settings.seed + 2)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.response_template = CONTENT_ONLY_RESPONSE
+    tokenizer.save_pretrained(path)
     model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
     report["merger_loss"] = _fit(model, _merger_examples(tokenizer, rows), settings.merger_steps,
                                  settings.learning_rate, settings.seed, "merger")
-    model.save_pretrained(path)
+    _save(model, path)
+    report["seconds"] = round(time.monotonic() - started, 1)
     (folder / "done.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return folder
