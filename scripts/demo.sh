@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${DEMO_OUT:-outputs}")
 SERVE_PORT=${DEMO_SERVE_PORT:-8001}
 PREFECT_PORT=${DEMO_PREFECT_PORT:-4200}
-CLIPS=${DEMO_CLIPS:-128}  # clips of the AV task (about 3/4 train, 1/4 test)
+CLIPS=${DEMO_CLIPS:-160}  # clips of the AV task (about 3/4 train, 1/4 test)
 LOGS="$OUT/demo-logs"
 mkdir -p "$LOGS"
 PIDS=()

@@ -57,7 +57,7 @@ def test_train_models_writes_loadable_models_and_reuses_them(tmp_path, capsys):
     from media.synthetic import write_av_dataset
 
     manifest = write_av_dataset(tmp_path / "av", n=4, seed=0, seconds=1.0, test_fraction=0.0)["train"]
-    settings = dm.DemoModelSettings(teacher_steps=2, merger_steps=2)
+    settings = dm.DemoModelSettings(vision_steps=2, audio_steps=2, merger_steps=2)
     folder = dm.train_models(manifest, tmp_path / "models", settings)
     report = json.loads((folder / "done.json").read_text())
     assert report["rows"] == 4 and {"vision_loss", "audio_loss", "merger_loss"} <= set(report)
