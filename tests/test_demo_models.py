@@ -68,3 +68,20 @@ def test_train_models_writes_loadable_models_and_reuses_them(tmp_path, capsys):
     assert dm.train_models(manifest, tmp_path / "models", settings) == folder
     assert (folder / "done.json").stat().st_mtime_ns == stamp
     assert "reusing" in capsys.readouterr().out
+
+
+def test_demo_summary_counts_merger_attempts_and_right_descriptions():
+    from evaluation.demo_summary import accuracies, description_hits, merger_tally
+
+    row = _rows(1)[0]
+    colour, pitch = dm.clip_properties(row)
+    kept = {**row, "status": "kept", "stage": "kept", "merger_attempts": 2,
+            "vision_raw": dm.teacher_targets(row, "vision")[0], "audio_raw": "Audio Description: The tone is"}
+    dropped = {**row, "status": "rejected", "stage": "merger", "vision_raw": None}
+    filtered = {**row, "status": "rejected", "stage": "filter", "vision_raw": f"The screen is {colour}."}
+    rows = [kept, dropped, filtered]
+    assert merger_tally(rows, attempts_per_sample=3) == {"samples": 2, "attempts": 5, "validation_failures": 4,
+                                                          "samples_dropped": 1}
+    assert description_hits(rows, "vision") == (2, 2)
+    assert description_hits(rows, "audio") == (0, 1)
+    assert accuracies({"settings": {"av": {"accuracy": 0.9}}}) == {"av": 0.9, "a": None, "v": None}
