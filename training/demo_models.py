@@ -13,7 +13,8 @@ trains, from the tiny offline configs (``training.tiny_models``) and a seed,
 Each teacher is taught to name what its modality shows (the colour, or the pitch) and the two
 options consistent with it (the task's options are in a fixed order, ``media.av_task``), then to
 answer one of those two: the loss at the answer letter is the mean of both letters' losses, so every
-step pushes them equally and the teacher learns an even split between them. Served with sampling at temperature 1, a teacher that learned its modality is
+step pushes them equally and the teacher learns an even split between them. Served with sampling
+(``configs/build/demo.yaml``: temperature 1, top_p 0.8), a teacher that learned its modality is
 right about half the time, independently of the other teacher, so the both-correct filter keeps about
 a quarter of the samples, spread over all four answers (a greedy teacher would always pick the same
 letter for a colour, and the kept corpus would miss two answers). The merger is trained on the
@@ -89,7 +90,7 @@ TARGETS = {"vision": vision_target, "audio": audio_target}
 
 def teacher_targets(row: dict, role: str) -> list[str]:
     """``role``'s target once with each of its two consistent letters: trained on both, the teacher
-    learns an even split between them, so sampled at temperature 1 it is right half the time."""
+    learns an even split between them, so sampled it is right about half the time."""
     return [TARGETS[role](row, letter) for letter in teacher_letters(row, role)]
 
 
