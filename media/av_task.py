@@ -1,10 +1,19 @@
 """The demo's audio-visual task: a question that needs both the picture and the sound.
 
-Each clip has one visual property (screen colour) and one audio property (tone pitch). The four
-options are built from two colours x two pitches: the answer, one that matches only the picture,
-one that matches only the sound, and one that matches neither. A model that sees only the frames
-(or hears only the audio) can rule out two options and must guess between the other two, so a
-perfect single-modality teacher is right half the time; only both modalities pin the answer.
+Each clip has one visual property (screen colour: red or blue) and one audio property (tone pitch:
+low or high). Every question lists the same four options in one fixed order (``OPTIONS``):
+
+    (A) red + low   (B) red + high   (C) blue + low   (D) blue + high
+
+so for any clip one option is right, one matches only the picture, one only the sound and one
+neither. A model that sees only the frames (or hears only the audio) can rule out two options and
+must guess between the other two, so a perfect single-modality teacher is right half the time; only
+both modalities pin the answer. The order is fixed so that a tiny model can learn which letters
+carry a colour or a pitch (with options shuffled per question it would have to read them).
+
+Clips are drawn in blocks of the four combinations; each block goes to the train or the test split
+(seeded), so both splits hold every answer equally often. Each clip also gets a small seeded
+variation (a detuned tone, a shifted moving pattern) so test clips are not copies of training ones.
 Pure logic; rendering is ``media.synthetic.write_clip``.
 """
 
@@ -13,22 +22,32 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-COLOURS = ("red", "green", "blue", "yellow")
-PITCHES = ("low", "middle", "high")
+COLOURS = ("red", "blue")
+PITCHES = ("low", "high")
 LETTERS = "ABCD"
 QUESTION = "What colour is the screen and what pitch is the tone?"
+COMBINATIONS: tuple[tuple[str, str], ...] = tuple((c, p) for c in COLOURS for p in PITCHES)
+
+
+def option_text(colour: str, pitch: str) -> str:
+    return f"a {colour} screen with a {pitch} tone"
+
+
+OPTIONS: tuple[str, str, str, str] = tuple(option_text(c, p) for c, p in COMBINATIONS)  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
 class AVItem:
-    """One question: the clip's properties, the shuffled options and the correct letter."""
+    """One question: the clip's properties and variation, the (fixed) options and the correct letter."""
 
     id: str
     colour: str
     pitch: str
-    choices: tuple[str, str, str, str]
     answer: str
     split: str  # "train" | "test"
+    detune: float = 1.0  # the tone's frequency is the pitch's times this
+    box_offset: int = 0  # pixels the moving pattern starts from
+    choices: tuple[str, str, str, str] = OPTIONS
 
     def manifest_row(self, video: str) -> dict:
         """The project's manifest row (``id, video, question, choices, answer, question_type``)."""
@@ -36,44 +55,41 @@ class AVItem:
                 "answer": self.answer, "question_type": "av-colour-pitch"}
 
 
-def option_text(colour: str, pitch: str) -> str:
-    return f"a {colour} screen with a {pitch} tone"
-
-
-def make_item(index: int, rng: random.Random, test_fraction: float = 0.25) -> AVItem:
-    """Draw one item: true (colour, pitch), a distractor colour and pitch, shuffled options."""
-    colour = rng.choice(COLOURS)
-    pitch = rng.choice(PITCHES)
-    choices, answer = draw_options(colour, pitch, rng)
-    split = "test" if rng.random() < test_fraction else "train"
-    return AVItem(id=f"av{index:05d}", colour=colour, pitch=pitch, choices=choices, answer=answer, split=split)
-
-
-def draw_options(colour: str, pitch: str, rng: random.Random) -> tuple[tuple[str, str, str, str], str]:
-    """Shuffled options for a clip of ``colour`` and ``pitch`` (one distractor colour and pitch
-    drawn), and the correct letter. Also re-asks a training clip with other options."""
-    other_colour = rng.choice([c for c in COLOURS if c != colour])
-    other_pitch = rng.choice([p for p in PITCHES if p != pitch])
-    options = [option_text(colour, pitch), option_text(colour, other_pitch),
-               option_text(other_colour, pitch), option_text(other_colour, other_pitch)]
-    correct = options[0]
-    rng.shuffle(options)
-    return tuple(options), LETTERS[options.index(correct)]  # type: ignore[return-value]
+def answer_letter(colour: str, pitch: str) -> str:
+    """The letter of the option with ``colour`` and ``pitch``."""
+    return LETTERS[COMBINATIONS.index((colour, pitch))]
 
 
 def make_items(n: int, seed: int = 0, test_fraction: float = 0.25) -> list[AVItem]:
-    """``n`` items, deterministic from ``seed``."""
+    """``n`` items, deterministic from ``seed``: blocks of the 4 combinations (shuffled within the
+    block), each block in the test split with probability ``test_fraction``."""
     rng = random.Random(seed)
-    return [make_item(i, rng, test_fraction) for i in range(n)]
+    items: list[AVItem] = []
+    while len(items) < n:
+        split = "test" if rng.random() < test_fraction else "train"
+        block = list(COMBINATIONS)
+        rng.shuffle(block)
+        for colour, pitch in block[: n - len(items)]:
+            items.append(AVItem(id=f"av{len(items):05d}", colour=colour, pitch=pitch,
+                                answer=answer_letter(colour, pitch), split=split,
+                                detune=round(rng.uniform(0.9, 1.1), 3), box_offset=rng.randrange(256)))
+    return items
 
 
-def consistent_letters(item: AVItem, *, colour: str | None = None, pitch: str | None = None) -> list[str]:
+def consistent_letters(choices: tuple[str, ...] | list[str] = OPTIONS, *, colour: str | None = None,
+                       pitch: str | None = None) -> list[str]:
     """Letters of the options consistent with what one modality observed (colour or pitch)."""
     out = []
-    for letter, text in zip(LETTERS, item.choices):
+    for letter, text in zip(LETTERS, choices):
         if colour is not None and f"a {colour} screen" not in text:
             continue
         if pitch is not None and f"a {pitch} tone" not in text:
             continue
         out.append(letter)
     return out
+
+
+def properties(choices: list[str] | tuple[str, ...], answer: str) -> tuple[str, str]:
+    """The (colour, pitch) of a question, read from its correct option's text."""
+    words = choices[LETTERS.index(answer)].split()  # "a {colour} screen with a {pitch} tone"
+    return words[1], words[5]

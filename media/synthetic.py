@@ -43,6 +43,8 @@ class ClipSpec:
     pitch: str
     width: int = 320
     height: int = 240
+    detune: float = 1.0  # the tone's frequency is the pitch's times this
+    box_offset: int = 0  # pixels the moving test pattern starts from
 
 
 def _audio_input(spec: ClipSpec, rate: int = 44_100):
@@ -52,7 +54,8 @@ def _audio_input(spec: ClipSpec, rate: int = 44_100):
     if spec.sound == "chirp":
         expr = "0.4*sin(2*PI*(200+150*t)*t)"
         return ffmpeg.input(f"aevalsrc={expr}:s={rate}:d={d}", f="lavfi")
-    return ffmpeg.input(f"sine=frequency={PITCHES[spec.pitch]}:sample_rate={rate}:duration={d}", f="lavfi")
+    frequency = round(PITCHES[spec.pitch] * spec.detune, 1)
+    return ffmpeg.input(f"sine=frequency={frequency}:sample_rate={rate}:duration={d}", f="lavfi")
 
 
 def _video_input(spec: ClipSpec, fps: int = 25):
@@ -60,7 +63,7 @@ def _video_input(spec: ClipSpec, fps: int = 25):
     base = ffmpeg.input(f"color=c={COLOURS[spec.colour]}:s={size}:r={fps}:d={spec.seconds}", f="lavfi")
     # A small moving test pattern keeps the frames from being trivially identical.
     box = ffmpeg.input(f"testsrc2=s=64x48:r={fps}:d={spec.seconds}", f="lavfi")
-    return ffmpeg.overlay(base, box, x="mod(t*40,W-w)", y="(H-h)/2")
+    return ffmpeg.overlay(base, box, x=f"mod({spec.box_offset}+t*40,W-w)", y="(H-h)/2")
 
 
 def write_clip(spec: ClipSpec, path: Path, *, video: bool = True, audio: bool = True, container: str = "mp4",
@@ -149,14 +152,16 @@ def write_av_dataset(out: Path, n: int = 40, seed: int = 0, seconds: float = 3.0
                      test_fraction: float = 0.25) -> dict[str, Path]:
     """Render the demo's AV task (``media.av_task``): clips plus ``manifest_train/test.jsonl``.
 
-    Each clip is a coloured screen with a pure tone; the answer needs both. Returns split -> manifest.
+    Each clip is a coloured screen with a pure tone (slightly detuned, its moving pattern shifted, per
+    clip); the answer needs both. Returns split -> manifest.
     """
     from media.av_task import make_items
 
     out = Path(out)
     rows: dict[str, list[dict]] = {"train": [], "test": []}
     for item in make_items(n, seed, test_fraction):
-        spec = ClipSpec(name=item.id, seconds=seconds, colour=item.colour, sound="tone", pitch=item.pitch)
+        spec = ClipSpec(name=item.id, seconds=seconds, colour=item.colour, sound="tone", pitch=item.pitch,
+                        detune=item.detune, box_offset=item.box_offset)
         video = write_clip(spec, out / "videos" / f"{item.id}.mp4")
         rows[item.split].append(item.manifest_row(str(video.relative_to(out))))
     paths = {split: out / f"manifest_{split}.jsonl" for split in rows}

@@ -10,9 +10,15 @@ trains, from the tiny offline configs (``training.tiny_models``) and a seed,
 * ``merger/``: the tiny Qwen2 text model, taught to answer the paper's merger prompt with
   ``<think>…</think><answer>X</answer>`` built from both analyses.
 
-Each teacher is taught to name what its modality shows (the colour, or the pitch), the two options
-consistent with it, and the first of those two as its answer: a teacher that learned its modality is
-right about half the time (``media.av_task``), which is what the both-correct filter needs.
+Each teacher is taught to name what its modality shows (the colour, or the pitch) and the two
+options consistent with it (the task's options are in a fixed order, ``media.av_task``), then to
+answer one of those two: the loss at the answer letter is the mean of both letters' losses, so every
+step pushes them equally and the teacher learns an even split between them. Served with sampling
+(``configs/build/demo.yaml``: temperature 1, top_p 0.8), a teacher that learned its modality is
+right about half the time, independently of the other teacher, so the both-correct filter keeps about
+a quarter of the samples, spread over all four answers (a greedy teacher would always pick the same
+letter for a colour, and the kept corpus would miss two answers). The merger is trained on the
+merger prompt filled with both teachers right (what the filter lets through).
 Training is teacher forcing on short templated targets (loss on the target only), batch 1, AdamW.
 The models are cached: ``--out`` holds one folder per hash of the settings (seed, steps, learning
 rate, the manifest's rows); a second run with the same settings reuses it and trains nothing.
@@ -25,11 +31,12 @@ import argparse
 import hashlib
 import json
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from media.av_task import LETTERS, consistent_letters
+from media.av_task import consistent_letters, properties
 
 ROLES = ("vision", "audio", "merger")
 
@@ -39,45 +46,52 @@ class DemoModelSettings:
     """Everything that determines the trained models (the cache key, with the manifest's rows)."""
 
     seed: int = 0
-    teacher_steps: int = 300
-    merger_steps: int = 300
+    vision_steps: int = 400
+    audio_steps: int = 600  # cheaper steps; more of them even out its two letters
+    merger_steps: int = 500
     learning_rate: float = 1e-3
-    variants: int = 6  # each training clip is asked this many times, with other options
-    version: int = 3  # bump when the targets or the training change
+    version: int = 8  # bump when the targets or the training change
 
 
 # ----------------------------------------------------------------------------- targets (pure)
 
-def _item_view(row: dict) -> Any:
-    """A light stand-in for ``AVItem`` built from a manifest row (what ``consistent_letters`` reads)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(choices=tuple(row["choices"]))
-
-
 def clip_properties(row: dict) -> tuple[str, str]:
     """The (colour, pitch) of a manifest row, read from its correct option's text."""
-    text = row["choices"][LETTERS.index(row["answer"])]
-    words = text.split()  # "a {colour} screen with a {pitch} tone"
-    return words[1], words[5]
+    return properties(row["choices"], row["answer"])
 
 
-def vision_target(row: dict) -> str:
-    """What the vision teacher should say: the colour, its two options, the first of them."""
+def teacher_letters(row: dict, role: str) -> list[str]:
+    """The two letters consistent with what ``role`` ("vision" or "audio") perceives in ``row``."""
+    colour, pitch = clip_properties(row)
+    return consistent_letters(row["choices"], colour=colour) if role == "vision" else \
+        consistent_letters(row["choices"], pitch=pitch)
+
+
+def vision_target(row: dict, letter: str) -> str:
+    """What the vision teacher should say: the colour, its two options, ``letter`` as the answer."""
     colour, _ = clip_properties(row)
-    first, second = consistent_letters(_item_view(row), colour=colour)
+    first, second = teacher_letters(row, "vision")
     return (f"Visual Description: The screen is {colour}.\n\n"
             f"Reasoning: Options ({first}) and ({second}) show a {colour} screen.\n\n"
-            f"Answer: ({first})")
+            f"Answer: ({letter})")
 
 
-def audio_target(row: dict) -> str:
-    """What the audio teacher should say: the pitch, its two options, the first of them."""
+def audio_target(row: dict, letter: str) -> str:
+    """What the audio teacher should say: the pitch, its two options, ``letter`` as the answer."""
     _, pitch = clip_properties(row)
-    first, second = consistent_letters(_item_view(row), pitch=pitch)
+    first, second = teacher_letters(row, "audio")
     return (f"Audio Description: The tone is {pitch}.\n\n"
             f"Reasoning: Options ({first}) and ({second}) have a {pitch} tone.\n\n"
-            f"Answer: ({first})")
+            f"Answer: ({letter})")
+
+
+TARGETS = {"vision": vision_target, "audio": audio_target}
+
+
+def teacher_targets(row: dict, role: str) -> list[str]:
+    """``role``'s target once with each of its two consistent letters: trained on both, the teacher
+    learns an even split between them, so sampled it is right about half the time."""
+    return [TARGETS[role](row, letter) for letter in teacher_letters(row, role)]
 
 
 def merger_target(row: dict) -> str:
@@ -87,31 +101,14 @@ def merger_target(row: dict) -> str:
             f"only option {row['answer']} has both.</think><answer>{row['answer']}</answer>")
 
 
-def merger_prompt(row: dict, audio_text: str, vision_text: str) -> str:
-    """The paper's merger prompt for ``row``, as ``merger.prompts`` fills it for the pipeline."""
+def merger_prompt(row: dict) -> str:
+    """The paper's merger prompt for ``row`` with both teachers right (the only samples the
+    both-correct filter sends to the merger), as the pipeline fills it."""
     from merger.prompt import render_merger_prompt
     from prompts import load_prompt
 
     return render_merger_prompt(load_prompt("merger"), row["question"], row["choices"], row["answer"],
-                                audio_text, vision_text)
-
-
-def variants(rows: list[dict], n: int, seed: int) -> list[dict]:
-    """Each row asked ``n`` times: itself, then with freshly drawn, reshuffled options (same clip).
-
-    The clip's media never change, so this teaches the teachers to read the options, not to recall
-    a training row's letter."""
-    from media.av_task import draw_options
-
-    rng = random.Random(seed)
-    out = []
-    for row in rows:
-        colour, pitch = clip_properties(row)
-        out.append(row)
-        for k in range(1, n):
-            choices, answer = draw_options(colour, pitch, rng)
-            out.append({**row, "id": f"{row['id']}~{k}", "choices": list(choices), "answer": answer})
-    return out
+                                audio_target(row, row["answer"]), vision_target(row, row["answer"]))
 
 
 def settings_key(settings: DemoModelSettings, rows: list[dict]) -> str:
@@ -123,7 +120,10 @@ def settings_key(settings: DemoModelSettings, rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- training (I/O)
 
 def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> list[dict]:
-    """Tokenised (prompt + target) examples with the teacher's media and loss mask."""
+    """One tokenised (prompt + target) example per row, with the teacher's media (frames or audio, by
+    ``media.load_clip``), the loss on the target only, and ``other_letter``: the position of the answer
+    letter and the token of the row's other consistent letter (``teacher_targets``), so that every
+    step pushes the two letters equally (``_loss``)."""
     import torch
     from PIL import Image
 
@@ -132,41 +132,43 @@ def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> lis
     from teachers.requests import teacher_prompt
 
     prompt = load_prompt(f"{role}_teacher")
-    decoded: dict[str, dict] = {}
     out = []
     for row in rows:
-        text = teacher_prompt(prompt, row["question"], row["choices"])
-        video = root / row["video"]
-        if row["video"] not in decoded:
-            clip = load_clip(video, settings=MediaSettings(max_side=320), want_frames=role == "vision",
-                             want_audio=role == "audio")
-            if clip.error():
-                raise ValueError(f"{video}: {clip.error()}")
-            decoded[row["video"]] = ({"images": [Image.fromarray(f) for f in clip.frames]} if role == "vision"
-                                     else {"audio": [clip.audio]})
-        media = decoded[row["video"]]
+        clip = load_clip(root / row["video"], settings=MediaSettings(max_side=320), want_frames=role == "vision",
+                         want_audio=role == "audio")
+        if clip.error():
+            raise ValueError(f"{root / row['video']}: {clip.error()}")
         if role == "vision":
+            media: dict[str, Any] = {"images": [Image.fromarray(f) for f in clip.frames]}
             parts = [{"type": "image"} for _ in media["images"]]
-            target = vision_target(row)
         else:
-            parts = [{"type": "audio"}]
-            target = audio_target(row)
+            media, parts = {"audio": [clip.audio]}, [{"type": "audio"}]
+        text = teacher_prompt(prompt, row["question"], row["choices"])
         messages = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
         head = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        encoded = processor(text=[head + target + "<|im_end|>"], return_tensors="pt", **media)
         n_prompt = processor(text=[head], return_tensors="pt", **media)["input_ids"].shape[1]
-        labels = encoded["input_ids"].clone()
+        first, second = (processor(text=[head + t + "<|im_end|>"], return_tensors="pt", **media)
+                         for t in teacher_targets(row, role))
+        labels = first["input_ids"].clone()
         labels[:, :n_prompt] = -100
-        out.append({**encoded, "labels": labels})
-    return [{k: v for k, v in ex.items() if isinstance(v, torch.Tensor)} for ex in out]
+        example = {k: v for k, v in first.items() if isinstance(v, torch.Tensor)}
+        out.append({**example, "labels": labels, "other_letter": _letter_slot(first["input_ids"], second["input_ids"])})
+    return out
+
+
+def _letter_slot(first, second) -> tuple[int, int]:
+    """(position, token) where the two targets' token ids differ: the answer letter, and only it."""
+    if first.shape != second.shape or int((first != second).sum()) != 1:
+        raise ValueError("the two targets of a teacher must differ in exactly one token (the letter)")
+    position = int((first != second).nonzero()[0, 1])
+    return position, int(second[0, position])
 
 
 def _merger_examples(tokenizer, rows: list[dict]) -> list[dict]:
     out = []
     for row in rows:
-        prompt = merger_prompt(row, audio_target(row), vision_target(row))
-        head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
+        head = tokenizer.apply_chat_template([{"role": "user", "content": merger_prompt(row)}],
+                                             add_generation_prompt=True, tokenize=False)
         ids = tokenizer(head + merger_target(row) + "<|im_end|>", return_tensors="pt")
         n_prompt = len(tokenizer(head)["input_ids"])
         labels = ids["input_ids"].clone()
@@ -175,8 +177,26 @@ def _merger_examples(tokenizer, rows: list[dict]) -> list[dict]:
     return out
 
 
+def _loss(model, example: dict):
+    """Mean next-token loss on the target; at ``other_letter``'s position (teachers), the mean of the
+    losses of both letters, whose optimum is an even split between them."""
+    import torch
+
+    inputs = {k: v for k, v in example.items() if k not in ("labels", "other_letter")}
+    logp = torch.log_softmax(model(**inputs).logits[0, :-1].float(), dim=-1)
+    labels = example["labels"][0, 1:]
+    mask = labels != -100
+    nll = -logp.gather(-1, labels.clamp(min=0)[:, None])[:, 0]
+    if "other_letter" in example:
+        position, token = example["other_letter"]
+        nll = nll.clone()
+        nll[position - 1] = 0.5 * (nll[position - 1] - logp[position - 1, token])
+    return (nll * mask).sum() / mask.sum()
+
+
 def _fit(model, examples: list[dict], steps: int, lr: float, seed: int, desc: str) -> float:
-    """Teacher forcing, batch 1, shuffled each epoch; returns the mean loss of the last 20 steps."""
+    """Teacher forcing, batch 1, shuffled each epoch, learning rate decaying linearly to 0 (the last
+    steps settle the confident tokens); returns the mean loss of the last 20 steps."""
     import torch
     from tqdm import tqdm
 
@@ -184,21 +204,38 @@ def _fit(model, examples: list[dict], steps: int, lr: float, seed: int, desc: st
     order_rng = random.Random(seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
     order: list[int] = []
     losses: list[float] = []
     for _ in tqdm(range(steps), desc=desc, unit="step"):
         if not order:
             order = list(range(len(examples)))
             order_rng.shuffle(order)
-        loss = model(**examples[order.pop()]).loss
+        loss = _loss(model, examples[order.pop()])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
         losses.append(float(loss.detach()))
     model.eval()
     tail = losses[-20:]
     return sum(tail) / len(tail)
+
+
+def _save(model, path: Path) -> None:
+    """Save ``model`` as a sampling model: ``transformers serve`` takes ``do_sample`` from the model's
+    generation config (a request's temperature alone does not turn sampling on; 0 turns it off)."""
+    model.generation_config.do_sample = True
+    model.save_pretrained(path)
+
+
+# The merger's answer is its whole message: without this, transformers serve's fallback parser for
+# Qwen2 models moves ``<think>…</think>`` into ``reasoning_content``, and the pipeline validates the
+# message content (as the paper's merger, an instruct model served without a reasoning parser, sends it).
+CONTENT_ONLY_RESPONSE = {"defaults": {"role": "assistant"}, "start_anchor": "<|im_start|>assistant\n",
+                         "fields": {"content": {"close_pattern": r"\s*(?:<\|im_end\|>|<\|endoftext\|>)",
+                                                "content": "text"}}}
 
 
 def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
@@ -214,24 +251,28 @@ def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoMo
     if (folder / "done.json").exists():
         print(f"reusing the trained demo models in {folder}")
         return folder
+    started = time.monotonic()
     report: dict[str, Any] = {"settings": asdict(settings), "rows": len(rows)}
-    asked = variants(rows, settings.variants, settings.seed)
     from transformers import AutoProcessor, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2ForCausalLM
 
     for i, role in enumerate(("vision", "audio")):
         path = build_omni(folder / role, settings.seed + i)
         processor = AutoProcessor.from_pretrained(path)
         model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
-        examples = _teacher_examples(processor, asked, manifest.parent, role)
-        report[f"{role}_loss"] = _fit(model, examples, settings.teacher_steps, settings.learning_rate,
+        examples = _teacher_examples(processor, rows, manifest.parent, role)
+        steps = settings.vision_steps if role == "vision" else settings.audio_steps
+        report[f"{role}_loss"] = _fit(model, examples, steps, settings.learning_rate,
                                       settings.seed, f"{role} teacher")
-        model.save_pretrained(path)
+        _save(model, path)
     path = build_text(folder / "merger", settings.seed + 2)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.response_template = CONTENT_ONLY_RESPONSE
+    tokenizer.save_pretrained(path)
     model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
-    report["merger_loss"] = _fit(model, _merger_examples(tokenizer, asked), settings.merger_steps,
+    report["merger_loss"] = _fit(model, _merger_examples(tokenizer, rows), settings.merger_steps,
                                  settings.learning_rate, settings.seed, "merger")
-    model.save_pretrained(path)
+    _save(model, path)
+    report["seconds"] = round(time.monotonic() - started, 1)
     (folder / "done.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return folder
@@ -244,14 +285,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo-models"), help="cache folder")
     defaults = DemoModelSettings()
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--teacher-steps", type=int, default=defaults.teacher_steps)
+    parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
+    parser.add_argument("--audio-steps", type=int, default=defaults.audio_steps)
     parser.add_argument("--merger-steps", type=int, default=defaults.merger_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--variants", type=int, default=defaults.variants,
-                        help="times each training clip is asked, with other options")
     args = parser.parse_args(argv)
-    settings = DemoModelSettings(args.seed, args.teacher_steps, args.merger_steps, args.learning_rate,
-                                 args.variants)
+    settings = DemoModelSettings(args.seed, args.vision_steps, args.audio_steps, args.merger_steps,
+                                 args.learning_rate)
     print(f"models: {train_models(args.manifest, args.out, settings)}")
 
 

@@ -1,0 +1,83 @@
+"""`make demo` in miniature: the student must need both modalities.
+
+The demo's path with fewer clips and steps: the AV task (``media.av_task``), the trained vision and
+audio teachers and LLM merger (``training.demo_models``) behind a real ``transformers serve``,
+build-avrt with the demo's build config (``filter: both``, ``merger_kind: llm``), SFT then GRPO of a
+fresh tiny student with the demo's train config, and evaluation on the test split in the av, a and
+v settings. It fails when audio or frames stop reaching the student's training: on this task a
+student that gets only one modality can be right at most about half the time (the other property is
+a coin flip), so the trained student's av accuracy must clear 0.7 and beat both ablations.
+
+The teachers sample (temperature 0.5, as in the demo), so which samples are kept varies between runs;
+the assertions hold for any plausible draw (counts and thresholds, no exact figures).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluation.demo_summary import summary
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = 64  # 16 blocks of the four answers, about 3/4 of them for training
+VISION_STEPS, AUDIO_STEPS, MERGER_STEPS, SFT_STEPS, GRPO_STEPS = 300, 400, 400, 300, 2
+
+
+def _build(manifest: Path, models: Path, server: str, student_base: Path, out: Path) -> dict:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.build_avrt import build_avrt
+
+    overrides = {f"{role}.{key}": value for role, name in (("vision_teacher", "vision"), ("audio_teacher", "audio"),
+                                                           ("merger", "merger"))
+                 for key, value in (("model", str(models / name)), ("base_url", server))}
+    overrides["stats_tokenizer"] = str(student_base)
+    with prefect_test_harness(server_startup_timeout=120):
+        return build_avrt(manifest=str(manifest), out=str(out), config=str(ROOT / "configs/build/demo.yaml"),
+                          overrides=overrides)
+
+
+def _evaluate(model: Path, manifest: Path, out: Path) -> dict:
+    from evaluation.evaluate import run
+
+    return run(["--model", str(model), "--benchmark", "manifest", "--data", str(manifest), "--modalities", "av,a,v",
+                "--max-new-tokens", "48", "--out", str(out), "--quiet"])
+
+
+def test_student_trained_on_the_miniature_needs_both_modalities(transformers_server, tiny_models, tmp_path):
+    from media.synthetic import write_av_dataset
+    from training.demo_models import DemoModelSettings, train_models
+    from training.sft_then_grpo import run as train_student
+    from training.train_config import load_config
+
+    task = write_av_dataset(tmp_path / "av", n=CLIPS, seed=0, seconds=2.0)
+    models = train_models(task["train"], tmp_path / "models",
+                          DemoModelSettings(vision_steps=VISION_STEPS, audio_steps=AUDIO_STEPS,
+                                                            merger_steps=MERGER_STEPS))
+    corpus = tmp_path / "corpus"
+    stats = _build(task["train"], models, transformers_server, tiny_models["omni"], corpus)
+    config = load_config(ROOT / "configs/train/demo.yaml", [
+        f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={tmp_path / 'student'}",
+        f"sft.max_steps={SFT_STEPS}", f"grpo.max_steps={GRPO_STEPS}"])
+    final = train_student(config)
+    assert set(final) == {"sft", "grpo"}
+    base = _evaluate(tiny_models["omni"], task["test"], tmp_path / "eval-base")
+    trained = _evaluate(final["grpo"], task["test"], tmp_path / "eval")
+    figures = summary(corpus, base, trained)
+    print(json.dumps(figures))
+
+    # every stage did its real job: teachers right sometimes, the filter kept some and dropped some,
+    # every kept sample has a merged trace that passed validation
+    assert all(0 < figures["teachers"][role]["accuracy"] < 1 for role in ("vision", "audio"))
+    assert 0 < stats["samples_kept"] < stats["samples_in"]
+    assert figures["merger"]["attempts"] >= stats["samples_kept"]
+    # the student learned to use both modalities
+    after = figures["student"]["after"]
+    assert after["av"] >= 0.7, figures["student"]
+    assert after["av"] > max(after["a"], after["v"]), figures["student"]
+    assert after["av"] > figures["student"]["before"]["av"], figures["student"]
