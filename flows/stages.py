@@ -34,7 +34,7 @@ from merger.validate import validate_merged
 from prompts import load_prompt, prompt_sha256
 from teachers.calls import CallCache, cached_chat
 from teachers.client import CallPending, ChatResult, EndpointError, ModelCallError, ModelClient
-from teachers.reasoning import trace_text
+from teachers.reasoning import as_written, trace_text
 from teachers.requests import (
     EncodedPart,
     audio_messages,
@@ -145,7 +145,7 @@ class SampleProcessor:
         reasons = []
         for attempt in range(self.config.merger_attempts):
             result = await self.call("merger", {"text": text, "attempt": attempt}, lambda: text_messages(text), tally)
-            check = validate_merged(result.raw, sample.answer, len(sample.choices))
+            check = validate_merged(as_written(result.reasoning, result.raw), sample.answer, len(sample.choices))
             if check.ok:
                 return check.cleaned, "", attempt + 1
             reasons.append(check.reason)

@@ -15,6 +15,7 @@ this order:
    last answer line); with no such line there is no separable reasoning (``""``).
 
 ``trace_text(reasoning, answer_text)`` is the teacher's full trace for the merger, without repeats.
+``as_written(reasoning, raw)`` is a reply as the model wrote it, for the merger's ``<think>`` format.
 """
 
 from __future__ import annotations
@@ -82,3 +83,13 @@ def trace_text(reasoning: str, answer_text: str) -> str:
     else:
         trace = f"{reasoning}\n\n{answer_text}"
     return THINK_TAG_ANY.sub("", trace).strip()
+
+
+def as_written(reasoning: str, raw: str) -> str:
+    """The reply as the model wrote it: a reasoning field the server split off (a reasoning parser
+    takes the ``<think>`` block out of the content) goes back in a ``<think>`` block before the
+    content; a reply whose content already holds its reasoning is returned unchanged."""
+    reasoning = (reasoning or "").strip()
+    if not reasoning or reasoning in raw or THINK_TAG_ANY.search(raw):
+        return raw
+    return f"<think>\n{reasoning}\n</think>\n{raw.strip()}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -335,3 +336,23 @@ def test_an_unchanged_rerun_is_up_to_date_without_starting_the_flow(synthetic_da
     for parquet in (out / "rejected").glob("*.parquet"):
         parquet.unlink()
     assert up_to_date(out, inputs()) is None  # an output is missing
+
+
+def test_a_merger_behind_a_reasoning_parser_keeps_its_think_block(synthetic_data, prefect_api, tmp_path):
+    """vLLM's reasoning parsers (and transformers serve for Qwen models) move ``<think>…</think>`` into
+    a separate field; the merged trace is validated and kept as the model wrote it."""
+    manifest, rows = _manifest(synthetic_data, tmp_path, 3)
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+
+        def split_merger(request):
+            gold = re.search(r"Correct Answer:\s*\(?([A-D])", request["messages"][-1]["content"]).group(1)
+            return Reply(content=f"<answer>{gold}</answer>", reasoning="The tone and the picture agree.",
+                         reasoning_field="reasoning")
+
+        server.set_handler("merger", split_merger)
+        stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"),
+                           config=str(write_config(tmp_path / "c.yaml", server.url)))
+    assert stats["samples_kept"] == 3
+    merged = pd.read_parquet(next((tmp_path / "out" / "corpus").glob("*.parquet")))["merged"]
+    assert all(m.startswith("<think>") and "The tone and the picture agree." in m and m.endswith("</answer>") for m in merged)

@@ -6,7 +6,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from filters.answers import parse_answer
-from teachers.reasoning import split_reasoning, trace_text
+from teachers.reasoning import as_written, split_reasoning, trace_text
 
 SOUNDS = ["dog barking", "cat meowing", "car horn", "rain falling"]
 AF3 = ("Audio Description: Two loud honks over traffic noise.\n\n"
@@ -92,3 +92,16 @@ def test_trace_of_every_split_keeps_all_the_words():
         trace = trace_text(*split_reasoning({"content": content}))
         stripped = content.replace("◁think▷", "").replace("◁/think▷", " ").replace("<think>", "").replace("</think>", " ")
         assert trace.split() == stripped.split()
+
+
+@pytest.mark.parametrize("reasoning, raw, expected", [
+    # a reasoning parser took the think block out of the content: it goes back in
+    ("Both agree on B.", "<answer>B</answer>", "<think>\nBoth agree on B.\n</think>\n<answer>B</answer>"),
+    # the content already holds it (no parser; a close tag only; untagged reasoning): unchanged
+    ("Both agree.", "<think>Both agree.</think><answer>B</answer>", "<think>Both agree.</think><answer>B</answer>"),
+    ("Both agree.", "Both agree.</think><answer>B</answer>", "Both agree.</think><answer>B</answer>"),
+    ("The tone is high.", "The tone is high.\nAnswer: (B)", "The tone is high.\nAnswer: (B)"),
+    ("", "<answer>B</answer>", "<answer>B</answer>"),
+])
+def test_a_reply_as_the_model_wrote_it(reasoning, raw, expected):
+    assert as_written(reasoning, raw) == expected
