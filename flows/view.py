@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from corpus.store import read_rows
+from teachers.reasoning import trace_text
 
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".wav": "audio/wav"}
 
@@ -51,7 +52,7 @@ def render_card(row: dict[str, Any], outdir: Path) -> str:
                       for i, c in enumerate(list(row.get("choices") if row.get("choices") is not None else [])))
     traces = ""
     for role in ("vision", "audio"):
-        trace = "\n".join(t for t in (_text(row.get(f"{role}_reasoning")), _text(row.get(f"{role}_raw"))) if t)
+        trace = trace_text(_text(row.get(f"{role}_reasoning")), _text(row.get(f"{role}_raw")))  # as the merger read it
         if trace or role + "_answer" in row:
             traces += (f'<div class="trace"><h4>{role} teacher: answer {e(row.get(f"{role}_answer")) or "none"}'
                        f' {e(row.get(f"{role}_parse"))}</h4><pre>{e(trace)}</pre></div>')

@@ -13,6 +13,9 @@ def _corpus_with_rejection(synthetic_data, tmp_path):
     rejected["id"] = "rej<1>"
     rejected["status"], rejected["stage"], rejected["reason"] = "rejected", "filter", "vision teacher chose B, answer A"
     rejected["vision_raw"], rejected["vision_answer"] = "<think>red & round</think><answer>B</answer>", "B"
+    # untagged reasoning (Audio Flamingo 3): the answer text repeats it; the page shows it once
+    rejected["audio_reasoning"] = "The tone is unmistakably high."
+    rejected["audio_raw"] = "The tone is unmistakably high.\nAnswer: (B)"
     (out / "rejected").mkdir()
     rejected.drop(columns=["merged"]).to_parquet(out / "rejected" / "train.parquet")
     return out
@@ -29,7 +32,8 @@ def test_page_inlines_media_and_shows_reasons(synthetic_data, tmp_path):
     assert "rejected at filter: vision teacher chose B, answer A" in page
     assert "rej&lt;1&gt;" in page and "red &amp; round" in page  # escaped, not injected
     assert "<answer>B</answer>" not in page
-    assert page.count("<think>") == 0 and page.count("&lt;think&gt;") == 4  # 3 merged + 1 vision trace
+    assert page.count("<think>") == 0 and page.count("&lt;think&gt;") == 3  # the merged traces; a teacher's trace shows its text
+    assert page.count("The tone is unmistakably high.") == 1
 
 
 def test_cli_writes_page_and_refuses_empty_folder(synthetic_data, tmp_path, capsys):
