@@ -74,7 +74,8 @@ for _ in $(seq 60); do
   sleep 1
 done
 URL="http://127.0.0.1:$SERVE_PORT/v1"
-PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.yaml", "overrides": {"vision_teacher.base_url": "%s", "audio_teacher.base_url": "%s", "merger.base_url": "%s", "vision_teacher.model": "%s", "audio_teacher.model": "%s", "merger.model": "%s", "stats_tokenizer": "%s"}}' \
+# the demo owns its corpus folder: rows of an older demo's manifest are replaced, not a reason to stop
+PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.yaml", "replace": true, "overrides": {"vision_teacher.base_url": "%s", "audio_teacher.base_url": "%s", "merger.base_url": "%s", "vision_teacher.model": "%s", "audio_teacher.model": "%s", "merger.model": "%s", "stats_tokenizer": "%s"}}' \
   "$TASK/manifest_train.jsonl" "$OUT/demo/corpus" "$URL" "$URL" "$URL" "$MODELS/vision" "$MODELS/audio" "$MODELS/merger" "$OUT/tiny/omni")
 prefect deployment run build-avrt/build-avrt --params "$PARAMS" --watch --watch-timeout 600
 echo "--- flow-run log (summary) ---"
