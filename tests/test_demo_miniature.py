@@ -8,7 +8,7 @@ v settings. It fails when audio or frames stop reaching the student's training: 
 student that gets only one modality can be right at most about half the time (the other property is
 a coin flip), so the trained student's av accuracy must clear 0.7 and beat both ablations.
 
-The teachers sample (temperature 0.5, as in the demo), so which samples are kept varies between runs;
+The teachers sample (temperature 1, top_p 0.8, as in the demo), so which samples are kept varies between runs;
 the assertions hold for any plausible draw (counts and thresholds, no exact figures).
 """
 
