@@ -22,12 +22,12 @@ FOLDERS = {"kept": "corpus", "rejected": "rejected"}
 def assemble(outdir: Path, rows: Iterable[Row]) -> list[Row]:
     """Write decided rows (one per sample id, the last wins) into ``corpus/`` and ``rejected/``, one
     parquet per split, each atomically; split files no row belongs to any more are removed."""
+    import pandas as pd
+
     rows = list({row["id"]: row for row in rows}.values())
     for status, name in FOLDERS.items():
         folder = Path(outdir) / name
         folder.mkdir(parents=True, exist_ok=True)
-        import pandas as pd
-
         frame = pd.DataFrame([r for r in rows if r["status"] == status])
         splits = sorted(frame["split"].unique()) if len(frame) else []
         for stale in folder.glob("*.parquet"):

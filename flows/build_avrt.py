@@ -278,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     from flows.build_args import configure_prefect_env
 
     configure_prefect_env()
-    args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
-    done = already_built(args)
+    from_preamble = argv is None and "_CLI_ARGS" in globals()
+    args = _CLI_ARGS if from_preamble else parse_args(argv)
+    done = None if from_preamble else already_built(args)  # the preamble has asked already
     if done is not None:
         say_up_to_date(args.out, done)
         return EXIT_OK

@@ -50,10 +50,10 @@ class MediaStore:
     def get(self, video: str | None = None, image: str | None = None, audio: str | None = None) -> tuple[dict[str, Any], bool]:
         """``(meta, extracted_now)``; raises MediaError for unusable media (also when cached)."""
         sources = [p for p in (video, image, audio) if p]
-        for source in sources:
-            if not Path(source).exists():
-                raise MediaError(f"file not found: {source}")
-        signatures = tuple(_signature(p) for p in sources)
+        try:
+            signatures = tuple(_signature(p) for p in sources)
+        except FileNotFoundError as err:
+            raise MediaError(f"file not found: {err.filename}") from None
         if signatures in self._done:
             return self._done[signatures], False
         key = content_key(kind="video" if video else "image+audio", settings=self.settings.model_dump(),

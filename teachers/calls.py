@@ -24,13 +24,12 @@ class CallCache:
     """JSON entries under ``root/<namespace>/<k[:2]>/<k>.json``; counts hits and misses."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self._root = os.fspath(root)  # entries are addressed as strings: one per model call
+        self.root = os.fspath(root)  # entries are addressed as strings: one per model call
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
 
     def path(self, namespace: str, key: str) -> str:
-        return f"{self._root}/{namespace}/{key[:2]}/{key}.json"
+        return f"{self.root}/{namespace}/{key[:2]}/{key}.json"
 
     def get(self, namespace: str, key: str) -> dict[str, Any] | None:
         """The entry, or None (also for one torn by a machine crash)."""

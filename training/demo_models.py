@@ -230,14 +230,6 @@ def _save(model, path: Path) -> None:
     model.save_pretrained(path)
 
 
-# The merger's answer is its whole message: without this, transformers serve's fallback parser for
-# Qwen2 models moves ``<think>…</think>`` into ``reasoning_content``, and the pipeline validates the
-# message content (as the paper's merger, an instruct model served without a reasoning parser, sends it).
-CONTENT_ONLY_RESPONSE = {"defaults": {"role": "assistant"}, "start_anchor": "<|im_start|>assistant\n",
-                         "fields": {"content": {"close_pattern": r"\s*(?:<\|im_end\|>|<\|endoftext\|>)",
-                                                "content": "text"}}}
-
-
 def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
     """Train (or reuse) the three models for ``manifest``; return their folder."""
     import torch
@@ -266,8 +258,6 @@ def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoMo
         _save(model, path)
     path = build_text(folder / "merger", settings.seed + 2)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.response_template = CONTENT_ONLY_RESPONSE
-    tokenizer.save_pretrained(path)
     model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
     report["merger_loss"] = _fit(model, _merger_examples(tokenizer, rows), settings.merger_steps,
                                  settings.learning_rate, settings.seed, "merger")
