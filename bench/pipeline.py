@@ -15,19 +15,31 @@
 
 Heavy-tailed mode: every request's latency is lognormal (median 0.6 s, sigma 0.8), a seeded
 function of (model, question), so the ideal is known: ``ideal time = max(busiest endpoint's summed
-latency / in_flight, the longest sample's critical path max(vision, audio) + merger)``. Reports, as
-ratios of that ideal measured in this run: steady-state throughput in process (Prefect server up,
-media cached) at each ``--in-flight`` with default sharding, with the CPU per sample of the flow's
-process and, apart, of the stub server (its own process, competing for the same cores: the ideal
-assumes free CPU, so on a small machine the two CPU figures bound the ratio); the same through the CLI
-(``python -m flows.build_avrt``) with start-up included; CPU ms per sample beyond start-up (the
-flow's process, server excluded: a 1,200-sample run minus a 100-sample run); and the fixed cost of a
-fully cached CLI run of 4 samples (the same command again, which finds --out up to date, and
-into a new --out, which runs the flow on cached calls). Where the CPU goes: the official client alone (CPU ms per
-request) and the flow with every call answered at once, without HTTP (CPU ms per sample). Each steady run is also compared with ``fifo_bound``, a
-simulation of the pipeline's own FIFO policy at zero CPU cost on the same latencies: the ideal
-needs to know which requests will be slow, the FIFO bound is what a scheduler without that
-knowledge reaches, and achieved/fifo_bound is the implementation's own efficiency.
+latency / in_flight, the longest sample's critical path max(vision, audio) + merger)``.
+
+Reports, from one run:
+
+* **Steady state** (in process: Prefect server up, media cached), at each ``--in-flight`` with
+  default sharding: the share of each teacher endpoint's slots that were busy while work for it
+  remained to be sent (from its first request to its last, as the stub server saw them). That is
+  the endpoint's steady-state throughput as a fraction of the ideal ``in_flight / mean latency``;
+  the lower of the two teachers is reported. The drain after the last request is sent is excluded:
+  which requests end last is the heavy tail's doing, not the scheduler's.
+* **Makespan**: the whole run's wall time against the ideal time above and against ``fifo_bound``, a
+  zero-CPU simulation of the pipeline's own first-come-first-served policy on the same latencies.
+  The ideal needs to know which requests will be slow (a longest-first order); the FIFO bound is
+  what a scheduler without that knowledge reaches, and achieved/fifo_bound is the implementation's
+  own efficiency.
+* **CPU** ms per sample of the flow's process (server excluded) beyond start-up (a 1,200-sample run
+  minus a 100-sample run), and of the stub server apart (it competes for the same cores). Where
+  it goes: the official client alone (CPU ms per request) and the flow with every call answered
+  at once, without HTTP.
+* **Fixed cost of a cached run** of 4 samples through the CLI: the first run with a new
+  ``PREFECT_HOME`` (Prefect creates its database, once per machine), the same command again
+  (``--out`` up to date) and into a new ``--out`` (the flow runs on cached calls); ``--help``.
+* **Through the CLI** (``python -m flows.build_avrt``), start-up included: the teacher slots' busy
+  share from the moment the command is launched to the last request, the seconds to the first
+  request and after the last answer, and the makespan ratios.
 """
 
 from __future__ import annotations
@@ -152,6 +164,30 @@ def fifo_schedule_seconds(n: int, in_flight: int, models: dict[str, str], median
                 queue["merger"].append(i)
 
 
+def server_spans(url: str) -> dict[str, list[tuple[float, float]]]:
+    """Every request's (start, end) per model as the stub server saw them (``time.monotonic``, one
+    clock for every process of the machine)."""
+    import httpx
+
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for model, start, end in httpx.get(url + "/_spans", timeout=60).json()["spans"]:
+        spans.setdefault(model, []).append((start, end))
+    return spans
+
+
+def busy_while_work_remains(spans: list[tuple[float, float]], slots: int, since: float | None = None) -> float:
+    """The share of an endpoint's ``slots`` busy from ``since`` (default: its first request) until
+    its last request started, i.e. while work for it remained to be sent. Completions in that window
+    are busy time / mean latency, so this is the steady-state throughput over the ideal
+    ``slots / mean latency``; 1.0 means no slot idled while work remained."""
+    first = min(start for start, _ in spans) if since is None else since
+    last = max(start for start, _ in spans)
+    if last <= first:
+        return 1.0
+    busy = sum(max(0.0, min(end, last) - max(start, first)) for start, end in spans)
+    return busy / (slots * (last - first))
+
+
 def client_cpu_ms_per_request(url: str, n: int = 2000, in_flight: int = 128) -> float:
     """CPU ms per request of the official client alone (``teachers.client.ModelClient``): short text
     requests against the stub, ``in_flight`` at a time."""
@@ -254,7 +290,10 @@ def heavy(args: argparse.Namespace) -> dict[str, float]:
                     build_avrt(manifest=str(manifest), out=str(tmp / f"steady{in_flight}"), config=str(config))
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                     server_cpu = process_cpu_seconds(process.pid) - server_cpu
-                    results.update({f"steady_{in_flight}_ideal_s": ideal, f"steady_{in_flight}_fifo_bound_s": fifo,
+                    spans = server_spans(url)
+                    busy = min(busy_while_work_remains(spans[models[role]], in_flight) for role in ("vision", "audio"))
+                    results.update({f"steady_{in_flight}_teacher_slots_busy_while_work_remains": busy,
+                                    f"steady_{in_flight}_ideal_s": ideal, f"steady_{in_flight}_fifo_bound_s": fifo,
                                     f"steady_{in_flight}_wall_s": wall,
                                     f"steady_{in_flight}_achieved_vs_ideal": ideal / wall,
                                     f"steady_{in_flight}_fifo_bound_vs_ideal": ideal / fifo,
@@ -269,18 +308,30 @@ def heavy(args: argparse.Namespace) -> dict[str, float]:
                     [(m, tmp / f"nohttp{i}", write_heavy_config(tmp / f"n{i}.yaml", url, args.in_flight[0], f"nohttp{i}", cache)[0])
                      for i, m in enumerate((short, manifest))])
             in_flight = args.in_flight[0]
-            config, models = write_heavy_config(tmp / "cli.yaml", url, in_flight, "cli", cache)
-            ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)
-            wall = cli_seconds(["--manifest", str(manifest), "--out", str(tmp / "cli"), "--config", str(config)], env)
-            results.update({f"cli_{in_flight}_ideal_s": ideal, f"cli_{in_flight}_wall_s": wall,
-                            f"cli_{in_flight}_with_startup_achieved_vs_ideal": ideal / wall})
-            small_args = ["--manifest", str(small), "--out", str(tmp / "cached"), "--config", str(config)]
-            cli_seconds(small_args, env)
+            cached_config = tmp / "w.yaml"  # the warm-up's: its 4 samples' calls are all cached
+            small_args = ["--manifest", str(small), "--out", str(tmp / "cached"), "--config", str(cached_config)]
+            # the first run with a new PREFECT_HOME also creates Prefect's database (once per machine)
+            results["first_run_new_prefect_home_4_samples_cli_s"] = cli_seconds(small_args, env)
             # the same command again: --out is up to date, the flow does not start
             results["unchanged_rerun_4_samples_cli_s"] = cli_seconds(small_args, env)
             # every call cached, a new --out: the fixed cost of a run of the flow
             results["cached_run_4_samples_new_out_cli_s"] = cli_seconds(
-                ["--manifest", str(small), "--out", str(tmp / "cached-new"), "--config", str(config)], env)
+                ["--manifest", str(small), "--out", str(tmp / "cached-new"), "--config", str(cached_config)], env)
+            config, models = write_heavy_config(tmp / "cli.yaml", url, in_flight, "cli", cache)
+            ideal = ideal_seconds(args.samples, in_flight, models, median, sigma, seed)
+            fifo = fifo_schedule_seconds(args.samples, in_flight, models, median, sigma, seed)
+            launched = time.monotonic()
+            wall = cli_seconds(["--manifest", str(manifest), "--out", str(tmp / "cli"), "--config", str(config)], env)
+            spans = server_spans(url)
+            busy = min(busy_while_work_remains(spans[models[role]], in_flight, since=launched) for role in ("vision", "audio"))
+            first_request = min(start for role in ("vision", "audio") for start, _ in spans[models[role]]) - launched
+            last_answer = max(end for spans_of_model in (spans[m] for m in models.values()) for _, end in spans_of_model) - launched
+            results.update({f"cli_{in_flight}_teacher_slots_busy_from_launch": busy,
+                            f"cli_{in_flight}_seconds_to_first_request": first_request,
+                            f"cli_{in_flight}_seconds_after_last_answer": wall - last_answer,
+                            f"cli_{in_flight}_ideal_s": ideal, f"cli_{in_flight}_fifo_bound_s": fifo,
+                            f"cli_{in_flight}_wall_s": wall, f"cli_{in_flight}_with_startup_achieved_vs_ideal": ideal / wall,
+                            f"cli_{in_flight}_with_startup_achieved_vs_fifo_bound": fifo / wall})
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "flows.build_avrt", "--help"], cwd=ROOT, env=env, capture_output=True, check=True)
             results["help_s"] = time.perf_counter() - start

@@ -22,6 +22,7 @@ if __name__ == "__main__":  # answer --help and bad flags, and start Prefect's s
     configure_prefect_env()
     _PREFECT_SERVER = start_temporary_prefect_server()
 
+import contextlib
 import json
 import sys
 import uuid
@@ -274,6 +275,26 @@ def _preflight(args) -> str | None:
     return None
 
 
+def _import_closing_modules() -> None:
+    """Import what a run's last steps use (pandas and pyarrow for the corpus, matplotlib for the
+    plot) while Prefect's temporary server is still starting, rather than after the last answer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+
+def _temporary_server_settings():
+    """Prefect settings for a run on the temporary server: no flow-run heartbeats. They let a
+    lasting server mark a crashed run, but this server ends with the process, and the flow waits up
+    to a second at exit for the heartbeat thread to stop."""
+    from prefect.settings import temporary_settings
+
+    return temporary_settings(updates={"flows.heartbeat_frequency": None})
+
+
 def main(argv: list[str] | None = None) -> int:
     from flows.build_args import configure_prefect_env
 
@@ -298,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             from flows.build_args import wait_for_prefect_server
 
+            _import_closing_modules()  # the server takes longer to start than these imports
             wait_for_prefect_server(server)
-        stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
-                           video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
-                           skip_invalid=args.skip_invalid)
+        with _temporary_server_settings() if server is not None else contextlib.nullcontext():
+            stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
+                               video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
+                               skip_invalid=args.skip_invalid)
     finally:
         lock.release()
     if stats["pending"]["samples"] or stats["stopped"]:

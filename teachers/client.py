@@ -31,6 +31,7 @@ names and never appears in a reason.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import random
 import re
@@ -42,7 +43,6 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletion
 
 from teachers.reasoning import split_reasoning
 from teachers.requests import dumps_body
@@ -86,6 +86,11 @@ class ChatResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"content": self.content, "reasoning": self.reasoning, "finish_reason": self.finish_reason, "raw": self.raw}
+
+
+# the official client takes a serialised body as ``content`` (``body=bytes`` is deprecated there);
+# SDKs before that take it as ``body``
+_BODY_ARG = "content" if "content" in inspect.signature(AsyncOpenAI.post).parameters else "body"
 
 
 @lru_cache(maxsize=1)
@@ -179,10 +184,11 @@ class ModelClient:
                     # The low-level post of the official client: same HTTP, timeout and error
                     # handling as chat.completions.create, without its per-call recursive walk of
                     # the (large, already valid) message payload, which cost ~6 ms per request;
-                    # the body is serialised once, media parts as they were encoded.
-                    response = await replica.client.post(
-                        "/chat/completions", cast_to=ChatCompletion,
-                        body=dumps_body({"model": self.model, "messages": body, **standard, **extra}))
+                    # the body is serialised once, media parts as they were encoded. The answer
+                    # comes back as parsed JSON (``cast_to=object``): ``_result`` reads the few
+                    # fields it needs, without building the pydantic ``ChatCompletion`` tree.
+                    payload = dumps_body({"model": self.model, "messages": body, **standard, **extra})
+                    response = await replica.client.post("/chat/completions", cast_to=object, **{_BODY_ARG: payload})
                     del body
                 result = self._result(replica.url, response)
                 replica.last_success = time.monotonic()
@@ -210,16 +216,18 @@ class ModelClient:
         raise CallPending(f"{self.model}: no answer after {self.retries + 1} attempts ({last_error})")
 
     def _result(self, url: str, response: Any) -> ChatResult:
-        """A ChatResult from a response, or EndpointError when it is not OpenAI chat JSON."""
-        choices = getattr(response, "choices", None)
-        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
-        if message is None:
+        """A ChatResult from the answer's JSON, or EndpointError when it is not OpenAI chat JSON."""
+        choices = response.get("choices") if isinstance(response, dict) else None
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        message = first.get("message")
+        if not isinstance(message, dict):
             shown = response if isinstance(response, str) else type(response).__name__
             raise EndpointError(url, f"does not speak the OpenAI chat protocol (no 'choices' in the answer: "
                                      f"{self._scrub(str(shown))[:120]!r})")
         reasoning, content = split_reasoning(message)
-        return ChatResult(content=content, reasoning=reasoning, finish_reason=choices[0].finish_reason,
-                          raw=message.content or "")
+        raw = message.get("content")
+        return ChatResult(content=content, reasoning=reasoning, finish_reason=first.get("finish_reason"),
+                          raw=raw if isinstance(raw, str) else "")
 
     def _describe(self, err: Exception) -> str:
         refused = _connection_failure(err)

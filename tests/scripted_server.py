@@ -2,7 +2,9 @@
 
 It answers ``POST /v1/chat/completions`` with texts chosen per model by a handler or a queue, can
 inject latency (fixed, or seeded lognormal per request), slow replies (client timeouts) and HTTP
-errors, require an API key, and counts requests per model and the most in flight at once::
+errors, require an API key, and counts requests per model and the most in flight at once. It
+keeps every request's (model, start, end) in ``spans``, also served at ``GET /v1/_spans`` for a
+benchmark in another process::
 
     with ScriptedServer() as server:
         server.set_handler("vision", lambda request: Reply("Answer: (B)"))
@@ -58,6 +60,7 @@ class ScriptedServer:
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.completed: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, request) of answered calls
+        self.spans: list[tuple[str, float, float]] = []  # (model, start, end) monotonic times of every POST
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", 0), self._make_handler())
         self._httpd.daemon_threads = True
@@ -79,6 +82,7 @@ class ScriptedServer:
             self.peak.clear()
             self.requests.clear()
             self.completed.clear()
+            self.spans.clear()
 
     def _reply_for(self, request: dict[str, Any]) -> Reply:
         model = request.get("model", "")
@@ -111,7 +115,11 @@ class ScriptedServer:
                     pass
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/").endswith("/_spans"):  # for benchmarks in another process
+                    with server._lock:
+                        spans = list(server.spans)
+                    self._send(200, {"spans": spans})
+                elif self.path.rstrip("/").endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in server.handlers]})
                 else:
                     self._send(200, {"status": "ok"})
@@ -128,11 +136,13 @@ class ScriptedServer:
                 with server._lock:
                     server.in_flight[model] += 1
                     server.peak[model] = max(server.peak[model], server.in_flight[model])
+                start = time.monotonic()
                 try:
                     self._answer(request)
                 finally:
                     with server._lock:
                         server.in_flight[model] -= 1
+                        server.spans.append((model, start, time.monotonic()))
 
             def _answer(self, request: dict[str, Any]) -> None:
                 reply = server._reply_for(request)

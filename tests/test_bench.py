@@ -1,10 +1,10 @@
-"""The heavy-tailed bench's two references: the ideal (a lower bound) and the FIFO schedule."""
+"""The heavy-tailed bench's references (the ideal, a lower bound; the FIFO schedule) and its steady-state measure."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.pipeline import fifo_schedule_seconds, ideal_seconds
+from bench.pipeline import busy_while_work_remains, fifo_schedule_seconds, ideal_seconds, server_spans
 
 MODELS = {role: f"{role}-t" for role in ("vision", "audio", "merger")}
 
@@ -24,3 +24,33 @@ def test_with_one_slot_the_merger_waits_for_the_teachers_in_turn():
     n = 20
     fifo = fifo_schedule_seconds(n, 1, MODELS, 0.6, 0.8, 0)
     assert fifo > ideal_seconds(n, 1, MODELS, 0.6, 0.8, 0)
+
+
+def test_busy_share_counts_idle_slots_only_while_work_remains():
+    # 2 slots over [0, 4] (the last request starts at 4): slot 1 busy 0-4, slot 2 busy 0-2 then idle;
+    # the span running past 4 is the drain and is not counted
+    spans = [(0.0, 4.0), (0.0, 2.0), (4.0, 9.0)]
+    assert busy_while_work_remains(spans, 2) == pytest.approx(6 / 8)
+    # counted from an earlier moment (a command's launch), the start-up is idle time
+    assert busy_while_work_remains(spans, 2, since=-4.0) == pytest.approx(6 / 16)
+    assert busy_while_work_remains([(0.0, 1.0), (0.0, 1.0)], 2) == 1.0  # everything sent at once
+
+
+def test_the_stub_server_reports_every_request_span_to_another_process():
+    import asyncio
+
+    from teachers.client import ModelClient
+    from tests.scripted_server import ScriptedServer
+
+    async def ask(url: str) -> None:
+        client = ModelClient(model="timed", base_urls=[url], sampling={}, max_in_flight=4)
+        try:
+            await asyncio.gather(*(client.chat([{"role": "user", "content": f"Q{i}: ?"}]) for i in range(12)))
+        finally:
+            await client.close()
+
+    with ScriptedServer(latency=0.05) as server:
+        asyncio.run(ask(server.url))
+        spans = server_spans(server.url)["timed"]
+    assert len(spans) == 12 and all(end - start >= 0.05 for start, end in spans)
+    assert 0.0 < busy_while_work_remains(spans, 4) <= 1.0

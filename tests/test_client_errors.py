@@ -102,3 +102,20 @@ def test_a_refused_connection_is_named_as_such_not_as_a_timeout():
         asyncio.run(go())
     assert "connection failed" in caught.value.reason and "timed out" not in caught.value.reason
     assert f"127.0.0.1:{port}" in caught.value.url
+
+
+def test_a_chat_uses_no_deprecated_sdk_path(monkeypatch):
+    # the serialised body goes as ``content=`` where the SDK has it (``body=bytes`` warns there)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, _ = _run([(200, OK)], monkeypatch)
+    assert result.content == "Answer: (B)"
+    assert not [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+
+
+def test_answers_that_are_json_but_not_a_chat_message_are_endpoint_errors(monkeypatch):
+    for body in ({"choices": []}, {"choices": ["text"]}, {"choices": [{"message": "text"}]}):
+        with pytest.raises(EndpointError, match="does not speak the OpenAI chat protocol"):
+            _run([(200, body)], monkeypatch)
