@@ -356,3 +356,13 @@ def test_a_merger_behind_a_reasoning_parser_keeps_its_think_block(synthetic_data
     assert stats["samples_kept"] == 3
     merged = pd.read_parquet(next((tmp_path / "out" / "corpus").glob("*.parquet")))["merged"]
     assert all(m.startswith("<think>") and "The tone and the picture agree." in m and m.endswith("</answer>") for m in merged)
+
+
+def test_runs_on_the_temporary_server_send_no_flow_heartbeats():
+    # heartbeats serve a lasting server; stopping their thread cost up to 1 s at the end of every run
+    from prefect.settings import get_current_settings
+
+    from flows.build_avrt import _temporary_server_settings
+
+    with _temporary_server_settings():
+        assert get_current_settings().flows.heartbeat_frequency is None
