@@ -222,7 +222,7 @@ class ModelClient:
         message = first.get("message")
         if not isinstance(message, dict):
             shown = response if isinstance(response, str) else type(response).__name__
-            raise EndpointError(url, f"does not speak the OpenAI chat protocol (no 'choices' in the answer: "
+            raise EndpointError(url, f"does not speak the OpenAI chat protocol (no 'choices[0].message' in the answer: "
                                      f"{self._scrub(str(shown))[:120]!r})")
         reasoning, content = split_reasoning(message)
         raw = message.get("content")

@@ -55,7 +55,7 @@ def test_an_answer_after_transient_failures(monkeypatch):
     (403, {"error": {"message": "forbidden"}}, EndpointError, "permission denied"),
     (404, {"error": {"message": "The model `m` does not exist."}}, EndpointError, "does not exist"),
     (200, "<html><body>Welcome to nginx</body></html>", EndpointError, "does not speak the OpenAI chat protocol"),
-    (200, {"id": "x", "object": "list", "data": []}, EndpointError, "no 'choices'"),
+    (200, {"id": "x", "object": "list", "data": []}, EndpointError, "no 'choices[0].message'"),
     (400, {"error": {"message": "too many images"}}, RequestRejected, "HTTP 400: too many images"),
     (503, {"error": {"message": "down"}}, EndpointError, "every request failed"),  # every attempt, no success
 ])
