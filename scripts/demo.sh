@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${DEMO_OUT:-outputs}")
 SERVE_PORT=${DEMO_SERVE_PORT:-8001}
 PREFECT_PORT=${DEMO_PREFECT_PORT:-4200}
-CLIPS=${DEMO_CLIPS:-160}  # clips of the AV task (about 3/4 train, 1/4 test)
+CLIPS=${DEMO_CLIPS:-320}  # clips of the AV task (about 3/4 train, 1/4 test); fewer keep too few for the pitch
 LOGS="$OUT/demo-logs"
 mkdir -p "$LOGS"
 PIDS=()
@@ -88,10 +88,12 @@ python -m training.sft_then_grpo --config configs/train/demo.yaml --corpus "$OUT
   --model "$OUT/tiny/omni" --output-dir "$OUT/demo/student"
 
 step "6/7 evaluate the untrained and the trained student on the test split (av, a, v)"
+# 64 new tokens, as GRPO's max_completion_length in configs/train/demo.yaml: a whole merged trace
+# (50-52 tokens) and its answer fit
 evaluate() {  # evaluate MODEL OUTDIR
   rm -rf "$2"
   python -m evaluation.evaluate --model "$1" --benchmark manifest --data "$TASK/manifest_test.jsonl" \
-    --modalities av,a,v --max-new-tokens 48 --out "$2" --difficulty-from "$OUT/demo/corpus" --quiet
+    --modalities av,a,v --max-new-tokens 64 --out "$2" --difficulty-from "$OUT/demo/corpus" --quiet
 }
 evaluate "$OUT/tiny/omni" "$OUT/demo/eval-base"
 evaluate "$OUT/demo/student/grpo/final" "$OUT/demo/eval"
