@@ -5,10 +5,13 @@ An entry lives at ``ROOT/calls/<role>/<k[:2]>/<k>.json`` where ``k`` digests exa
 the answer: the model name, the request text, the digests of the media sent with it and the sampling
 parameters; never the server URL or the API key, so replicas and key rotation invalidate nothing.
 Entries are written to a temporary file and renamed: a killed run leaves a whole entry or none.
+Identical requests in flight at once in a process are sent once: the later ones wait for that
+answer, as they would read it from the cache a moment later (samples repeating a clip and question).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections import Counter
@@ -27,6 +30,7 @@ class CallCache:
         self.root = os.fspath(root)  # entries are addressed as strings: one per model call
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
+        self.in_flight: dict[str, asyncio.Future[ChatResult]] = {}  # entry path -> its call, while it runs
 
     def path(self, namespace: str, key: str) -> str:
         return f"{self.root}/{namespace}/{key[:2]}/{key}.json"
@@ -59,6 +63,22 @@ async def cached_chat(cache: CallCache, client: ModelClient, role: str, key_part
     cached = cache.get(namespace, key)  # one small file read: cheaper than a thread hop
     if cached is not None:
         return ChatResult(cached["content"], cached["reasoning"], cached.get("finish_reason"), cached.get("raw", "")), True
-    result = await client.chat(messages)
-    cache.put(namespace, key, result.to_dict())
-    return result, False
+    path = cache.path(namespace, key)
+    running = cache.in_flight.get(path)
+    if running is not None:  # the same request is out already: share its answer (or its failure)
+        return await asyncio.shield(running), True
+    call = cache.in_flight[path] = asyncio.get_running_loop().create_future()
+    call.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure nobody shared is not "unretrieved"
+    try:
+        result = await client.chat(messages)
+        cache.put(namespace, key, result.to_dict())
+        call.set_result(result)
+        return result, False
+    except BaseException as err:
+        if isinstance(err, asyncio.CancelledError):
+            call.cancel()
+        else:
+            call.set_exception(err)
+        raise
+    finally:
+        del cache.in_flight[path]

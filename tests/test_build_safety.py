@@ -366,3 +366,18 @@ def test_runs_on_the_temporary_server_send_no_flow_heartbeats():
 
     with _temporary_server_settings():
         assert get_current_settings().flows.heartbeat_frequency is None
+
+
+def test_identical_requests_in_flight_at_once_are_sent_once(synthetic_data, prefect_api, tmp_path):
+    # four samples repeating one clip and question (ids differ): each teacher and the merger are asked
+    # once, every sample gets that answer, and the summary counts three calls sent
+    manifest, rows = _manifest(synthetic_data, tmp_path, 1, clips=1)
+    manifest.write_text("".join(json.dumps({**rows[0], "id": f"dup{k}"}) + "\n" for k in range(4)))
+    with ScriptedServer(latency=0.3) as server:
+        _serve_gold(server, rows)
+        stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"),
+                           config=str(write_config(tmp_path / "c.yaml", server.url)))
+        counts = dict(server.counts)
+    assert counts == {"vision": 1, "audio": 1, "merger": 1}
+    assert _decisions(tmp_path / "out") == {f"dup{k}": ("kept", "kept") for k in range(4)}
+    assert stats["samples_kept"] == 4 and stats["calls_sent"] == {"vision": 1, "audio": 1, "merger": 1}

@@ -208,3 +208,33 @@ def test_enough_shards_are_admitted_to_keep_every_slot_busy_within_a_thread_cap(
     assert admitted_shards(config(32), 5) == 5
     assert admitted_shards(config(128, replicas=8), 10_000) == 256
     assert admitted_shards(config(32, max_concurrent_shards=3), 1000) == 3
+
+
+def test_a_shared_call_shares_its_failure_and_the_next_call_is_sent_again(tmp_path):
+    # two identical requests at once: one is sent; when it stays pending both are pending, nothing
+    # is cached, and a later identical request is sent again
+    import asyncio
+
+    from teachers.calls import cached_chat
+    from teachers.client import CallPending, ChatResult
+
+    class Client:
+        model, sampling, sent = "m", {"temperature": 1.0}, 0
+
+        async def chat(self, messages):
+            self.sent += 1
+            await asyncio.sleep(0.05)
+            if self.sent == 1:
+                raise CallPending("m: no answer (timed out)")
+            return ChatResult("Answer: (A)", "", "stop", "Answer: (A)")
+
+    async def go():
+        cache, client = CallCache(tmp_path), Client()
+        ask = lambda: cached_chat(cache, client, "vision", {"text": "t"}, [{"role": "user", "content": "t"}])  # noqa: E731
+        first = await asyncio.gather(ask(), ask(), return_exceptions=True)
+        assert [type(r) for r in first] == [CallPending, CallPending] and client.sent == 1
+        assert not cache.in_flight
+        result, from_cache = await ask()
+        assert (result.content, from_cache, client.sent) == ("Answer: (A)", False, 2)
+
+    asyncio.run(go())
