@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TEACHERS = ("vision", "audio")  # the endpoints whose busy share is reported
 SHORT = 100  # samples of the short run that measures a run's fixed CPU cost (--heavy)
 sys.path.insert(0, str(ROOT))
 
@@ -291,7 +292,7 @@ def heavy(args: argparse.Namespace) -> dict[str, float]:
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                     server_cpu = process_cpu_seconds(process.pid) - server_cpu
                     spans = server_spans(url)
-                    busy = min(busy_while_work_remains(spans[models[role]], in_flight) for role in ("vision", "audio"))
+                    busy = min(busy_while_work_remains(spans[models[role]], in_flight) for role in TEACHERS)
                     results.update({f"steady_{in_flight}_teacher_slots_busy_while_work_remains": busy,
                                     f"steady_{in_flight}_ideal_s": ideal, f"steady_{in_flight}_fifo_bound_s": fifo,
                                     f"steady_{in_flight}_wall_s": wall,
@@ -323,9 +324,9 @@ def heavy(args: argparse.Namespace) -> dict[str, float]:
             launched = time.monotonic()
             wall = cli_seconds(["--manifest", str(manifest), "--out", str(tmp / "cli"), "--config", str(config)], env)
             spans = server_spans(url)
-            busy = min(busy_while_work_remains(spans[models[role]], in_flight, since=launched) for role in ("vision", "audio"))
-            first_request = min(start for role in ("vision", "audio") for start, _ in spans[models[role]]) - launched
-            last_answer = max(end for spans_of_model in (spans[m] for m in models.values()) for _, end in spans_of_model) - launched
+            busy = min(busy_while_work_remains(spans[models[role]], in_flight, since=launched) for role in TEACHERS)
+            first_request = min(start for role in TEACHERS for start, _ in spans[models[role]]) - launched
+            last_answer = max(end for model in models.values() for _, end in spans[model]) - launched
             results.update({f"cli_{in_flight}_teacher_slots_busy_from_launch": busy,
                             f"cli_{in_flight}_seconds_to_first_request": first_request,
                             f"cli_{in_flight}_seconds_after_last_answer": wall - last_answer,

@@ -105,6 +105,15 @@ def wait_for_prefect_server(process: subprocess.Popen, timeout_s: float = 120.0)
     return False
 
 
+def temporary_server_settings():
+    """Prefect settings for a flow run on the temporary server: no flow-run heartbeats. They let a
+    lasting server mark a crashed run, but this server ends with the process, and the flow waits up
+    to a second at exit for the heartbeat thread to stop. (An environment variable cannot say None.)"""
+    from prefect.settings import temporary_settings
+
+    return temporary_settings(updates={"flows.heartbeat_frequency": None})
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()

@@ -286,15 +286,6 @@ def _import_closing_modules() -> None:
     import pyarrow.parquet  # noqa: F401
 
 
-def _temporary_server_settings():
-    """Prefect settings for a run on the temporary server: no flow-run heartbeats. They let a
-    lasting server mark a crashed run, but this server ends with the process, and the flow waits up
-    to a second at exit for the heartbeat thread to stop."""
-    from prefect.settings import temporary_settings
-
-    return temporary_settings(updates={"flows.heartbeat_frequency": None})
-
-
 def main(argv: list[str] | None = None) -> int:
     from flows.build_args import configure_prefect_env
 
@@ -317,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = globals().get("_PREFECT_SERVER")
         if server is not None:
-            from flows.build_args import wait_for_prefect_server
+            from flows.build_args import temporary_server_settings, wait_for_prefect_server
 
             _import_closing_modules()  # the server takes longer to start than these imports
             wait_for_prefect_server(server)
-        with _temporary_server_settings() if server is not None else contextlib.nullcontext():
+        with temporary_server_settings() if server is not None else contextlib.nullcontext():
             stats = build_avrt(manifest=args.manifest, out=args.out, config=args.config, limit=args.limit,
                                video_dir=args.video_dir, overrides=overrides_from_args(args), replace=args.replace,
                                skip_invalid=args.skip_invalid)

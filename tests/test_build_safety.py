@@ -362,9 +362,9 @@ def test_runs_on_the_temporary_server_send_no_flow_heartbeats():
     # heartbeats serve a lasting server; stopping their thread cost up to 1 s at the end of every run
     from prefect.settings import get_current_settings
 
-    from flows.build_avrt import _temporary_server_settings
+    from flows.build_args import temporary_server_settings
 
-    with _temporary_server_settings():
+    with temporary_server_settings():
         assert get_current_settings().flows.heartbeat_frequency is None
 
 
