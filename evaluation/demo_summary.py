@@ -7,7 +7,8 @@ reports, and prints
 * each teacher's accuracy (and how often its description names the clip's colour / pitch);
 * how many samples the both-correct filter kept, with their answer letters;
 * the merger's attempts and validation failures (attempts that did not pass ``merger.validate``);
-* the student's accuracy before and after training in each modality setting (av, a, v).
+* the student's accuracy before and after training in each modality setting (av, a, v), and whether
+  it uses both modalities (``learned_both``).
 
 Numbers only; nothing is recomputed that the reports already hold.
 """
@@ -24,6 +25,7 @@ from corpus.store import read_rows
 from media.av_task import properties
 
 SETTINGS = ("av", "a", "v")
+AV_THRESHOLD = 0.7  # a student given one modality is right at most about half the time on this task
 DESCRIPTIONS = {"vision": "The screen is {colour}.", "audio": "The tone is {pitch}."}
 
 
@@ -53,6 +55,13 @@ def accuracies(report: dict[str, Any]) -> dict[str, float | None]:
     """Setting -> exact accuracy from an evaluation ``report.json``."""
     settings = report.get("settings", {})
     return {s: settings.get(s, {}).get("accuracy") for s in SETTINGS}
+
+
+def learned_both(after: dict[str, float | None], threshold: float = AV_THRESHOLD) -> bool:
+    """Whether a student's accuracies show it uses both modalities: av clears ``threshold`` and beats
+    a-only and v-only (a setting not evaluated counts as 0)."""
+    av = after.get("av") or 0.0
+    return av >= threshold and av > max(after.get("a") or 0.0, after.get("v") or 0.0)
 
 
 def summary(corpus: Path, base: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +97,9 @@ def render(result: dict[str, Any]) -> str:
               f"validation, {m['samples_dropped']} samples dropped",
               "", "student accuracy (test split)   av     a      v",
               "  before training (eval-base)  " + " ".join(_pct(result["student"]["before"][s]) for s in SETTINGS),
-              "  after SFT + GRPO (eval)      " + " ".join(_pct(result["student"]["after"][s]) for s in SETTINGS)]
+              "  after SFT + GRPO (eval)      " + " ".join(_pct(result["student"]["after"][s]) for s in SETTINGS),
+              "the trained student " + ("uses" if learned_both(result["student"]["after"]) else "does not use")
+              + f" both modalities (needs av >= {AV_THRESHOLD:.2f} and above a and v)"]
     return "\n".join(lines)
 
 

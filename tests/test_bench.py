@@ -54,3 +54,25 @@ def test_the_stub_server_reports_every_request_span_to_another_process():
         spans = server_spans(server.url)["timed"]
     assert len(spans) == 12 and all(end - start >= 0.05 for start, end in spans)
     assert 0.0 < busy_while_work_remains(spans, 4) <= 1.0
+
+
+def test_demo_student_bench_subsets_are_seeded_and_share_the_media(tmp_path):
+    import pandas as pd
+
+    from bench.demo_student import write_subset
+
+    corpus = tmp_path / "built"
+    (corpus / "corpus").mkdir(parents=True)
+    (corpus / "cache" / "media").mkdir(parents=True)
+    pd.DataFrame({"id": [f"s{i}" for i in range(12)], "answer": list("ABCD") * 3}).to_parquet(
+        corpus / "corpus" / "train.parquet")
+    answers = write_subset(corpus, 5, seed=1, out=tmp_path / "one")
+    again = write_subset(corpus, 5, seed=1, out=tmp_path / "again")
+    write_subset(corpus, 5, seed=2, out=tmp_path / "other")
+    ids = {name: list(pd.read_parquet(tmp_path / name / "corpus" / "train.parquet")["id"])
+           for name in ("one", "again", "other")}
+    assert sum(answers.values()) == 5 and answers == again
+    assert ids["one"] == ids["again"] != ids["other"]
+    assert (tmp_path / "one" / "cache" / "media").is_dir()  # the subset reads the built corpus's media
+    write_subset(corpus, 50, seed=1, out=tmp_path / "all")  # larger than the corpus: every row
+    assert len(pd.read_parquet(tmp_path / "all" / "corpus" / "train.parquet")) == 12

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 MODULES = sorted({target.split(":")[0] for target in SCRIPTS.values()} | {
     "flows.serve", "flows.view", "training.tiny_models", "training.demo_models", "media.synthetic",
-    "evaluation.demo_summary", "bench.pipeline"})
+    "evaluation.demo_summary", "bench.pipeline", "bench.demo_student"})
 MOVED = {"training.evaluate": "evaluation.evaluate", "training.export_student": "evaluation.export_student",
          "teachers.serve": "serving.launch", "teachers.prepare_af3_think": "serving.prepare_af3_think"}
 

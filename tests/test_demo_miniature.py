@@ -20,17 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.demo_summary import summary
+from evaluation.demo_summary import learned_both, summary
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# The demo's own task size and teacher training; fewer GRPO steps. Smaller tasks keep too few samples
-# for the student to learn the pitch reliably: with 160 clips (about 25 kept) two of four runs learned
-# the colour and not the pitch (a student can tell 25 clips apart by their moving pattern and recall
-# each one's pitch without hearing it); with 320 (58 to 70 kept) it learned both in every run.
+# The demo's own task size, teacher training and SFT (configs/train/demo.yaml); fewer GRPO steps.
+# With fewer clips too few samples are kept: at 160 clips (about 25 kept) two of four runs learned
+# the colour and not the pitch; at 320, 50 to 70 are kept. The SFT steps matter as much: with 400,
+# 3 of 5 students trained on 40 kept samples never learned the pitch (bench/demo_student.py).
 CLIPS = 320
-SFT_STEPS, GRPO_STEPS = 400, 2
+GRPO_STEPS = 2
 
 
 def _build(manifest: Path, models: Path, server: str, student_base: Path, out: Path) -> dict:
@@ -76,7 +76,7 @@ def test_student_trained_on_the_miniature_needs_both_modalities(transformers_ser
     stats = _build(task["train"], models, transformers_server, tiny_models["omni"], corpus)
     config = load_config(ROOT / "configs/train/demo.yaml", [
         f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={tmp_path / 'student'}",
-        f"sft.max_steps={SFT_STEPS}", f"grpo.max_steps={GRPO_STEPS}"])
+        f"grpo.max_steps={GRPO_STEPS}"])
     # the decoding budget (GRPO's, and the evaluation's, as in scripts/demo.sh) holds a whole trace:
     # at 48 tokens every 50-52-token trace was cut, most often just before the answer letter
     budget = config.grpo.max_completion_length
@@ -95,6 +95,5 @@ def test_student_trained_on_the_miniature_needs_both_modalities(transformers_ser
     assert figures["merger"]["attempts"] >= stats["samples_kept"]
     # the student learned to use both modalities
     after = figures["student"]["after"]
-    assert after["av"] >= 0.7, figures["student"]
-    assert after["av"] > max(after["a"], after["v"]), figures["student"]
+    assert learned_both(after), figures["student"]
     assert after["av"] > figures["student"]["before"]["av"], figures["student"]

@@ -85,3 +85,27 @@ def test_demo_summary_counts_merger_attempts_and_right_descriptions():
     assert description_hits(rows, "vision") == (2, 2)
     assert description_hits(rows, "audio") == (0, 1)
     assert accuracies({"settings": {"av": {"accuracy": 0.9}}}) == {"av": 0.9, "a": None, "v": None}
+
+
+@pytest.mark.parametrize("after, learned", [
+    ({"av": 1.0, "a": 0.0, "v": 0.5}, True),
+    ({"av": 0.75, "a": None, "v": 0.25}, True),  # an ablation not run counts as 0
+    ({"av": 0.5, "a": 0.0, "v": 0.5}, False),  # colour only: the pitch is a coin flip
+    ({"av": 0.7, "a": 0.7, "v": 0.0}, False),  # no better with both than with the audio alone
+    ({"av": None, "a": 0.0, "v": 0.0}, False),
+])
+def test_learned_both_needs_av_above_the_threshold_and_both_ablations(after, learned):
+    from evaluation.demo_summary import learned_both
+
+    assert learned_both(after) is learned
+
+
+def test_demo_summary_says_whether_the_student_uses_both_modalities():
+    from evaluation.demo_summary import render
+
+    result = {"teachers": {}, "filter": "both", "kept": 1, "samples_in": 4, "kept_answers": {"A": 1},
+              "merger": {"attempts": 1, "samples": 1, "validation_failures": 0, "samples_dropped": 0},
+              "student": {"before": {"av": 0.0, "a": 0.0, "v": 0.0}, "after": {"av": 0.5, "a": 0.0, "v": 0.5}}}
+    assert render(result).splitlines()[-1].startswith("the trained student does not use both modalities")
+    result["student"]["after"]["av"] = 1.0
+    assert render(result).splitlines()[-1].startswith("the trained student uses both modalities")
