@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The demo's own task size, teacher training and SFT (configs/train/demo.yaml); fewer GRPO steps.
 # With fewer clips too few samples are kept: at 160 clips (about 25 kept) two of four runs learned
 # the colour and not the pitch; at 320, 50 to 70 are kept. The SFT steps matter as much: with 400,
-# 3 of 5 students trained on 40 kept samples never learned the pitch (bench/demo_student.py).
+# 2 of 5 students trained on 40 kept samples did not learn the pitch (bench/demo_student.py).
 CLIPS = 320
 GRPO_STEPS = 2
 
