@@ -11,7 +11,8 @@ on each subset (SFT only, ``configs/train/demo.yaml`` otherwise) and evaluates i
 the av, a and v settings. A run passes when the student learned both modalities
 (``evaluation.demo_summary.learned_both``: the miniature test's criterion). It prints and writes,
 per SFT length, the passes out of the subsets and every run's accuracies. About 1.5 to 2 minutes
-per run on 2 cores.
+per run on 2 cores. A run whose student and predictions are already in ``--work`` is reused, so an
+interrupted bench resumes; delete ``--work`` to retrain after changing the config.
 """
 
 from __future__ import annotations
