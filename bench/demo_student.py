@@ -29,9 +29,11 @@ sys.path.insert(0, str(ROOT))
 def write_subset(corpus: Path, size: int, seed: int, out: Path) -> dict[str, int]:
     """A corpus folder holding ``size`` of ``corpus``'s kept rows (seeded), its media shared by a link;
     returns the subset's answer counts."""
-    import pandas as pd
+    from corpus.store import read_frame
 
-    rows = pd.concat([pd.read_parquet(p) for p in sorted((corpus / "corpus").glob("*.parquet"))])
+    rows = read_frame(corpus)
+    if rows.empty:
+        raise SystemExit(f"no kept rows under {corpus / 'corpus'}: --corpus must be a build-avrt output folder")
     if size < len(rows):
         rows = rows.sample(n=size, random_state=seed)
     (out / "corpus").mkdir(parents=True, exist_ok=True)

@@ -76,3 +76,10 @@ def test_demo_student_bench_subsets_are_seeded_and_share_the_media(tmp_path):
     assert (tmp_path / "one" / "cache" / "media").is_dir()  # the subset reads the built corpus's media
     write_subset(corpus, 50, seed=1, out=tmp_path / "all")  # larger than the corpus: every row
     assert len(pd.read_parquet(tmp_path / "all" / "corpus" / "train.parquet")) == 12
+
+
+def test_demo_student_bench_refuses_a_folder_without_a_corpus(tmp_path):
+    from bench.demo_student import write_subset
+
+    with pytest.raises(SystemExit, match="no kept rows under .*build-avrt output folder"):
+        write_subset(tmp_path, 5, seed=1, out=tmp_path / "subset")
