@@ -40,6 +40,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
@@ -153,12 +154,19 @@ def make_task_runner(config: BuildConfig, shards_at_once: int) -> tuple[Any, int
     return ThreadPoolTaskRunner(max_workers=shards_at_once), 1
 
 
+UNFINISHED_STATE = "Unfinished"  # the flow run's state name when samples are left pending
+
+
 @flow(name="build-avrt")
 def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | None = None,
                video_dir: str | None = None, overrides: dict[str, Any] | None = None, replace: bool = False,
-               skip_invalid: bool = False) -> dict[str, Any]:
+               skip_invalid: bool = False) -> dict[str, Any] | State:
     """Build an AVRT corpus from MANIFEST into OUT; returns the statistics (``pending`` and
-    ``stopped`` say whether the run finished: re-run the same call to resume)."""
+    ``stopped`` say whether the run finished: re-run the same call to resume).
+
+    A run that leaves samples pending ends in a completed state named ``Unfinished`` whose message
+    gives the count and the reason, so the Prefect UI does not show it as ``Completed``; calling the
+    flow still returns the statistics."""
     log = get_run_logger()
     cfg = load_config(config, overrides)
     outdir = Path(out).resolve()
@@ -221,7 +229,18 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         log.info("closing summary\n%s", summary)  # also a markdown artifact in the Prefect UI
         _publish(stats, summary)
         cleaner.join()
-        return stats
+        unfinished = unfinished_message(stats)
+        return Completed(name=UNFINISHED_STATE, message=unfinished, data=stats) if unfinished else stats
+
+
+def unfinished_message(stats: dict[str, Any]) -> str | None:
+    """What is left undone and why (None when every sample is decided): for the CLI and the flow run's state."""
+    pending, stopped = stats["pending"], stats["stopped"]
+    if not (pending["samples"] or stopped):
+        return None
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in list(pending["reasons"].items())[:3])
+    return (f"{pending['samples']} sample(s) pending" + (f"; stopped: {stopped}" if stopped else f" ({reasons})" if reasons else "")
+            + ". Run the same command again to resume (finished work is kept).")
 
 
 def model_table(cfg: BuildConfig) -> list[dict[str, str]]:
@@ -318,10 +337,9 @@ def main(argv: list[str] | None = None) -> int:
                                skip_invalid=args.skip_invalid)
     finally:
         lock.release()
-    if stats["pending"]["samples"] or stats["stopped"]:
-        print(f"build-avrt: {stats['pending']['samples']} sample(s) pending"
-              + (f"; stopped: {stats['stopped']}" if stats["stopped"] else "")
-              + ". Run the same command again to resume (finished work is kept).", file=sys.stderr)
+    unfinished = unfinished_message(stats)
+    if unfinished:
+        print(f"build-avrt: {unfinished}", file=sys.stderr)
         return EXIT_PENDING
     return EXIT_OK
 

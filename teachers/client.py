@@ -21,7 +21,7 @@ Failures are classified, because only some of them say anything about the sample
 * ``CallPending``: timeouts, connection errors, 429 and 5xx, still failing after ``retries``
   retries with exponential backoff and jitter. Not a verdict: the caller retries later.
 * ``EndpointError``: the endpoint cannot serve anything (401/403, unknown model or path (404), an
-  answer that is not OpenAI chat JSON, or every request failing for the whole retry window of a
+  answer that is not OpenAI chat JSON (HTML, a body that is not JSON, JSON without a message), or every request failing for the whole retry window of a
   call). The run should stop; ``url`` and ``reason`` say where and why.
 
 All derive from ``ModelCallError``. The API key is read from the environment variable the config
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import random
 import re
@@ -188,7 +189,11 @@ class ModelClient:
                     # comes back as parsed JSON (``cast_to=object``): ``_result`` reads the few
                     # fields it needs, without building the pydantic ``ChatCompletion`` tree.
                     payload = dumps_body({"model": self.model, "messages": body, **standard, **extra})
-                    response = await replica.client.post("/chat/completions", cast_to=object, **{_BODY_ARG: payload})
+                    try:
+                        response = await replica.client.post("/chat/completions", cast_to=object, **{_BODY_ARG: payload})
+                    except json.JSONDecodeError as err:  # a JSON content type whose body is not JSON
+                        raise EndpointError(replica.url, "does not speak the OpenAI chat protocol (the answer is not "
+                                                         f"JSON: {self._scrub(err.doc)[:120]!r})") from None
                     del body
                 result = self._result(replica.url, response)
                 replica.last_success = time.monotonic()

@@ -33,6 +33,7 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     finish_reason: str = "stop"
+    body: str | None = None  # sent as it is, said to be JSON (a malformed answer), instead of a chat completion
 
 
 Handler = Callable[[dict[str, Any]], "Reply | str"]
@@ -103,8 +104,8 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict[str, Any] | str) -> None:
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -151,6 +152,9 @@ class ScriptedServer:
                     time.sleep(latency + reply.delay)
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": f"scripted {reply.status}", "code": reply.status}})
+                    return
+                if reply.body is not None:
+                    self._send(200, reply.body)
                     return
                 with server._lock:
                     server.completed.append((time.monotonic(), request))

@@ -62,6 +62,15 @@ def _decisions(out: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _state_in_api(state) -> tuple[str, str | None]:
+    """The name and message of a flow run's state as Prefect's API (and so its UI) holds them."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        held = client.read_flow_run(state.state_details.flow_run_id).state
+    return held.name, held.message
+
+
 def _cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.build_avrt", *args], cwd=ROOT, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
@@ -100,13 +109,19 @@ def test_outage_then_rerun_decides_as_if_no_outage(synthetic_data, prefect_api, 
         server.set_handler("vision", lambda r: Reply(status=503) if question_index(r) in down else healthy_vision(r))
         config = write_config(tmp_path / "c.yaml", server.url)
         out = tmp_path / "out"
-        first = build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+        first_state = build_avrt(manifest=str(manifest), out=str(out), config=str(config), return_state=True)
+        first = first_state.result()
         assert first["pending"]["samples"] == 4 and first["stopped"] is None
+        # The flow run says so in the UI: its state's name, and the count and reason in its message.
+        assert _state_in_api(first_state) == ("Unfinished", first_state.message)
+        assert first_state.is_completed() and first_state.message.startswith("4 sample(s) pending (vision_teacher: HTTP 503")
         assert set(_decisions(out)) == {"s0", "s2", "s4", "s6"}  # nothing written for the pending ones
 
         server.reset_counts()
         server.set_handler("vision", healthy_vision)
-        second = build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+        second_state = build_avrt(manifest=str(manifest), out=str(out), config=str(config), return_state=True)
+        second = second_state.result()
+        assert _state_in_api(second_state)[0] == "Completed"
         # Only the pending samples' calls are repeated: their vision calls, and merges of those kept.
         assert dict(server.counts) == {"vision": 4, "merger": 3}
     assert second["pending"]["samples"] == 0
@@ -185,6 +200,22 @@ def test_unreachable_endpoint_stops_early_with_its_url(synthetic_data, prefect_a
     assert result.returncode == 3, output[-3000:]
     assert f"stopped: {closed}" in output and "connection failed" in output
     assert "6 sample(s) pending" in output
+
+
+def test_an_answer_that_is_not_json_stops_early_like_html(synthetic_data, prefect_api, tmp_path):
+    """A 200 answer with a JSON content type and a body that is not JSON: the same clean run-level stop."""
+    manifest, rows = _manifest(synthetic_data, tmp_path, 6)
+    with ScriptedServer() as server:
+        _serve_gold(server, rows)
+        server.set_handler("vision", lambda r: Reply(body='{"choices": [{"message": '))
+        config = write_config(tmp_path / "c.yaml", server.url)
+        result = _cli(["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--config", str(config)],
+                      {"PREFECT_API_URL": prefect_api})
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output[-3000:]
+    assert f"stopped: {server.url}" in output and "the answer is not JSON" in output
+    assert "6 sample(s) pending" in output and "Traceback" not in output
+    assert not list((tmp_path / "out" / "rejected").glob("*.parquet"))
 
 
 def test_second_run_on_one_out_is_refused_and_a_dead_owner_does_not_block(synthetic_data, tmp_path):

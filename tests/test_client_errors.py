@@ -30,6 +30,8 @@ def _run(responses, monkeypatch, key: str = "sk-secret-123456789"):
         status, body = responses[min(len(seen), len(responses)) - 1]
         if isinstance(body, dict):
             return httpx.Response(status, json=body)
+        if isinstance(body, bytes):  # said to be JSON, whatever it is
+            return httpx.Response(status, content=body, headers={"content-type": "application/json"})
         return httpx.Response(status, text=body, headers={"content-type": "text/html"})
 
     async def go():
@@ -56,6 +58,8 @@ def test_an_answer_after_transient_failures(monkeypatch):
     (404, {"error": {"message": "The model `m` does not exist."}}, EndpointError, "does not exist"),
     (200, "<html><body>Welcome to nginx</body></html>", EndpointError, "does not speak the OpenAI chat protocol"),
     (200, {"id": "x", "object": "list", "data": []}, EndpointError, "no 'choices[0].message'"),
+    (200, b'{"choices": [{"message": ', EndpointError, "the answer is not JSON"),
+    (200, b"<html>502 Bad Gateway</html>", EndpointError, "the answer is not JSON"),
     (400, {"error": {"message": "too many images"}}, RequestRejected, "HTTP 400: too many images"),
     (503, {"error": {"message": "down"}}, EndpointError, "every request failed"),  # every attempt, no success
 ])
