@@ -13,14 +13,18 @@ or Kimi's ``◁think▷…◁/think▷``), in the forms models really write, in 
    (``Option C is correct``, ``(C) is the best``, ``so B is the answer``). The last one wins, so
    options discussed in the reasoning do not count;
 3. a line holding only the answer (the last line, else the first): ``C``, ``(C)``, ``C.``,
-   ``Option C``, ``选项 (C)``, ``{C}``, ``C) a dog`` or the option's own text ``a dog``.
+   ``Option C``, ``选项 (C)``, ``{C}``, ``C) a dog`` or the option's own text ``a dog``;
+4. an option named alone: a text that *begins* with a bracketed letter (``(B) 3.3 MeV``,
+   ``Option (B) fits the sound``, ``选项 (B) …``) and names no other option anywhere (no other
+   letter in brackets or after ``Option``, no other option's text).
 
 After a marker the letter may be followed by an explanation (``Answer: C, because…``); the option's
 text is matched case-insensitively, the longest option first (``hot dog`` is not ``dog``); a letter
 beats a contradicting option text. An option text that does not *start* the answer (``the answer is
 the sound of a car horn``) is a weak reading, used only when no statement gives a strong one.
-Without a marker only a line holding nothing but the answer counts, so a truncated evaluation line
-such as ``(B) Documentary narration usually …`` is not read as an answer.
+Without a marker, a line holding nothing but the answer counts, or an option named alone at the very
+start; so a truncated evaluation (``Reasoning: (A) is dark; (B) Documentary narration usually …``) is
+not read as an answer.
 
 No answer (``letter=None``, ``reason`` in plain words for the rejected table) for: empty output,
 thinking that never closed (truncated), nothing after thinking, refusals (``none of the above``,
@@ -204,6 +208,9 @@ def parse_answer(text: str | None, choices: Sequence[str] | None = None, num_cho
         if parsed is not None:
             return _where(parsed, f"on {where}")
 
+    alone = _named_alone(final, choices, valid)
+    if alone is not None:
+        return alone
     if box is not None:
         return box
     refusal = _REFUSAL.search(final)
@@ -424,6 +431,29 @@ def _parse_line(line: str, choices: Sequence[str] | None, valid: str) -> ParsedA
         if len(hits) == 1:
             return ParsedAnswer(valid[hits[0]])
     return None
+
+
+_OPTION_WORD = re.compile(r"(?:\b[Oo]ption|\b[Cc]hoice|选项)\s*[(\[{]?\s*([A-Z])\b")
+
+
+def _named_alone(final: str, choices: Sequence[str] | None, valid: str) -> ParsedAnswer | None:
+    """The option a text begins with, in brackets (``(B) 3.3 MeV``, ``选项 (B) …``), when the text
+    names no other option: no other bracketed letter or ``Option X``, no other option's text."""
+    head = _clean(final)
+    found = _HEAD.match(head)
+    if not found or not (found["open"] and found["close"]):
+        return None
+    letter = found["letter"].upper()
+    named = {m.upper() for m in _BRACKETED.findall(final)} | set(_OPTION_WORD.findall(final))
+    if choices:
+        said = f" {_normalise(final)} "
+        for i, _, pattern in _prepared(tuple(choices)):
+            if pattern.search(said):
+                named.add(valid[i])
+                said = pattern.sub(" | ", said)  # masked: a shorter option inside it does not count
+    if named - {letter}:
+        return None
+    return _where(_letter_result(letter, valid), f"named alone at the start ({_snippet(found.group(0))})")
 
 
 @lru_cache(maxsize=256)

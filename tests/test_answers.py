@@ -291,6 +291,15 @@ CHINESE_OPTION = [
     ("答案是选项 (D) rain falling", SOUNDS, "D"),
     ("分析完毕。\n选项 B", None, "B"),
 ]
+# An option named alone: the text begins with a bracketed option and names no other.
+ENERGIES = ["1.1 MeV", "3.3 MeV", "5.5 MeV", "7.7 MeV"]
+NAMED_ALONE = [
+    ("选项 (B) 因为声音很高，画面是红色的。", None, "B"),
+    ("选项 (B) 3.3 MeV，第二条谱线的能量", ENERGIES, "B"),
+    ("Option (B) fits the sound best: a steady mechanical hum.", SOUNDS, "B"),
+    ("(B) 3.3 MeV, the energy of the second line", ENERGIES, "B"),
+    ("**(C)** car horn, two short mechanical tones", SOUNDS, "C"),
+]
 # Audio Flamingo 3 think mode: untagged reasoning, then "Answer: (X) text" (the shape the issue and
 # AF3_STYLE above describe; model card https://huggingface.co/nvidia/audio-flamingo-3 not re-checked here).
 AF3_THINK = [
@@ -306,11 +315,16 @@ BOXED_NONE = [
     (r"Thinking done. \boxed{\text{(C", SOUNDS, "no answer found"),  # truncated inside the box
     ("◁think▷Is it \\boxed{C}? Let me check the frames", SOUNDS, "truncated"),
     ("选项 (A) 或 (B)", None, "no answer found"),
+    # named at the start, but another option is named too
+    ("(B) 3.3 MeV is higher than (A)", ENERGIES, "no answer found"),
+    ("选项 (B) 而不是选项 C", None, "no answer found"),
+    ("(B) 3.3 MeV, not 1.1 MeV", ENERGIES, "no answer found"),
+    ("(E) a fifth option", SOUNDS, "out of range"),
 ]
 
 FOUND = (TAGS + ANSWER_PAREN_TEXT + ANSWER_LETTER + MARKDOWN + LOWER_CASE + BRACKETS + OPTION_TEXT
          + THE_ANSWER_IS + VERDICT_AFTER_LETTER + CHOOSE + KIMI + FINAL_WINS + CHINESE_AND_OPTION + TRAILING + MULTILINE
-         + CONTAINED_TEXTS + BOXED + CHINESE_OPTION + AF3_THINK)
+         + CONTAINED_TEXTS + BOXED + CHINESE_OPTION + NAMED_ALONE + AF3_THINK)
 
 NOT_FOUND = TAGS_NONE + BOXED_NONE + [
     # truncated thinking
