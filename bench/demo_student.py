@@ -9,10 +9,10 @@ replays that variation without the teachers: from one built corpus it draws ``--
 subsets of ``--size`` kept samples and, for each SFT length in ``--steps``, trains a fresh student
 on each subset (SFT only, ``configs/train/demo.yaml`` otherwise) and evaluates it on the test split in
 the av, a and v settings. A run passes when the student learned both modalities
-(``evaluation.demo_summary.learned_both``: the miniature test's criterion). It prints and writes,
+(``demo.summary.learned_both``: the miniature test's criterion). It prints and writes,
 per SFT length, the passes out of the subsets and every run's accuracies. About 1.5 to 2 minutes
-per run on 2 cores. A run whose student and predictions are already in ``--work`` is reused, so an
-interrupted bench resumes; delete ``--work`` to retrain after changing the config.
+per run on 2 cores. A run whose student and evaluation in ``--work`` were made from the same inputs
+is reused (``demo.student``), so an interrupted bench resumes and a changed config retrains.
 """
 
 from __future__ import annotations
@@ -46,19 +46,13 @@ def write_subset(corpus: Path, size: int, seed: int, out: Path) -> dict[str, int
 
 def train_and_evaluate(model: Path, corpus: Path, test: Path, steps: int, out: Path) -> dict[str, float]:
     """SFT a fresh student for ``steps`` on ``corpus`` with the demo's config; its test accuracies."""
-    from evaluation.demo_summary import accuracies
-    from evaluation.evaluate import run as evaluate
-    from training.sft_then_grpo import run as train
+    from demo.student import TRAIN_CONFIG, evaluate, train
+    from demo.summary import accuracies
     from training.train_config import load_config
 
-    config = load_config(ROOT / "configs/train/demo.yaml", [
-        f"model={model}", f"corpus={corpus}", f"output_dir={out / 'student'}", "stages=[sft]",
-        f"sft.max_steps={steps}"])
-    final = train(config)["sft"]
-    budget = config.grpo.max_completion_length
-    report = evaluate(["--model", str(final), "--benchmark", "manifest", "--data", str(test), "--modalities",
-                       "av,a,v", "--max-new-tokens", str(budget), "--out", str(out / "eval"), "--quiet"])
-    return accuracies(report)
+    final = train(corpus, model, out / "student", ["stages=[sft]", f"sft.max_steps={steps}"])
+    budget = load_config(TRAIN_CONFIG).grpo.max_completion_length
+    return accuracies(evaluate(final, test, corpus, out / "eval", budget))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs/bench-demo-student", help="scratch folder")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/demo_student.json", help="where to write results")
     args = parser.parse_args(argv)
-    from evaluation.demo_summary import learned_both
+    from demo.summary import learned_both
 
     results: dict[str, dict] = {}
     for steps in (int(s) for s in args.steps.split(",")):

@@ -8,8 +8,6 @@
   ``question_type``), with video paths relative to the manifest;
 * ``avqa.json``: the same questions in AVQA's annotation format (``video_name`` without extension,
   ``multi_choice``, ``answer`` as a 0-based index), to use with ``--video-dir videos``;
-* with ``--task av``: the demo's colour x pitch task (``media.av_task``) in ``manifest_train.jsonl``
-  and ``manifest_test.jsonl`` instead of the files above;
 * with ``--odd``: ``odd/`` clips that are valid but unusual (VP9/Opus webm, 48 kHz stereo, portrait,
   3 s) or broken (no audio track, no video stream, corrupt bytes, a missing file), listed in
   ``odd_manifest.jsonl`` with the expected outcome in ``expect`` (``ok`` or the media error).
@@ -22,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import ffmpeg
 
 COLOURS = {"red": "red", "green": "green", "blue": "blue", "yellow": "yellow"}
 PITCHES = {"low": 220, "middle": 660, "high": 1760}
@@ -47,41 +46,65 @@ class ClipSpec:
     box_offset: int = 0  # pixels the moving test pattern starts from
 
 
-def _audio_input(spec: ClipSpec, rate: int = 44_100):
+def _lavfi_graph(spec: ClipSpec, audio_rate: int = 44_100, fps: int = 25) -> str:
+    """One lavfi source graph for the clip: video on ``[out0]``, audio on ``[out1]``."""
     d = spec.seconds
     if spec.sound == "noise":
-        return ffmpeg.input(f"anoisesrc=color=white:amplitude=0.3:sample_rate={rate}:duration={d}", f="lavfi")
-    if spec.sound == "chirp":
-        expr = "0.4*sin(2*PI*(200+150*t)*t)"
-        return ffmpeg.input(f"aevalsrc={expr}:s={rate}:d={d}", f="lavfi")
-    frequency = round(PITCHES[spec.pitch] * spec.detune, 1)
-    return ffmpeg.input(f"sine=frequency={frequency}:sample_rate={rate}:duration={d}", f="lavfi")
+        audio = f"anoisesrc=color=white:amplitude=0.3:sample_rate={audio_rate}:duration={d}"
+    elif spec.sound == "chirp":
+        audio = f"aevalsrc=0.4*sin(2*PI*(200+150*t)*t):s={audio_rate}:d={d}"
+    else:
+        audio = f"sine=frequency={round(PITCHES[spec.pitch] * spec.detune, 1)}:sample_rate={audio_rate}:duration={d}"
+    # a small moving test pattern keeps the frames from being trivially identical
+    return (f"color=c={COLOURS[spec.colour]}:s={spec.width}x{spec.height}:r={fps}:d={d}[screen];"
+            f"testsrc2=s=64x48:r={fps}:d={d}[pattern];"
+            f"[screen][pattern]overlay=x='mod({spec.box_offset}+t*40,W-w)':y=(H-h)/2[out0];{audio}[out1]")
 
 
-def _video_input(spec: ClipSpec, fps: int = 25):
-    size = f"{spec.width}x{spec.height}"
-    base = ffmpeg.input(f"color=c={COLOURS[spec.colour]}:s={size}:r={fps}:d={spec.seconds}", f="lavfi")
-    # A small moving test pattern keeps the frames from being trivially identical.
-    box = ffmpeg.input(f"testsrc2=s=64x48:r={fps}:d={spec.seconds}", f="lavfi")
-    return ffmpeg.overlay(base, box, x=f"mod({spec.box_offset}+t*40,W-w)", y="(H-h)/2")
+def _output_args(index: int, spec: ClipSpec, path: Path, *, video: bool = True, audio: bool = True,
+                 container: str = "mp4", audio_rate: int = 44_100, channels: int = 1) -> list[str]:
+    """ffmpeg output options writing input ``index``'s streams to ``path``."""
+    args: list[str] = []
+    if video:
+        args += ["-map", f"{index}:v"]
+        args += (["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"] if container == "webm"
+                 else ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+    if audio:
+        args += ["-map", f"{index}:a", "-c:a", "libopus" if container == "webm" else "aac", "-ac", str(channels),
+                 "-ar", str(audio_rate)]
+    return args + ["-t", str(spec.seconds), str(path)]
+
+
+def _ffmpeg(inputs: list[str], outputs: list[str]) -> None:
+    command = ["ffmpeg", "-nostdin", "-y", "-v", "error"] + [a for g in inputs for a in ("-f", "lavfi", "-i", g)] + outputs
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"ffmpeg failed: {done.stderr.strip()[-2000:]}")
 
 
 def write_clip(spec: ClipSpec, path: Path, *, video: bool = True, audio: bool = True, container: str = "mp4",
                audio_rate: int = 44_100, channels: int = 1) -> Path:
     """Render one clip with ffmpeg; ``video``/``audio`` switch the streams off for broken cases."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    streams, options = [], {"t": spec.seconds}
-    if video:
-        streams.append(_video_input(spec))
-        if container == "webm":
-            options.update(vcodec="libvpx-vp9", deadline="realtime", **{"cpu-used": 8, "b:v": "200k"})
-        else:
-            options.update(vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p")
-    if audio:
-        streams.append(_audio_input(spec, audio_rate))
-        options.update(acodec="libopus" if container == "webm" else "aac", ac=channels, ar=audio_rate)
-    ffmpeg.output(*streams, str(path), **options).overwrite_output().run(quiet=True)
+    _ffmpeg([_lavfi_graph(spec, audio_rate)], _output_args(0, spec, path, video=video, audio=audio, container=container,
+                                                           audio_rate=audio_rate, channels=channels))
     return path
+
+
+def write_clips(specs: list[ClipSpec], folder: Path, processes: int | None = None, per_process: int = 40) -> list[Path]:
+    """Render ``folder/{spec.name}.mp4`` (H.264 + AAC) for every spec, a batch of clips per ffmpeg
+    process and one process per core at a time: starting ffmpeg costs more than encoding a short clip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{spec.name}.mp4" for spec in specs]
+    batches = [list(range(i, min(i + per_process, len(specs)))) for i in range(0, len(specs), per_process)]
+
+    def render(batch: list[int]) -> None:
+        _ffmpeg([_lavfi_graph(specs[i]) for i in batch],
+                [a for k, i in enumerate(batch) for a in _output_args(k, specs[i], paths[i])])
+
+    with ThreadPoolExecutor(processes or os.cpu_count() or 1) as pool:
+        list(pool.map(render, batches))
+    return paths
 
 
 def _question(spec: ClipSpec, kind: str, rng: random.Random) -> tuple[str, list[str], str, str]:
@@ -131,8 +154,8 @@ def write_dataset(out: Path, n: int = 12, seed: int = 0, odd: bool = False) -> P
     out = Path(out)
     rng = random.Random(seed + 1)
     manifest, avqa = [], []
-    for i, spec in enumerate(make_specs(n, seed)):
-        video = write_clip(spec, out / "videos" / f"{spec.name}.mp4")
+    specs = make_specs(n, seed)
+    for i, (spec, video) in enumerate(zip(specs, write_clips(specs, out / "videos"))):
         kind = ["visual", "audio", "audio-visual"][i % 3]
         question, choices, correct, qtype = _question(spec, kind, rng)
         answer = choices.index(correct)
@@ -146,28 +169,6 @@ def write_dataset(out: Path, n: int = 12, seed: int = 0, odd: bool = False) -> P
     if odd:
         write_odd_clips(out)
     return out / "manifest.jsonl"
-
-
-def write_av_dataset(out: Path, n: int = 40, seed: int = 0, seconds: float = 3.0,
-                     test_fraction: float = 0.25) -> dict[str, Path]:
-    """Render the demo's AV task (``media.av_task``): clips plus ``manifest_train/test.jsonl``.
-
-    Each clip is a coloured screen with a pure tone (slightly detuned, its moving pattern shifted, per
-    clip); the answer needs both. Returns split -> manifest.
-    """
-    from media.av_task import make_items
-
-    out = Path(out)
-    rows: dict[str, list[dict]] = {"train": [], "test": []}
-    for item in make_items(n, seed, test_fraction):
-        spec = ClipSpec(name=item.id, seconds=seconds, colour=item.colour, sound="tone", pitch=item.pitch,
-                        detune=item.detune, box_offset=item.box_offset)
-        video = write_clip(spec, out / "videos" / f"{item.id}.mp4")
-        rows[item.split].append(item.manifest_row(str(video.relative_to(out))))
-    paths = {split: out / f"manifest_{split}.jsonl" for split in rows}
-    for split, path in paths.items():
-        _write_jsonl(path, rows[split])
-    return paths
 
 
 def write_odd_clips(out: Path) -> Path:
@@ -204,13 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=12, help="number of regular clips")
     parser.add_argument("--seed", type=int, default=0, help="seed for colours, pitches and choice order")
     parser.add_argument("--odd", action="store_true", help="also write odd and broken clips under odd/")
-    parser.add_argument("--task", choices=["mixed", "av"], default="mixed",
-                        help="mixed: the test clips above; av: the demo's colour x pitch task with train/test splits")
     args = parser.parse_args(argv)
-    if args.task == "av":
-        paths = write_av_dataset(args.out, args.n, args.seed)
-        print(f"wrote {args.n} clips and " + ", ".join(str(p) for p in paths.values()))
-        return
     manifest = write_dataset(args.out, args.n, args.seed, args.odd)
     print(f"wrote {args.n} clips and {manifest}")
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole AVRT method end to end on tiny local models (what `make demo` runs).
-# Renders the demo's AV task (media.av_task), trains or reuses its vision and audio teachers and its
-# merger (training.demo_models), starts `transformers serve` and `prefect server`, serves the
-# build-avrt deployment and runs it on the train split (both-correct filter, LLM merger), trains a
-# fresh tiny student (SFT then GRPO), evaluates it before and after on the test split (av, a, v),
-# writes the corpus viewer and prints the figures. Stops everything it started, whatever happens.
+# Renders the demo's AV task (demo.task), trains or reuses its vision and audio teachers and its
+# merger (demo.models), starts `transformers serve` and `prefect server`, serves the build-avrt
+# deployment and runs it on the train split (both-correct filter, LLM merger), writes the corpus
+# viewer, then trains a fresh tiny student (SFT then GRPO), evaluates it before and after on the test
+# split (av, a, v) and prints the figures (demo.student), and a table of each step's time. What a
+# previous run made from the same inputs is reused. Stops everything it started, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,24 +42,54 @@ wait_for() {  # wait_for URL SECONDS NAME
   echo "$3 did not come up; last log lines:"; tail -20 "$LOGS/$3.log"; exit 1
 }
 
-T0=$(date +%s)
-step() { printf '\n\033[1m== %s\033[0m  (%s s)\n' "$*" "$(( $(date +%s) - T0 ))"; }
+# Per-step timing: wall seconds, and CPU seconds of everything the step ran (finished children, plus
+# the servers started in the background, which do the teachers' work during the build).
+cpu_seconds() {
+  local own servers=0
+  own=$(times | tail -1 | awk '{ s = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } print s }')
+  for pid in "${PIDS[@]:-}"; do  # each server is a session: its live processes and their reaped children
+    [ -n "$pid" ] || continue
+    for p in $(ps -o pid= -s "$pid" 2>/dev/null); do
+      servers=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null \
+        | awk -v s="$servers" -v hz="$(getconf CLK_TCK)" '{ s += ($12 + $13 + $14 + $15) / hz } END { print s }')
+    done
+  done
+  calc "$own + $servers"
+}
+calc() { awk "BEGIN { print $* }"; }
+T0=$(date +%s.%N); STEP_T=$T0; STEP_CPU=0; STEP_NAME=""; TIMINGS=""
+end_step() {
+  local now cpu
+  now=$(date +%s.%N); cpu=$(cpu_seconds)
+  [ -n "$STEP_NAME" ] && TIMINGS+=$(printf '%-58s %7.1f %7.1f' "$STEP_NAME" "$(calc "$now - $STEP_T")" "$(calc "$cpu - $STEP_CPU")")$'\n'
+  STEP_T=$now; STEP_CPU=$cpu
+}
+step() {
+  end_step; STEP_NAME=$*
+  printf '\n\033[1m== %s\033[0m  (%.0f s)\n' "$*" "$(calc "$STEP_T - $T0")"
+}
+timing_table() {
+  end_step
+  printf '\n%-58s %7s %7s\n' "step" "wall s" "CPU s"
+  printf '%s' "$TIMINGS"
+  printf '%-58s %7.1f %7.1f   (%s cores)\n' "total" "$(calc "$(date +%s.%N) - $T0")" "$(cpu_seconds)" "$(nproc)"
+}
 
-step "1/7 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
+step "1/5 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
 [ -f "$OUT/tiny/omni/config.json" ] || python -m training.tiny_models --out "$OUT/tiny"
 TASK="$OUT/demo/av-n$CLIPS"
-[ -f "$TASK/manifest_test.jsonl" ] || python -m media.synthetic --task av --n "$CLIPS" --out "$TASK"
+[ -f "$TASK/manifest_test.jsonl" ] || python -m demo.task --n "$CLIPS" --out "$TASK"
 echo "$(wc -l <"$TASK/manifest_train.jsonl") train and $(wc -l <"$TASK/manifest_test.jsonl") test questions in $TASK"
 
-step "2/7 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
-echo "(training takes a few minutes the first time; progress in $LOGS/demo-models.log)"
-python -m training.demo_models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" \
+step "2/5 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
+echo "(progress in $LOGS/demo-models.log)"
+python -m demo.models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" \
   >"$LOGS/demo-models.log" 2>&1 || { tail -20 "$LOGS/demo-models.log"; exit 1; }
 MODELS=$(sed -n 's/^models: //p' "$LOGS/demo-models.log")
 [ -n "$MODELS" ] && [ -d "$MODELS" ] || { echo "demo models not built; see $LOGS/demo-models.log"; exit 1; }
 echo "models: $MODELS"
 
-step "3/7 servers: transformers serve (teachers + merger), prefect server"
+step "3/5 servers: transformers serve (teachers + merger), prefect server"
 mkdir -p "$OUT/.hf/hub"
 HF_HOME="$OUT/.hf" HF_HUB_OFFLINE=1 start serve transformers serve --host 127.0.0.1 --port "$SERVE_PORT" --device cpu
 export PREFECT_HOME="$OUT/.prefect" PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
@@ -67,7 +98,7 @@ start prefect-server prefect server start --host 127.0.0.1 --port "$PREFECT_PORT
 wait_for "http://127.0.0.1:$SERVE_PORT/v1/models" 180 serve
 wait_for "$PREFECT_API_URL/health" 120 prefect-server
 
-step "4/7 build-avrt as a Prefect deployment, on the train split"
+step "4/5 build-avrt as a Prefect deployment, on the train split"
 start flow-serve python -m flows.serve
 for _ in $(seq 60); do
   prefect deployment inspect build-avrt/build-avrt >/dev/null 2>&1 && break
@@ -82,25 +113,9 @@ echo "--- flow-run log (summary) ---"
 sed -n '/build-avrt: [0-9]* samples decided,/,/^.*  calls sent:/p' "$LOGS/flow-serve.log" | sed 's/^.*| //' | tail -40
 VIEW=$(python -m flows.view "$OUT/demo/corpus" | python -c "import json, sys; print(json.load(sys.stdin)[\"html\"])")
 
-step "5/7 train a fresh tiny student on the corpus: SFT then GRPO"
-rm -rf "$OUT/demo/student"  # a demo always trains afresh (the trainer itself resumes interrupted runs)
-python -m training.sft_then_grpo --config configs/train/demo.yaml --corpus "$OUT/demo/corpus" \
-  --model "$OUT/tiny/omni" --output-dir "$OUT/demo/student"
-
-step "6/7 evaluate the untrained and the trained student on the test split (av, a, v)"
-# 64 new tokens, as GRPO's max_completion_length in configs/train/demo.yaml: a whole merged trace
-# (50-52 tokens) and its answer fit
-evaluate() {  # evaluate MODEL OUTDIR
-  rm -rf "$2"
-  python -m evaluation.evaluate --model "$1" --benchmark manifest --data "$TASK/manifest_test.jsonl" \
-    --modalities av,a,v --max-new-tokens 64 --out "$2" --difficulty-from "$OUT/demo/corpus" --quiet
-}
-evaluate "$OUT/tiny/omni" "$OUT/demo/eval-base"
-evaluate "$OUT/demo/student/grpo/final" "$OUT/demo/eval"
-
-step "7/7 done in $(( $(date +%s) - T0 )) s"
-python -m evaluation.demo_summary --corpus "$OUT/demo/corpus" --base "$OUT/demo/eval-base" \
-  --trained "$OUT/demo/eval" --json "$OUT/demo/summary.json"
+step "5/5 a fresh tiny student: SFT then GRPO on the corpus, evaluated untrained and trained (av, a, v)"
+python -m demo.student --corpus "$OUT/demo/corpus" --test "$TASK/manifest_test.jsonl" --model "$OUT/tiny/omni" \
+  --out "$OUT/demo"
 echo
 echo "  viewer:        $VIEW"
 echo "  corpus:        $OUT/demo/corpus/corpus  (card: $OUT/demo/corpus/README.md, stats: stats.json, stats.png)"
@@ -108,3 +123,4 @@ echo "  rejected:      $OUT/demo/corpus/rejected"
 echo "  student:       $OUT/demo/student  (plots: */plots/*.png)"
 echo "  evaluation:    $OUT/demo/eval-base (untrained), $OUT/demo/eval (trained)"
 echo "  server logs:   $LOGS"
+timing_table

@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 MODULES = sorted({target.split(":")[0] for target in SCRIPTS.values()} | {
-    "flows.serve", "flows.view", "training.tiny_models", "training.demo_models", "media.synthetic",
-    "evaluation.demo_summary", "bench.pipeline", "bench.demo_student"})
+    "flows.serve", "flows.view", "training.tiny_models", "media.synthetic", "demo.task", "demo.models",
+    "demo.student", "demo.summary", "bench.pipeline", "bench.demo_student"})
 
 
 def _help(module: str) -> subprocess.CompletedProcess:

@@ -1,8 +1,8 @@
 """`make demo` in miniature: the student must need both modalities.
 
 The demo's path at the demo's size, with fewer GRPO steps and short clips: the AV task
-(``media.av_task``), the trained vision and audio teachers and LLM merger
-(``training.demo_models``) behind a real ``transformers serve``,
+(``demo.task``), the trained vision and audio teachers and LLM merger
+(``demo.models``) behind a real ``transformers serve``,
 build-avrt with the demo's build config (``filter: both``, ``merger_kind: llm``), SFT then GRPO of a
 fresh tiny student with the demo's train config, and evaluation on the test split in the av, a and
 v settings. It fails when audio or frames stop reaching the student's training: on this task a
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.demo_summary import learned_both, summary
+from demo.summary import learned_both
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +47,6 @@ def _build(manifest: Path, models: Path, server: str, student_base: Path, out: P
                           overrides=overrides)
 
 
-def _evaluate(model: Path, manifest: Path, out: Path, max_new_tokens: int) -> dict:
-    from evaluation.evaluate import run
-
-    return run(["--model", str(model), "--benchmark", "manifest", "--data", str(manifest), "--modalities", "av,a,v",
-                "--max-new-tokens", str(max_new_tokens), "--out", str(out), "--quiet"])
-
-
 def _longest_trace_tokens(corpus: Path, tokenizer_path: Path) -> int:
     import pandas as pd
     from transformers import AutoTokenizer
@@ -65,28 +58,22 @@ def _longest_trace_tokens(corpus: Path, tokenizer_path: Path) -> int:
 
 @pytest.mark.timeout(1500)  # about 5 min alone on 2 cores; twice that under load
 def test_student_trained_on_the_miniature_needs_both_modalities(transformers_server, tiny_models, tmp_path):
-    from media.synthetic import write_av_dataset
-    from training.demo_models import DemoModelSettings, train_models
-    from training.sft_then_grpo import run as train_student
+    from demo.models import DemoModelSettings, train_models
+    from demo.student import TRAIN_CONFIG, run_student
+    from demo.task import write_task
     from training.train_config import load_config
 
-    task = write_av_dataset(tmp_path / "av", n=CLIPS, seed=0, seconds=2.0)
+    task = write_task(tmp_path / "av", n=CLIPS, seed=0, seconds=2.0)
     models = train_models(task["train"], tmp_path / "models", DemoModelSettings())
     corpus = tmp_path / "corpus"
     stats = _build(task["train"], models, transformers_server, tiny_models["omni"], corpus)
-    config = load_config(ROOT / "configs/train/demo.yaml", [
-        f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={tmp_path / 'student'}",
-        f"grpo.max_steps={GRPO_STEPS}"])
-    # the decoding budget (GRPO's, and the evaluation's, as in scripts/demo.sh) holds a whole trace:
-    # at 48 tokens every 50-52-token trace was cut, most often just before the answer letter
-    budget = config.grpo.max_completion_length
+    # the decoding budget (GRPO's, and the evaluation's) holds a whole trace: at 48 tokens every
+    # 50-52-token trace was cut, most often just before the answer letter
+    budget = load_config(TRAIN_CONFIG).grpo.max_completion_length
     assert _longest_trace_tokens(corpus, tiny_models["omni"]) < budget
-    final = train_student(config)
-    assert set(final) == {"sft", "grpo"}
-    base = _evaluate(tiny_models["omni"], task["test"], tmp_path / "eval-base", budget)
-    trained = _evaluate(final["grpo"], task["test"], tmp_path / "eval", budget)
-    figures = summary(corpus, base, trained)
+    figures = run_student(corpus, task["test"], tiny_models["omni"], tmp_path, [f"grpo.max_steps={GRPO_STEPS}"])
     print(json.dumps(figures))
+    assert (tmp_path / "student" / "sft" / "final").is_dir() and (tmp_path / "student" / "grpo" / "final").is_dir()
 
     # every stage did its real job: teachers right sometimes, the filter kept some and dropped some,
     # every kept sample has a merged trace that passed validation

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
+from demo import models as dm
+from demo.task import consistent_letters, make_items
 from filters.answers import parse_answer
-from media.av_task import consistent_letters, make_items
 from merger.validate import validate_merged
-from training import demo_models as dm
 
 
 def _words(text):
@@ -54,9 +54,9 @@ def test_cache_key_follows_settings_and_rows():
 def test_train_models_writes_loadable_models_and_reuses_them(tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    from media.synthetic import write_av_dataset
+    from demo.task import write_task
 
-    manifest = write_av_dataset(tmp_path / "av", n=4, seed=0, seconds=1.0, test_fraction=0.0)["train"]
+    manifest = write_task(tmp_path / "av", n=4, seed=0, seconds=1.0, test_fraction=0.0)["train"]
     settings = dm.DemoModelSettings(vision_steps=2, audio_steps=2, merger_steps=2)
     folder = dm.train_models(manifest, tmp_path / "models", settings)
     report = json.loads((folder / "done.json").read_text())
@@ -71,7 +71,7 @@ def test_train_models_writes_loadable_models_and_reuses_them(tmp_path, capsys):
 
 
 def test_demo_summary_counts_merger_attempts_and_right_descriptions():
-    from evaluation.demo_summary import accuracies, description_hits, merger_tally
+    from demo.summary import accuracies, description_hits, merger_tally
 
     row = _rows(1)[0]
     colour, pitch = dm.clip_properties(row)
@@ -95,13 +95,13 @@ def test_demo_summary_counts_merger_attempts_and_right_descriptions():
     ({"av": None, "a": 0.0, "v": 0.0}, False),
 ])
 def test_learned_both_needs_av_above_the_threshold_and_both_ablations(after, learned):
-    from evaluation.demo_summary import learned_both
+    from demo.summary import learned_both
 
     assert learned_both(after) is learned
 
 
 def test_demo_summary_says_whether_the_student_uses_both_modalities():
-    from evaluation.demo_summary import render
+    from demo.summary import render
 
     result = {"teachers": {}, "filter": "both", "kept": 1, "samples_in": 4, "kept_answers": {"A": 1},
               "merger": {"attempts": 1, "samples": 1, "validation_failures": 0, "samples_dropped": 0},

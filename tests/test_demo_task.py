@@ -2,7 +2,7 @@
 
 import json
 
-from media.av_task import COLOURS, LETTERS, OPTIONS, PITCHES, consistent_letters, make_items, properties
+from demo.task import COLOURS, LETTERS, OPTIONS, PITCHES, consistent_letters, make_items, properties
 
 
 def test_fixed_options_each_modality_alone_leaves_two_and_both_leave_the_answer():
@@ -40,13 +40,13 @@ def test_manifest_row_shape():
     assert row["choices"] == list(OPTIONS)
 
 
-def test_write_av_dataset_renders_the_colour_and_the_pitch_of_each_split(tmp_path):
+def test_write_task_renders_the_colour_and_the_pitch_of_each_split(tmp_path):
     import numpy as np
 
+    from demo.task import write_task
     from media import SAMPLE_RATE, load_clip
-    from media.synthetic import write_av_dataset
 
-    paths = write_av_dataset(tmp_path, n=6, seed=1, seconds=1.0, test_fraction=0.5)
+    paths = write_task(tmp_path, n=6, seed=1, seconds=1.0, test_fraction=0.5)
     rows = {s: [json.loads(line) for line in p.read_text().splitlines()] for s, p in paths.items()}
     assert sum(len(r) for r in rows.values()) == 6
     for split_rows in rows.values():

@@ -1,6 +1,6 @@
 """The demo's teachers and merger: tiny models the project trains on the demo's AV task.
 
-``python -m training.demo_models --manifest outputs/av/manifest_train.jsonl --out outputs/demo-models``
+``python -m demo.models --manifest outputs/av/manifest_train.jsonl --out outputs/demo-models``
 trains, from the tiny offline configs (``training.tiny_models``) and a seed,
 
 * ``vision/``: an Omni thinker that sees only the 8 frames and answers the paper's vision-teacher
@@ -11,7 +11,7 @@ trains, from the tiny offline configs (``training.tiny_models``) and a seed,
   ``<think>…</think><answer>X</answer>`` built from both analyses.
 
 Each teacher is taught to name what its modality shows (the colour, or the pitch) and the two
-options consistent with it (the task's options are in a fixed order, ``media.av_task``), then to
+options consistent with it (the task's options are in a fixed order, ``demo.task``), then to
 answer one of those two: the loss at the answer letter is the mean of both letters' losses, so every
 step pushes them equally and the teacher learns an even split between them. Served with sampling
 (``configs/build/demo.yaml``: temperature 1, top_p 0.8), a teacher that learned its modality is
@@ -19,7 +19,8 @@ right about half the time, independently of the other teacher, so the both-corre
 a quarter of the samples, spread over all four answers (a greedy teacher would always pick the same
 letter for a colour, and the kept corpus would miss two answers). The merger is trained on the
 merger prompt filled with both teachers right (what the filter lets through).
-Training is teacher forcing on short templated targets (loss on the target only), batch 1, AdamW.
+Training is teacher forcing on short templated targets (loss on the target only), batch 1, AdamW;
+the three models train side by side, a process per core.
 The models are cached: ``--out`` holds one folder per hash of the settings (seed, steps, learning
 rate, the manifest's rows); a second run with the same settings reuses it and trains nothing.
 The folder of the models is printed on the last line (``models: PATH``).
@@ -30,13 +31,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from media.av_task import consistent_letters, properties
+from demo.task import consistent_letters, properties
 
 ROLES = ("vision", "audio", "merger")
 
@@ -50,7 +54,7 @@ class DemoModelSettings:
     audio_steps: int = 600  # cheaper steps; more of them even out its two letters
     merger_steps: int = 500
     learning_rate: float = 1e-3
-    version: int = 8  # bump when the targets or the training change
+    version: int = 9  # bump when the targets or the training change
 
 
 # ----------------------------------------------------------------------------- targets (pure)
@@ -123,21 +127,28 @@ def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> lis
     """One tokenised (prompt + target) example per row, with the teacher's media (frames or audio, by
     ``media.load_clip``), the loss on the target only, and ``other_letter``: the position of the answer
     letter and the token of the row's other consistent letter (``teacher_targets``), so that every
-    step pushes the two letters equally (``_loss``)."""
-    import torch
+    step pushes the two letters equally (``_loss``). Clips are decoded on a thread per core (the
+    decoders run outside the interpreter); the processor runs once per row."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
 
     from media import MediaSettings, load_clip
     from prompts import load_prompt
     from teachers.requests import teacher_prompt
 
-    prompt = load_prompt(f"{role}_teacher")
-    out = []
-    for row in rows:
+    def load(row: dict):
         clip = load_clip(root / row["video"], settings=MediaSettings(max_side=320), want_frames=role == "vision",
                          want_audio=role == "audio")
         if clip.error():
             raise ValueError(f"{root / row['video']}: {clip.error()}")
+        return clip
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        clips = list(pool.map(load, rows))
+    prompt = load_prompt(f"{role}_teacher")
+    out = []
+    for row, clip in zip(rows, clips):
         if role == "vision":
             media: dict[str, Any] = {"images": [Image.fromarray(f) for f in clip.frames]}
             parts = [{"type": "image"} for _ in media["images"]]
@@ -146,13 +157,18 @@ def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> lis
         text = teacher_prompt(prompt, row["question"], row["choices"])
         messages = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
         head = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        n_prompt = processor(text=[head], return_tensors="pt", **media)["input_ids"].shape[1]
-        first, second = (processor(text=[head + t + "<|im_end|>"], return_tensors="pt", **media)
-                         for t in teacher_targets(row, role))
-        labels = first["input_ids"].clone()
-        labels[:, :n_prompt] = -100
-        example = {k: v for k, v in first.items() if isinstance(v, torch.Tensor)}
-        out.append({**example, "labels": labels, "other_letter": _letter_slot(first["input_ids"], second["input_ids"])})
+        first_target, second_target = (t + "<|im_end|>" for t in teacher_targets(row, role))
+        example = {k: v for k, v in processor(text=[head + first_target], return_tensors="pt", **media).items()
+                   if hasattr(v, "shape")}
+        # the targets are text: tokenised alone they are the tail of the example's ids
+        first, second = (processor.tokenizer(t, return_tensors="pt")["input_ids"] for t in (first_target, second_target))
+        ids = example["input_ids"]
+        if ids[0, -first.shape[1]:].tolist() != first[0].tolist():
+            raise ValueError("the target does not tokenise the same inside the example")
+        labels = ids.clone()
+        labels[:, : ids.shape[1] - first.shape[1]] = -100
+        position, token = _letter_slot(first, second)
+        out.append({**example, "labels": labels, "other_letter": (ids.shape[1] - first.shape[1] + position, token)})
     return out
 
 
@@ -230,12 +246,34 @@ def _save(model, path: Path) -> None:
     model.save_pretrained(path)
 
 
-def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
-    """Train (or reuse) the three models for ``manifest``; return their folder."""
+def _train_role(role: str, folder: Path, rows: list[dict], root: Path, settings: DemoModelSettings,
+                threads: int) -> float:
+    """Build ``role``'s model from the tiny config, train it on ``rows`` and save it in ``folder/role``;
+    returns its final loss."""
     import torch
+    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2ForCausalLM
 
     from training.tiny_models import build_omni, build_text
 
+    torch.set_num_threads(threads)
+    seed = settings.seed + ROLES.index(role)
+    if role == "merger":
+        path = build_text(folder / role, seed)
+        model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
+        examples = _merger_examples(AutoTokenizer.from_pretrained(path), rows)
+    else:
+        path = build_omni(folder / role, seed)
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+        examples = _teacher_examples(AutoProcessor.from_pretrained(path), rows, root, role)
+    steps = {"vision": settings.vision_steps, "audio": settings.audio_steps, "merger": settings.merger_steps}[role]
+    loss = _fit(model, examples, steps, settings.learning_rate, settings.seed, f"{role} {'merger' if role == 'merger' else 'teacher'}")
+    _save(model, path)
+    return loss
+
+
+def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
+    """Train (or reuse) the three models for ``manifest``; return their folder. The models train side by
+    side, one process per core (up to three), each on its share of the cores."""
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     if not rows:
         raise SystemExit(f"{manifest}: no rows to train on")
@@ -244,32 +282,24 @@ def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoMo
         print(f"reusing the trained demo models in {folder}")
         return folder
     started = time.monotonic()
-    report: dict[str, Any] = {"settings": asdict(settings), "rows": len(rows)}
-    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2ForCausalLM
-
-    for i, role in enumerate(("vision", "audio")):
-        path = build_omni(folder / role, settings.seed + i)
-        processor = AutoProcessor.from_pretrained(path)
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
-        examples = _teacher_examples(processor, rows, manifest.parent, role)
-        steps = settings.vision_steps if role == "vision" else settings.audio_steps
-        report[f"{role}_loss"] = _fit(model, examples, steps, settings.learning_rate,
-                                      settings.seed, f"{role} teacher")
-        _save(model, path)
-    path = build_text(folder / "merger", settings.seed + 2)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
-    report["merger_loss"] = _fit(model, _merger_examples(tokenizer, rows), settings.merger_steps,
-                                 settings.learning_rate, settings.seed, "merger")
-    _save(model, path)
-    report["seconds"] = round(time.monotonic() - started, 1)
+    cores = os.cpu_count() or 1
+    workers = min(len(ROLES), cores)
+    jobs = [(role, folder, rows, manifest.parent, settings, max(1, cores // workers)) for role in ROLES]
+    if workers == 1:
+        losses = [_train_role(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            losses = list(pool.map(_train_role, *zip(*jobs)))
+    report: dict[str, Any] = {"settings": asdict(settings), "rows": len(rows),
+                              **{f"{role}_loss": loss for role, loss in zip(ROLES, losses)},
+                              "seconds": round(time.monotonic() - started, 1)}
     (folder / "done.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return folder
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.demo_models", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo.models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True, help="the AV task's training manifest")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo-models"), help="cache folder")

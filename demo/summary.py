@@ -1,6 +1,6 @@
 """What `make demo` prints at the end: the miniature of the paper's Table 4, from the demo's outputs.
 
-``python -m evaluation.demo_summary --corpus outputs/demo/corpus --base outputs/demo/eval-base
+``python -m demo.summary --corpus outputs/demo/corpus --base outputs/demo/eval-base
 --trained outputs/demo/eval`` reads build-avrt's ``stats.json`` and rows, and the two evaluation
 reports, and prints
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus.store import read_rows
-from media.av_task import properties
+from demo.task import properties
 
 SETTINGS = ("av", "a", "v")
 AV_THRESHOLD = 0.7  # a student given one modality is right at most about half the time on this task
@@ -104,7 +104,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.demo_summary", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo.summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, required=True, help="build-avrt output folder")
     parser.add_argument("--base", type=Path, required=True, help="evaluation folder of the untrained student")

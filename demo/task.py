@@ -14,13 +14,18 @@ carry a colour or a pitch (with options shuffled per question it would have to r
 Clips are drawn in blocks of the four combinations; each block goes to the train or the test split
 (seeded), so both splits hold every answer equally often. Each clip also gets a small seeded
 variation (a detuned tone, a shifted moving pattern) so test clips are not copies of training ones.
-Pure logic; rendering is ``media.synthetic.write_clip``.
+
+``python -m demo.task --out outputs/demo/av-n320 --n 320`` renders the clips (``media.synthetic``)
+and writes ``manifest_train.jsonl`` and ``manifest_test.jsonl``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 COLOURS = ("red", "blue")
 PITCHES = ("low", "high")
@@ -93,3 +98,38 @@ def properties(choices: list[str] | tuple[str, ...], answer: str) -> tuple[str, 
     """The (colour, pitch) of a question, read from its correct option's text."""
     words = choices[LETTERS.index(answer)].split()  # "a {colour} screen with a {pitch} tone"
     return words[1], words[5]
+
+
+def write_task(out: Path, n: int = 40, seed: int = 0, seconds: float = 3.0, test_fraction: float = 0.25) -> dict[str, Path]:
+    """Render the task's clips under ``out/videos`` and write ``out/manifest_{train,test}.jsonl``;
+    returns split -> manifest. Each clip is a coloured screen with a pure tone."""
+    from media.synthetic import ClipSpec, write_clips
+
+    out = Path(out)
+    items = make_items(n, seed, test_fraction)
+    specs = [ClipSpec(name=item.id, seconds=seconds, colour=item.colour, sound="tone", pitch=item.pitch,
+                      detune=item.detune, box_offset=item.box_offset) for item in items]
+    videos = write_clips(specs, out / "videos")
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    for item, video in zip(items, videos):
+        rows[item.split].append(item.manifest_row(str(video.relative_to(out))))
+    paths = {split: out / f"manifest_{split}.jsonl" for split in rows}
+    for split, path in paths.items():
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows[split]))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m demo.task", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--n", type=int, default=320, help="number of clips (about 3/4 train, 1/4 test)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the clips' properties, variation and split")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each clip")
+    args = parser.parse_args(argv)
+    paths = write_task(args.out, args.n, args.seed, args.seconds)
+    print(f"wrote {args.n} clips and " + ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()
