@@ -266,7 +266,7 @@ def _train_role(role: str, folder: Path, rows: list[dict], root: Path, settings:
         model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
         examples = _teacher_examples(AutoProcessor.from_pretrained(path), rows, root, role)
     steps = {"vision": settings.vision_steps, "audio": settings.audio_steps, "merger": settings.merger_steps}[role]
-    loss = _fit(model, examples, steps, settings.learning_rate, settings.seed, f"{role} {'merger' if role == 'merger' else 'teacher'}")
+    loss = _fit(model, examples, steps, settings.learning_rate, settings.seed, role if role == "merger" else f"{role} teacher")
     _save(model, path)
     return loss
 

@@ -17,14 +17,17 @@ LOGS="$OUT/demo-logs"
 mkdir -p "$LOGS"
 PIDS=()
 
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null || true
+cleanup() {  # stop the servers (each its own process group)
+  [ -n "${PIDS[*]:-}" ] || return 0
+  STOPPED_CPU=$(cpu_seconds); STOPPED_CPU=$(calc "$STOPPED_CPU - $(own_cpu_seconds)")  # kept for the timing table
+  for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
   done
   sleep 1
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true
+  for pid in "${PIDS[@]}"; do
+    kill -KILL -- "-$pid" 2>/dev/null || true
   done
+  PIDS=()
 }
 trap cleanup EXIT INT TERM
 
@@ -44,9 +47,13 @@ wait_for() {  # wait_for URL SECONDS NAME
 
 # Per-step timing: wall seconds, and CPU seconds of everything the step ran (finished children, plus
 # the servers started in the background, which do the teachers' work during the build).
+own_cpu_seconds() {  # this shell's finished children
+  times | tail -1 | awk '{ s = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } print s }'
+}
+STOPPED_CPU=0  # CPU of servers already stopped
 cpu_seconds() {
-  local own servers=0
-  own=$(times | tail -1 | awk '{ s = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } print s }')
+  local own servers=$STOPPED_CPU
+  own=$(own_cpu_seconds)
   for pid in "${PIDS[@]:-}"; do  # each server is a session: its live processes and their reaped children
     [ -n "$pid" ] || continue
     for p in $(ps -o pid= -s "$pid" 2>/dev/null); do
@@ -91,7 +98,9 @@ echo "models: $MODELS"
 
 step "3/5 servers: transformers serve (teachers + merger), prefect server"
 mkdir -p "$OUT/.hf/hub"
-HF_HOME="$OUT/.hf" HF_HUB_OFFLINE=1 start serve transformers serve --host 127.0.0.1 --port "$SERVE_PORT" --device cpu
+# one torch thread per request: the server runs each model's requests on its own thread (the three
+# models side by side), and more threads than cores stall each other
+HF_HOME="$OUT/.hf" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 start serve transformers serve --host 127.0.0.1 --port "$SERVE_PORT" --device cpu
 export PREFECT_HOME="$OUT/.prefect" PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=false
 start prefect-server prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
@@ -112,6 +121,8 @@ prefect deployment run build-avrt/build-avrt --params "$PARAMS" --watch --watch-
 echo "--- flow-run log (summary) ---"
 sed -n '/build-avrt: [0-9]* samples decided,/,/^.*  calls sent:/p' "$LOGS/flow-serve.log" | sed 's/^.*| //' | tail -40
 VIEW=$(python -m flows.view "$OUT/demo/corpus" | python -c "import json, sys; print(json.load(sys.stdin)[\"html\"])")
+
+cleanup  # the servers are done: their cores go to the student
 
 step "5/5 a fresh tiny student: SFT then GRPO on the corpus, evaluated untrained and trained (av, a, v)"
 python -m demo.student --corpus "$OUT/demo/corpus" --test "$TASK/manifest_test.jsonl" --model "$OUT/tiny/omni" \

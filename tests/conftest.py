@@ -74,7 +74,9 @@ def transformers_server(tiny_models, tmp_path_factory):
     port = free_port()
     home = tmp_path_factory.mktemp("hf_home")
     (home / "hub").mkdir()  # /v1/models fails without a hub cache directory
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # one torch thread per request: the server runs each model on its own thread, and more threads
+    # than cores stall each other (the tests' own process shares the cores)
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     log = open(home / "serve.log", "w")
     process = subprocess.Popen([cli, "serve", "--port", str(port), "--host", "127.0.0.1", "--device", "cpu"],
