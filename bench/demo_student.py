@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,13 +47,13 @@ def write_subset(corpus: Path, size: int, seed: int, out: Path) -> dict[str, int
 
 def train_and_evaluate(model: Path, corpus: Path, test: Path, steps: int, out: Path) -> dict[str, float]:
     """SFT a fresh student for ``steps`` on ``corpus`` with the demo's config; its test accuracies."""
-    from demo.student import TRAIN_CONFIG, evaluate, train
+    from demo.student import evaluated, student_config, trained
     from demo.summary import accuracies
-    from training.train_config import load_config
 
-    final = train(corpus, model, out / "student", ["stages=[sft]", f"sft.max_steps={steps}"])
-    budget = load_config(TRAIN_CONFIG).grpo.max_completion_length
-    return accuracies(evaluate(final, test, corpus, out / "eval", budget))
+    config = student_config(corpus, model, out / "student", ["stages=[sft]", f"sft.max_steps={steps}"])
+    threads = os.cpu_count() or 1
+    final = trained(config, threads)
+    return accuracies(evaluated(final, test, corpus, out / "eval", config.grpo.max_completion_length, threads))
 
 
 def main(argv: list[str] | None = None) -> dict:

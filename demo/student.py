@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,78 +48,109 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def fresh_unless_same(folder: Path, key: str) -> bool:
-    """True when ``folder`` was made from inputs with digest ``key`` (and finished); otherwise empty
-    it so that it is redone from scratch."""
+def finished(folder: Path, key: str) -> bool:
+    """Whether ``folder`` was finished from inputs with digest ``key``."""
     stamp = folder / KEY_FILE
-    if stamp.is_file() and stamp.read_text() == key:
-        return True
-    shutil.rmtree(folder, ignore_errors=True)
-    return False
+    return stamp.is_file() and stamp.read_text() == key
 
 
-def train(corpus: Path, model: Path, out: Path, overrides: list[str]) -> Path:
-    """SFT then GRPO (the config's stages) of a fresh student from ``model`` on ``corpus``; returns the
-    last stage's final model."""
-    from training.sft_then_grpo import run
+def student_config(corpus: Path, model: Path, out: Path, overrides: list[str] = ()):
+    """The demo's train config (``configs/train/demo.yaml``) for this corpus, base model and folder."""
     from training.train_config import load_config
 
-    config = load_config(TRAIN_CONFIG, [f"model={model}", f"corpus={corpus}", f"output_dir={out}", *overrides])
-    key = digest(config.model_dump(mode="json", exclude={"output_dir"}), corpus / "corpus", model)
+    return load_config(TRAIN_CONFIG, [f"model={model}", f"corpus={corpus}", f"output_dir={out}", *overrides])
+
+
+def student_key(config) -> str:
+    return digest(config.model_dump(mode="json", exclude={"output_dir"}), Path(config.corpus) / "corpus",
+                  Path(config.model))
+
+
+def trained(config, threads: int) -> Path:
+    """The final model of a fresh student trained with ``config`` (its stages), reused while the
+    inputs are unchanged."""
+    out, key = Path(config.output_dir), student_key(config)
     final = out / config.stages[-1] / "final"
-    if fresh_unless_same(out, key):
-        print(f"reusing the student trained on the same corpus and config: {final}")
+    if finished(out, key):
         return final
-    run(config)
+    from training.sft_then_grpo import run
+
+    shutil.rmtree(out, ignore_errors=True)
+    with _torch_threads(threads):
+        run(config)
     (out / KEY_FILE).write_text(key)
     return final
 
 
-def evaluate(model: Path, test: Path, corpus: Path, out: Path, max_new_tokens: int) -> dict[str, Any]:
-    """The student's report on the test split in the av, a and v settings (difficulty subsets from the corpus)."""
+def evaluation_key(model: Path, test: Path, corpus: Path, max_new_tokens: int) -> str:
+    return digest(model, test, corpus / "corpus", corpus / "rejected", max_new_tokens)
+
+
+def evaluated(model: Path, test: Path, corpus: Path, out: Path, max_new_tokens: int, threads: int) -> dict[str, Any]:
+    """The model's report on the test split in the av, a and v settings (difficulty subsets from the
+    corpus), reused while the inputs are unchanged."""
+    key = evaluation_key(model, test, corpus, max_new_tokens)
+    if finished(out, key):
+        return json.loads((out / "report.json").read_text())
     from evaluation.evaluate import run
 
-    key = digest(model, test, corpus / "corpus", corpus / "rejected", max_new_tokens)
-    if fresh_unless_same(out, key):
-        print(f"reusing the evaluation of the same model: {out}")
-        return json.loads((out / "report.json").read_text())
-    report = run(["--model", str(model), "--benchmark", "manifest", "--data", str(test), "--modalities", "av,a,v",
-                  "--max-new-tokens", str(max_new_tokens), "--difficulty-from", str(corpus), "--out", str(out), "--quiet"])
+    shutil.rmtree(out, ignore_errors=True)
+    with _torch_threads(threads):
+        # 32 questions per generate call: the same answers as the default 4, for a third of the CPU
+        report = run(["--model", str(model), "--benchmark", "manifest", "--data", str(test), "--modalities", "av,a,v",
+                      "--batch-size", "32", "--max-new-tokens", str(max_new_tokens), "--difficulty-from", str(corpus),
+                      "--out", str(out), "--quiet"])
     (out / KEY_FILE).write_text(key)
     return report
 
 
 def run_student(corpus: Path, test: Path, model: Path, out: Path, overrides: list[str] = ()) -> dict[str, Any]:
-    """Train, evaluate before and after, and return the demo's figures (``demo.summary.summary``)."""
+    """Train, evaluate before and after (each reused while its inputs are unchanged), and return the
+    demo's figures (``demo.summary.summary``) with the seconds each part that ran took (``seconds``)."""
     from demo.summary import summary
-    from training.train_config import load_config
 
-    # GRPO's completion budget is the evaluation's too: a whole merged trace and its answer fit
-    budget = load_config(TRAIN_CONFIG, list(overrides)).grpo.max_completion_length
-    # the untrained student is evaluated in a second process while the student trains, each on half the cores
+    config = student_config(corpus, model, out / "student", overrides)
+    budget = config.grpo.max_completion_length  # GRPO's completion budget: a whole trace and its answer fit
+    # The untrained student is evaluated in a second process while the student trains. Torch gets half
+    # the cores in each process, and in the last evaluation too: tiny models gain little from a second
+    # thread, and threads that outnumber free cores stall each other (tenfold, on a shared machine).
     half = max(1, (os.cpu_count() or 1) // 2)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        base = pool.submit(_timed, evaluate, model, test, corpus, out / "eval-base", budget, threads=half)
-        trained_seconds, final = _timed(train, corpus, model, out / "student", list(overrides), threads=half)
-        base_seconds, base_report = base.result()
-    eval_seconds, report = _timed(evaluate, final, test, corpus, out / "eval", budget)
-    figures = summary(corpus, base_report, report)
-    figures["seconds"] = {"train": trained_seconds, "eval-base": base_seconds, "eval": eval_seconds}
-    return figures
+    seconds: dict[str, float] = {}  # of the parts that ran (not reused)
+
+    def timed(part: str, reused: bool, function, *args):
+        started = time.monotonic()
+        result = function(*args)
+        if not reused:
+            seconds[part] = round(time.monotonic() - started, 1)
+        return result
+
+    base_args = (model, test, corpus, out / "eval-base", budget, half)
+    train_reused = finished(out / "student", student_key(config))
+    if finished(out / "eval-base", evaluation_key(model, test, corpus, budget)):
+        base_report = evaluated(*base_args)
+        final = timed("train", train_reused, trained, config, half)
+    else:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            started = time.monotonic()
+            base = pool.submit(evaluated, *base_args)
+            final = timed("train", train_reused, trained, config, half)
+            base_report = base.result()
+            seconds["eval-base"] = round(time.monotonic() - started, 1)
+    eval_reused = finished(out / "eval", evaluation_key(final, test, corpus, budget))
+    report = timed("eval", eval_reused, evaluated, final, test, corpus, out / "eval", budget, half)
+    return {**summary(corpus, base_report, report), "seconds": seconds}
 
 
-def _timed(function, *args, threads: int | None = None) -> tuple[float, Any]:
-    """``function(*args)`` and the seconds it took, with torch on ``threads`` threads meanwhile."""
+@contextmanager
+def _torch_threads(threads: int):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    started = time.monotonic()
+    torch.set_num_threads(threads)
     try:
-        result = function(*args)
+        yield
     finally:
         torch.set_num_threads(before)
-    return round(time.monotonic() - started, 1), result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,9 +166,10 @@ def main(argv: list[str] | None = None) -> None:
 
     figures = run_student(args.corpus, args.test, args.model, args.out, args.overrides)
     (args.out / "summary.json").write_text(json.dumps(figures, indent=1))
-    seconds = figures["seconds"]
-    print(f"\nstudent: trained in {seconds['train']:.0f} s, evaluated in {seconds['eval']:.0f} s (the untrained one "
-          f"in {seconds['eval-base']:.0f} s, meanwhile)\n")
+    names = {"train": "trained", "eval-base": "untrained evaluated (alongside)", "eval": "trained evaluated"}
+    ran = [f"{names[part]} in {took:.0f} s" for part, took in figures["seconds"].items()]
+    reused = [names[part].split(" (")[0] for part in names if part not in figures["seconds"]]
+    print("\nstudent: " + "; ".join(ran + ([f"reused (same inputs): {', '.join(reused)}"] if reused else [])) + "\n")
     print(render(figures))
 
 

@@ -17,9 +17,47 @@ LOGS="$OUT/demo-logs"
 mkdir -p "$LOGS"
 PIDS=()
 
+# Per-step timing: wall seconds, and CPU seconds of all the step ran: finished children (read with
+# the `times` builtin, which must run in this shell, not in a $(...) subshell) and the servers
+# started in the background, which do the teachers' work during the build (read from /proc).
+calc() { awk "BEGIN { print $* }"; }
+STOPPED_CPU=0  # CPU of servers already stopped
+read_cpu() {  # sets OWN_CPU (finished children), SERVERS_CPU and CPU_NOW (their sum)
+  local servers=$STOPPED_CPU
+  times >"$LOGS/.times"
+  OWN_CPU=$(awk 'END { s = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } print s }' "$LOGS/.times")
+  for pid in "${PIDS[@]:-}"; do  # each server is a session: its live processes and their reaped children
+    [ -n "$pid" ] || continue
+    for p in $(ps -o pid= -s "$pid" 2>/dev/null); do
+      servers=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null \
+        | awk -v s="$servers" -v hz="$(getconf CLK_TCK)" '{ s += ($12 + $13 + $14 + $15) / hz } END { print s }')
+    done
+  done
+  SERVERS_CPU=$servers
+  CPU_NOW=$(calc "$OWN_CPU + $servers")
+}
+T0=$(date +%s.%N); STEP_T=$T0; STEP_CPU=0; STEP_NAME=""; TIMINGS=""
+end_step() {
+  local now
+  now=$(date +%s.%N); read_cpu
+  [ -n "$STEP_NAME" ] && TIMINGS+=$(printf '%-28s %7.1f %7.1f' "$STEP_NAME" "$(calc "$now - $STEP_T")" "$(calc "$CPU_NOW - $STEP_CPU")")$'\n'
+  STEP_T=$now; STEP_CPU=$CPU_NOW
+}
+step() {  # step SHORT_NAME HEADING
+  end_step; STEP_NAME=$1
+  printf '\n\033[1m== %s\033[0m  (%.0f s)\n' "$2" "$(calc "$STEP_T - $T0")"
+}
+timing_table() {
+  end_step
+  printf '\n%-28s %7s %7s\n' "step" "wall s" "CPU s"
+  printf '%s' "$TIMINGS"
+  printf '%-28s %7.1f %7.1f   (%s cores)\n' "total" "$(calc "$STEP_T - $T0")" "$CPU_NOW" "$(nproc)"
+}
+
 cleanup() {  # stop the servers (each its own process group)
   [ -n "${PIDS[*]:-}" ] || return 0
-  STOPPED_CPU=$(cpu_seconds); STOPPED_CPU=$(calc "$STOPPED_CPU - $(own_cpu_seconds)")  # kept for the timing table
+  local own live
+  read_cpu; own=$OWN_CPU; live=$(calc "$SERVERS_CPU - $STOPPED_CPU")
   for pid in "${PIDS[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || true
   done
@@ -27,7 +65,10 @@ cleanup() {  # stop the servers (each its own process group)
   for pid in "${PIDS[@]}"; do
     kill -KILL -- "-$pid" 2>/dev/null || true
   done
+  sleep 0.2
   PIDS=()
+  # their CPU stays in the table: the part this shell did not get back as its reaped children's
+  read_cpu; STOPPED_CPU=$(calc "$STOPPED_CPU + $live - ($OWN_CPU - $own)")
 }
 trap cleanup EXIT INT TERM
 
@@ -35,6 +76,7 @@ start() {  # start NAME CMD...: run in its own process group, log to $LOGS/NAME.
   local name=$1; shift
   setsid "$@" >"$LOGS/$name.log" 2>&1 &
   PIDS+=($!)
+  disown  # stopped by cleanup, without the shell's "Killed" notice
 }
 
 wait_for() {  # wait_for URL SECONDS NAME
@@ -45,50 +87,13 @@ wait_for() {  # wait_for URL SECONDS NAME
   echo "$3 did not come up; last log lines:"; tail -20 "$LOGS/$3.log"; exit 1
 }
 
-# Per-step timing: wall seconds, and CPU seconds of everything the step ran (finished children, plus
-# the servers started in the background, which do the teachers' work during the build).
-own_cpu_seconds() {  # this shell's finished children
-  times | tail -1 | awk '{ s = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } print s }'
-}
-STOPPED_CPU=0  # CPU of servers already stopped
-cpu_seconds() {
-  local own servers=$STOPPED_CPU
-  own=$(own_cpu_seconds)
-  for pid in "${PIDS[@]:-}"; do  # each server is a session: its live processes and their reaped children
-    [ -n "$pid" ] || continue
-    for p in $(ps -o pid= -s "$pid" 2>/dev/null); do
-      servers=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null \
-        | awk -v s="$servers" -v hz="$(getconf CLK_TCK)" '{ s += ($12 + $13 + $14 + $15) / hz } END { print s }')
-    done
-  done
-  calc "$own + $servers"
-}
-calc() { awk "BEGIN { print $* }"; }
-T0=$(date +%s.%N); STEP_T=$T0; STEP_CPU=0; STEP_NAME=""; TIMINGS=""
-end_step() {
-  local now cpu
-  now=$(date +%s.%N); cpu=$(cpu_seconds)
-  [ -n "$STEP_NAME" ] && TIMINGS+=$(printf '%-58s %7.1f %7.1f' "$STEP_NAME" "$(calc "$now - $STEP_T")" "$(calc "$cpu - $STEP_CPU")")$'\n'
-  STEP_T=$now; STEP_CPU=$cpu
-}
-step() {
-  end_step; STEP_NAME=$*
-  printf '\n\033[1m== %s\033[0m  (%.0f s)\n' "$*" "$(calc "$STEP_T - $T0")"
-}
-timing_table() {
-  end_step
-  printf '\n%-58s %7s %7s\n' "step" "wall s" "CPU s"
-  printf '%s' "$TIMINGS"
-  printf '%-58s %7.1f %7.1f   (%s cores)\n' "total" "$(calc "$(date +%s.%N) - $T0")" "$(cpu_seconds)" "$(nproc)"
-}
-
-step "1/5 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
+step "task, tiny student" "1/5 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
 [ -f "$OUT/tiny/omni/config.json" ] || python -m training.tiny_models --out "$OUT/tiny"
 TASK="$OUT/demo/av-n$CLIPS"
 [ -f "$TASK/manifest_test.jsonl" ] || python -m demo.task --n "$CLIPS" --out "$TASK"
 echo "$(wc -l <"$TASK/manifest_train.jsonl") train and $(wc -l <"$TASK/manifest_test.jsonl") test questions in $TASK"
 
-step "2/5 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
+step "teachers and merger" "2/5 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
 echo "(progress in $LOGS/demo-models.log)"
 python -m demo.models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" \
   >"$LOGS/demo-models.log" 2>&1 || { tail -20 "$LOGS/demo-models.log"; exit 1; }
@@ -96,7 +101,7 @@ MODELS=$(sed -n 's/^models: //p' "$LOGS/demo-models.log")
 [ -n "$MODELS" ] && [ -d "$MODELS" ] || { echo "demo models not built; see $LOGS/demo-models.log"; exit 1; }
 echo "models: $MODELS"
 
-step "3/5 servers: transformers serve (teachers + merger), prefect server"
+step "servers" "3/5 servers: transformers serve (teachers + merger), prefect server"
 mkdir -p "$OUT/.hf/hub"
 # one torch thread per request: the server runs each model's requests on its own thread (the three
 # models side by side), and more threads than cores stall each other
@@ -107,12 +112,9 @@ start prefect-server prefect server start --host 127.0.0.1 --port "$PREFECT_PORT
 wait_for "http://127.0.0.1:$SERVE_PORT/v1/models" 180 serve
 wait_for "$PREFECT_API_URL/health" 120 prefect-server
 
-step "4/5 build-avrt as a Prefect deployment, on the train split"
+step "build-avrt, viewer" "4/5 build-avrt as a Prefect deployment, on the train split"
 start flow-serve python -m flows.serve
-for _ in $(seq 60); do
-  prefect deployment inspect build-avrt/build-avrt >/dev/null 2>&1 && break
-  sleep 1
-done
+wait_for "$PREFECT_API_URL/deployments/name/build-avrt/build-avrt" 120 flow-serve  # registered
 URL="http://127.0.0.1:$SERVE_PORT/v1"
 # the demo owns its corpus folder: rows of an older demo's manifest are replaced, not a reason to stop
 PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.yaml", "replace": true, "overrides": {"vision_teacher.base_url": "%s", "audio_teacher.base_url": "%s", "merger.base_url": "%s", "vision_teacher.model": "%s", "audio_teacher.model": "%s", "merger.model": "%s", "stats_tokenizer": "%s"}}' \
@@ -124,7 +126,7 @@ VIEW=$(python -m flows.view "$OUT/demo/corpus" | python -c "import json, sys; pr
 
 cleanup  # the servers are done: their cores go to the student
 
-step "5/5 a fresh tiny student: SFT then GRPO on the corpus, evaluated untrained and trained (av, a, v)"
+step "student: train, evaluate" "5/5 a fresh tiny student: SFT then GRPO on the corpus, evaluated untrained and trained (av, a, v)"
 python -m demo.student --corpus "$OUT/demo/corpus" --test "$TASK/manifest_test.jsonl" --model "$OUT/tiny/omni" \
   --out "$OUT/demo"
 echo
