@@ -78,6 +78,7 @@ def trained(config, threads: int) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     with _torch_threads(threads):
         run(config)
+    out.mkdir(parents=True, exist_ok=True)
     (out / KEY_FILE).write_text(key)
     return final
 
@@ -100,6 +101,7 @@ def evaluated(model: Path, test: Path, corpus: Path, out: Path, max_new_tokens: 
         report = run(["--model", str(model), "--benchmark", "manifest", "--data", str(test), "--modalities", "av,a,v",
                       "--batch-size", "32", "--max-new-tokens", str(max_new_tokens), "--difficulty-from", str(corpus),
                       "--out", str(out), "--quiet"])
+    out.mkdir(parents=True, exist_ok=True)
     (out / KEY_FILE).write_text(key)
     return report
 
