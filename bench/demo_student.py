@@ -39,9 +39,10 @@ def write_subset(corpus: Path, size: int, seed: int, out: Path) -> dict[str, int
         rows = rows.sample(n=size, random_state=seed)
     (out / "corpus").mkdir(parents=True, exist_ok=True)
     rows.to_parquet(out / "corpus" / "train.parquet")
-    link = out / "cache"
-    if not link.exists():
-        link.symlink_to((corpus / "cache").resolve(), target_is_directory=True)
+    for media in ("cache", "media"):  # the rows' media paths are relative to the corpus folder
+        link = out / media
+        if (corpus / media).is_dir() and not link.exists():
+            link.symlink_to((corpus / media).resolve(), target_is_directory=True)
     return {k: int(v) for k, v in sorted(rows["answer"].value_counts().items())}
 
 

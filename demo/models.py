@@ -43,6 +43,7 @@ from typing import Any
 from demo.task import consistent_letters, properties
 
 ROLES = ("vision", "audio", "merger")
+BUILD_CONFIG = Path(__file__).resolve().parents[1] / "configs/build/demo.yaml"  # its media settings
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class DemoModelSettings:
     audio_steps: int = 600  # cheaper steps; more of them even out its two letters
     merger_steps: int = 500
     learning_rate: float = 1e-3
-    version: int = 9  # bump when the targets or the training change
+    version: int = 10  # bump when the targets or the training change
 
 
 # ----------------------------------------------------------------------------- targets (pure)
@@ -123,42 +124,50 @@ def settings_key(settings: DemoModelSettings, rows: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- training (I/O)
 
-def _teacher_examples(processor, rows: list[dict], root: Path, role: str) -> list[dict]:
-    """One tokenised (prompt + target) example per row, with the teacher's media (frames or audio, by
-    ``media.load_clip``), the loss on the target only, and ``other_letter``: the position of the answer
-    letter and the token of the row's other consistent letter (``teacher_targets``), so that every
-    step pushes the two letters equally (``_loss``). Clips are decoded on a thread per core (the
-    decoders run outside the interpreter); the processor runs once per row."""
+def extract_media(rows: list[dict], root: Path, cache: Path) -> list[dict[str, Any]]:
+    """Each row's frames and audio, extracted as build-avrt extracts them (its media store and the
+    demo build config's media settings) into ``cache``, a thread per core; returns per row
+    ``{"frames": [JPEG paths], "audio": WAV path}``. A build with ``cache_dir`` = ``cache`` finds them
+    there, and the teachers learn from the very files they are later sent."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from flows.config import load_config
+    from media.store import MediaStore
+
+    store = MediaStore(cache, cache, load_config(BUILD_CONFIG).media)
+
+    def one(row: dict) -> dict[str, Any]:
+        meta, _ = store.get(video=str(root / row["video"]))
+        return {"frames": [cache / f for f in meta["frames"]], "audio": cache / meta["audio"]}
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # the decoders run outside the interpreter
+        return list(pool.map(one, rows))
+
+
+def _teacher_examples(processor, rows: list[dict], media: list[dict[str, Any]], role: str) -> list[dict]:
+    """One tokenised (prompt + target) example per row, with the teacher's media (the frames or the
+    audio of ``extract_media``), the loss on the target only, and ``other_letter``: the position of
+    the answer letter and the token of the row's other consistent letter (``teacher_targets``), so
+    that every step pushes the two letters equally (``_loss``)."""
+    import soundfile as sf
     from PIL import Image
 
-    from media import MediaSettings, load_clip
     from prompts import load_prompt
     from teachers.requests import teacher_prompt
 
-    def load(row: dict):
-        clip = load_clip(root / row["video"], settings=MediaSettings(max_side=320), want_frames=role == "vision",
-                         want_audio=role == "audio")
-        if clip.error():
-            raise ValueError(f"{root / row['video']}: {clip.error()}")
-        return clip
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        clips = list(pool.map(load, rows))
     prompt = load_prompt(f"{role}_teacher")
     out = []
-    for row, clip in zip(rows, clips):
+    for row, files in zip(rows, media):
         if role == "vision":
-            media: dict[str, Any] = {"images": [Image.fromarray(f) for f in clip.frames]}
-            parts = [{"type": "image"} for _ in media["images"]]
+            inputs: dict[str, Any] = {"images": [Image.open(path).convert("RGB") for path in files["frames"]]}
+            parts = [{"type": "image"} for _ in inputs["images"]]
         else:
-            media, parts = {"audio": [clip.audio]}, [{"type": "audio"}]
+            inputs, parts = {"audio": [sf.read(files["audio"], dtype="float32")[0]]}, [{"type": "audio"}]
         text = teacher_prompt(prompt, row["question"], row["choices"])
         messages = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
         head = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         first_target, second_target = (t + "<|im_end|>" for t in teacher_targets(row, role))
-        example = {k: v for k, v in processor(text=[head + first_target], return_tensors="pt", **media).items()
+        example = {k: v for k, v in processor(text=[head + first_target], return_tensors="pt", **inputs).items()
                    if hasattr(v, "shape")}
         # the targets are text: tokenised alone they are the tail of the example's ids
         first, second = (processor.tokenizer(t, return_tensors="pt")["input_ids"] for t in (first_target, second_target))
@@ -246,7 +255,7 @@ def _save(model, path: Path) -> None:
     model.save_pretrained(path)
 
 
-def _train_role(role: str, folder: Path, rows: list[dict], root: Path, settings: DemoModelSettings,
+def _train_role(role: str, folder: Path, rows: list[dict], media: list[dict[str, Any]], settings: DemoModelSettings,
                 threads: int) -> float:
     """Build ``role``'s model from the tiny config, train it on ``rows`` and save it in ``folder/role``;
     returns its final loss."""
@@ -264,16 +273,18 @@ def _train_role(role: str, folder: Path, rows: list[dict], root: Path, settings:
     else:
         path = build_omni(folder / role, seed)
         model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
-        examples = _teacher_examples(AutoProcessor.from_pretrained(path), rows, root, role)
+        examples = _teacher_examples(AutoProcessor.from_pretrained(path), rows, media, role)
     steps = {"vision": settings.vision_steps, "audio": settings.audio_steps, "merger": settings.merger_steps}[role]
     loss = _fit(model, examples, steps, settings.learning_rate, settings.seed, role if role == "merger" else f"{role} teacher")
     _save(model, path)
     return loss
 
 
-def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings()) -> Path:
-    """Train (or reuse) the three models for ``manifest``; return their folder. The models train side by
-    side, one process per core (up to three), each on its share of the cores."""
+def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoModelSettings(),
+                 media_cache: Path | None = None) -> Path:
+    """Train (or reuse) the three models for ``manifest``; return their folder. The clips' media are
+    extracted into ``media_cache`` (default ``out/media-cache``; ``extract_media``); the models train
+    side by side, one process per core (up to three), each on its share of the cores."""
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     if not rows:
         raise SystemExit(f"{manifest}: no rows to train on")
@@ -284,7 +295,8 @@ def train_models(manifest: Path, out: Path, settings: DemoModelSettings = DemoMo
     started = time.monotonic()
     cores = os.cpu_count() or 1
     workers = min(len(ROLES), cores)
-    jobs = [(role, folder, rows, manifest.parent, settings, max(1, cores // workers)) for role in ROLES]
+    media = extract_media(rows, manifest.parent, media_cache or out / "media-cache")
+    jobs = [(role, folder, rows, media, settings, max(1, cores // workers)) for role in ROLES]
     if workers == 1:
         losses = [_train_role(*job) for job in jobs]
     else:
@@ -303,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True, help="the AV task's training manifest")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo-models"), help="cache folder")
+    parser.add_argument("--media-cache", type=Path,
+                        help="where the clips' frames and audio are extracted (default OUT/media-cache); "
+                             "give build-avrt the same folder as cache_dir and it reuses them")
     defaults = DemoModelSettings()
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
@@ -312,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = DemoModelSettings(args.seed, args.vision_steps, args.audio_steps, args.merger_steps,
                                  args.learning_rate)
-    print(f"models: {train_models(args.manifest, args.out, settings)}")
+    print(f"models: {train_models(args.manifest, args.out, settings, args.media_cache)}")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ echo "$(wc -l <"$TASK/manifest_train.jsonl") train and $(wc -l <"$TASK/manifest_
 
 step "teachers and merger" "2/5 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
 echo "(progress in $LOGS/demo-models.log)"
-python -m demo.models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" \
+# the clips' frames and audio are extracted once, into the cache the build then reads them from
+python -m demo.models --manifest "$TASK/manifest_train.jsonl" --out "$OUT/demo-models" --media-cache "$OUT/demo/cache" \
   >"$LOGS/demo-models.log" 2>&1 || { tail -20 "$LOGS/demo-models.log"; exit 1; }
 MODELS=$(sed -n 's/^models: //p' "$LOGS/demo-models.log")
 [ -n "$MODELS" ] && [ -d "$MODELS" ] || { echo "demo models not built; see $LOGS/demo-models.log"; exit 1; }
@@ -117,8 +118,8 @@ start flow-serve python -m flows.serve
 wait_for "$PREFECT_API_URL/deployments/name/build-avrt/build-avrt" 120 flow-serve  # registered
 URL="http://127.0.0.1:$SERVE_PORT/v1"
 # the demo owns its corpus folder: rows of an older demo's manifest are replaced, not a reason to stop
-PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.yaml", "replace": true, "overrides": {"vision_teacher.base_url": "%s", "audio_teacher.base_url": "%s", "merger.base_url": "%s", "vision_teacher.model": "%s", "audio_teacher.model": "%s", "merger.model": "%s", "stats_tokenizer": "%s"}}' \
-  "$TASK/manifest_train.jsonl" "$OUT/demo/corpus" "$URL" "$URL" "$URL" "$MODELS/vision" "$MODELS/audio" "$MODELS/merger" "$OUT/tiny/omni")
+PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.yaml", "replace": true, "overrides": {"vision_teacher.base_url": "%s", "audio_teacher.base_url": "%s", "merger.base_url": "%s", "vision_teacher.model": "%s", "audio_teacher.model": "%s", "merger.model": "%s", "stats_tokenizer": "%s", "cache_dir": "%s"}}' \
+  "$TASK/manifest_train.jsonl" "$OUT/demo/corpus" "$URL" "$URL" "$URL" "$MODELS/vision" "$MODELS/audio" "$MODELS/merger" "$OUT/tiny/omni" "$OUT/demo/cache")
 prefect deployment run build-avrt/build-avrt --params "$PARAMS" --watch --watch-timeout 600
 echo "--- flow-run log (summary) ---"
 sed -n '/build-avrt: [0-9]* samples decided,/,/^.*  calls sent:/p' "$LOGS/flow-serve.log" | sed 's/^.*| //' | tail -40

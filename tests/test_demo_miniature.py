@@ -33,7 +33,7 @@ CLIPS = 320
 GRPO_STEPS = 2
 
 
-def _build(manifest: Path, models: Path, server: str, student_base: Path, out: Path) -> dict:
+def _build(manifest: Path, models: Path, server: str, student_base: Path, out: Path, cache: Path) -> dict:
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.build_avrt import build_avrt
@@ -42,6 +42,7 @@ def _build(manifest: Path, models: Path, server: str, student_base: Path, out: P
                                                            ("merger", "merger"))
                  for key, value in (("model", str(models / name)), ("base_url", server))}
     overrides["stats_tokenizer"] = str(student_base)
+    overrides["cache_dir"] = str(cache)  # where the teachers' training extracted the clips, as in the demo
     with prefect_test_harness(server_startup_timeout=120):
         return build_avrt(manifest=str(manifest), out=str(out), config=str(ROOT / "configs/build/demo.yaml"),
                           overrides=overrides)
@@ -64,9 +65,9 @@ def test_student_trained_on_the_miniature_needs_both_modalities(transformers_ser
     from training.train_config import load_config
 
     task = write_task(tmp_path / "av", n=CLIPS, seed=0, seconds=2.0)
-    models = train_models(task["train"], tmp_path / "models", DemoModelSettings())
+    models = train_models(task["train"], tmp_path / "models", DemoModelSettings(), media_cache=tmp_path / "cache")
     corpus = tmp_path / "corpus"
-    stats = _build(task["train"], models, transformers_server, tiny_models["omni"], corpus)
+    stats = _build(task["train"], models, transformers_server, tiny_models["omni"], corpus, tmp_path / "cache")
     # the decoding budget (GRPO's, and the evaluation's) holds a whole trace: at 48 tokens every
     # 50-52-token trace was cut, most often just before the answer letter
     budget = load_config(TRAIN_CONFIG).grpo.max_completion_length
@@ -79,6 +80,7 @@ def test_student_trained_on_the_miniature_needs_both_modalities(transformers_ser
     # every kept sample has a merged trace that passed validation
     assert all(0 < figures["teachers"][role]["accuracy"] < 1 for role in ("vision", "audio"))
     assert 0 < stats["samples_kept"] < stats["samples_in"]
+    assert stats["cache"]["media"]["misses"] == 0  # the build read the clips the teachers learned from
     assert figures["merger"]["attempts"] >= stats["samples_kept"]
     # the student learned to use both modalities
     after = figures["student"]["after"]
