@@ -133,14 +133,18 @@ def run_student(corpus: Path, test: Path, model: Path, out: Path, overrides: lis
         final = timed("train", train_reused, trained, config, half)
     else:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            started = time.monotonic()
-            base = pool.submit(evaluated, *base_args)
+            base = pool.submit(_seconds_and_result, evaluated, *base_args)
             final = timed("train", train_reused, trained, config, half)
-            base_report = base.result()
-            seconds["eval-base"] = round(time.monotonic() - started, 1)
+            seconds["eval-base"], base_report = base.result()
     eval_reused = finished(out / "eval", evaluation_key(final, test, corpus, budget))
     report = timed("eval", eval_reused, evaluated, final, test, corpus, out / "eval", budget, half)
     return {**summary(corpus, base_report, report), "seconds": seconds}
+
+
+def _seconds_and_result(function, *args) -> tuple[float, Any]:
+    started = time.monotonic()
+    result = function(*args)
+    return round(time.monotonic() - started, 1), result
 
 
 @contextmanager

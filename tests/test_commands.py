@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,15 @@ def _help(module: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.fixture(scope="module")
+def helps() -> dict[str, subprocess.CompletedProcess]:
+    """Every module's ``--help``, a few processes at a time (each is mostly start-up and imports)."""
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(MODULES, pool.map(_help, MODULES)))
+
+
 @pytest.mark.parametrize("module", MODULES)
-def test_every_command_answers_help(module):
-    result = _help(module)
+def test_every_command_answers_help(module, helps):
+    result = helps[module]
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
