@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=$(realpath -m "${DEMO_OUT:-outputs}")
-SERVE_PORT=${DEMO_SERVE_PORT:-8001}
+SERVE_PORT=${DEMO_SERVE_PORT:-8001}  # and the next port
 PREFECT_PORT=${DEMO_PREFECT_PORT:-4200}
 CLIPS=${DEMO_CLIPS:-320}  # clips of the AV task (about 3/4 train, 1/4 test); fewer keep too few for the pitch
 LOGS="$OUT/demo-logs"
@@ -102,24 +102,29 @@ MODELS=$(sed -n 's/^models: //p' "$LOGS/demo-models.log")
 [ -n "$MODELS" ] && [ -d "$MODELS" ] || { echo "demo models not built; see $LOGS/demo-models.log"; exit 1; }
 echo "models: $MODELS"
 
-step "servers" "3/5 servers: transformers serve (teachers + merger), prefect server"
+step "servers" "3/5 servers: transformers serve (vision teacher; audio teacher + merger), prefect server"
 mkdir -p "$OUT/.hf/hub"
-# one torch thread per request: the server runs each model's requests on its own thread (the three
-# models side by side), and more threads than cores stall each other
-HF_HOME="$OUT/.hf" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 start serve transformers serve --host 127.0.0.1 --port "$SERVE_PORT" --device cpu
+# Two servers, so that the two teachers answer side by side on two cores (one server runs all its
+# models under one interpreter lock), each request on one torch thread (more threads than cores
+# stall each other).
+VISION_URL="http://127.0.0.1:$SERVE_PORT/v1" AUDIO_URL="http://127.0.0.1:$((SERVE_PORT + 1))/v1"
+for name in serve-vision serve-audio; do
+  port=$SERVE_PORT; [ "$name" = serve-audio ] && port=$((SERVE_PORT + 1))
+  HF_HOME="$OUT/.hf" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 start "$name" transformers serve --host 127.0.0.1 --port "$port" --device cpu
+done
 export PREFECT_HOME="$OUT/.prefect" PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=false
 start prefect-server prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
-wait_for "http://127.0.0.1:$SERVE_PORT/v1/models" 180 serve
+wait_for "$VISION_URL/models" 180 serve-vision
+wait_for "$AUDIO_URL/models" 180 serve-audio
 wait_for "$PREFECT_API_URL/health" 120 prefect-server
 
 step "build-avrt, viewer" "4/5 build-avrt as a Prefect deployment, on the train split"
 start flow-serve python -m flows.serve
 wait_for "$PREFECT_API_URL/deployments/name/build-avrt/build-avrt" 120 flow-serve  # registered
-URL="http://127.0.0.1:$SERVE_PORT/v1"
 # the demo owns its corpus folder: rows of an older demo's manifest are replaced, not a reason to stop
 PARAMS=$(printf '{"manifest": "%s", "out": "%s", "config": "configs/build/demo.yaml", "replace": true, "overrides": {"vision_teacher.base_url": "%s", "audio_teacher.base_url": "%s", "merger.base_url": "%s", "vision_teacher.model": "%s", "audio_teacher.model": "%s", "merger.model": "%s", "stats_tokenizer": "%s", "cache_dir": "%s"}}' \
-  "$TASK/manifest_train.jsonl" "$OUT/demo/corpus" "$URL" "$URL" "$URL" "$MODELS/vision" "$MODELS/audio" "$MODELS/merger" "$OUT/tiny/omni" "$OUT/demo/cache")
+  "$TASK/manifest_train.jsonl" "$OUT/demo/corpus" "$VISION_URL" "$AUDIO_URL" "$AUDIO_URL" "$MODELS/vision" "$MODELS/audio" "$MODELS/merger" "$OUT/tiny/omni" "$OUT/demo/cache")
 prefect deployment run build-avrt/build-avrt --params "$PARAMS" --watch --watch-timeout 600
 echo "--- flow-run log (summary) ---"
 sed -n '/build-avrt: [0-9]* samples decided,/,/^.*  calls sent:/p' "$LOGS/flow-serve.log" | sed 's/^.*| //' | tail -40
