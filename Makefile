@@ -30,7 +30,7 @@ lint: install ## undefined names, unused imports and variables, import order (ru
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest tests -m "not slow"
 
-demo: install ## the whole method end to end on tiny local models (6 to 11 minutes on 2 cores)
+demo: install ## the whole method end to end on tiny local models (minutes on 2 cores; prints a timing table; a second run reuses what the first built)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 bench: install ## benchmarks (figures as ratios)

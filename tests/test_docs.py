@@ -27,7 +27,7 @@ MAKE = re.compile(r"\bmake[ \t]+([a-z][\w-]*)")
 PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./*-]*)" % "|".join(sorted(PROJECT_DIRS)))
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
-FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.M | re.S)  # (language, body)
 
 
 def _text(page: Path) -> str:
@@ -40,7 +40,7 @@ def _ids(pages):
 
 def _code(text: str) -> str:
     """What the page shows as code: fenced blocks and inline code spans."""
-    return "\n".join(FENCE.findall(text) + CODE_SPAN.findall(text))
+    return "\n".join([body for _, body in FENCE.findall(text)] + CODE_SPAN.findall(text))
 
 
 def _module_exists(module: str) -> bool:
@@ -54,9 +54,12 @@ def _path_exists(path: str) -> bool:
 
 
 def _commands(text: str) -> list[str]:
-    """First words of the commands in fenced code blocks (continuation lines and comments skipped)."""
+    """First words of the commands in fenced code blocks, output (```text) aside (continuation lines and
+    comments skipped)."""
     words, continued = [], False
-    for block in FENCE.findall(text):
+    for language, block in FENCE.findall(text):
+        if language.strip() == "text":
+            continue
         for line in block.splitlines():
             stripped = line.strip()
             if stripped and not continued and not stripped.startswith("#"):
@@ -109,7 +112,7 @@ def test_readme_is_a_front_page():
 def test_checks_catch_what_is_missing():
     """The patterns find what pages name, so a wrong name would fail the tests above."""
     sample = ("```bash\nbuild-avrt --config configs/nope.yaml\naccelerate launch \\\n    -m training.nope\n"
-              "make nope\nS=x avrt-x\n```\nSee [x](docs/nope.md) and `avrt-nope`; make sure.")
+              "make nope\nS=x avrt-x\n```\n```text\nbuild-avrt, viewer  57.8\n```\nSee [x](docs/nope.md) and `avrt-nope`; make sure.")
     assert MODULE.findall(sample) == ["training.nope"] and not _module_exists("training.nope")
     assert MAKE.findall(_code(sample)) == ["nope"] and "nope" not in MAKE_TARGETS
     assert "configs/nope.yaml" in PATH.findall(sample) and not _path_exists("configs/nope.yaml")
