@@ -1,4 +1,4 @@
-"""Evaluate a student (Qwen2.5-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
+"""Evaluate a student (a Qwen2.5-Omni or Qwen3-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
 
     python -m evaluation.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
         --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
@@ -167,9 +167,11 @@ class Generator(Protocol):
 
 
 def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni one."""
+    """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni / Qwen3-Omni one."""
     import torch
     from transformers import AutoConfig, AutoProcessor
+
+    from training.student_family import family_of
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -177,16 +179,12 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     torch_dtype = getattr(torch, dtype)
     config = AutoConfig.from_pretrained(path)
-    if config.model_type == "qwen2_5_omni":
-        from transformers import Qwen2_5OmniForConditionalGeneration
-
-        # The released Qwen2.5-Omni (baseline rows of Table 3): keep the thinker, skip the talker.
-        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(
-            path, dtype=torch_dtype, enable_audio_output=False).thinker
+    family = family_of(config)
+    if config.model_type == family.full_model_type:
+        # A released full checkpoint (baseline rows of Table 3) or an export: keep the thinker, skip the talker.
+        model = family.full_class().from_pretrained(path, dtype=torch_dtype, enable_audio_output=False).thinker
     else:
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+        model = family.thinker_class().from_pretrained(path, dtype=torch_dtype)
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
@@ -359,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. decoding.max_new_tokens=1024 (repeatable)")
     parser.add_argument("--model",
-                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni). openai backend: "
+                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni / Qwen3-Omni). openai backend: "
                              "optional local copy of the served model's tokenizer (its media tokens are then "
                              "suppressed with logit_bias, as the hf backend suppresses them)")
     parser.add_argument("--benchmark", choices=sorted(LOADERS), help="benchmark format of --data")

@@ -57,9 +57,10 @@ from transformers import BatchFeature
 from filters.answers import format_choices
 from media import AUDIO_SECONDS, SAMPLE_RATE, load_audio, load_frames
 from prompts import load_prompt
+from training.student_family import ALL_MULTIMODAL_TOKENS, family_of
 
 # Qwen2.5-Omni's multimodal special tokens: a student must never sample them (TRL only suppresses
-# the image token).
+# the image token). Every family's are in ``training.student_family``.
 MULTIMODAL_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
                      "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
 PROMPT_NAME = "student"
@@ -170,23 +171,12 @@ def rope_positions(processor, input_ids: torch.Tensor, media: dict[str, torch.Te
 
     ``media`` holds that row's ``video_grid_thw``, ``video_second_per_grid``, ``image_grid_thw`` and
     ``feature_attention_mask`` (whichever it has); the token ids and time constants come from the
-    processor, which shares them with the model config.
+    processor, which shares them with the model config; the layout is the processor's family's
+    (``training.student_family``).
     """
-    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
-        Qwen2_5OmniPreTrainedModelForConditionalGeneration as Omni,
-    )
-
-    tok = processor.tokenizer
-    config = SimpleNamespace(
-        image_token_id=tok.convert_tokens_to_ids(tok.image_token),
-        video_token_id=tok.convert_tokens_to_ids(tok.video_token),
-        audio_token_id=tok.convert_tokens_to_ids(tok.audio_token),
-        vision_start_token_id=tok.convert_tokens_to_ids(tok.vision_bos_token),
-        audio_start_token_id=tok.convert_tokens_to_ids(tok.audio_bos_token),
-        position_id_per_seconds=processor.position_id_per_seconds,
-        seconds_per_chunk=processor.seconds_per_chunk,
-    )
-    index = SimpleNamespace(config=config, spatial_merge_size=processor.video_processor.merge_size)
+    family = family_of(processor)
+    Omni = family.rope_index_owner()
+    index = SimpleNamespace(config=family.rope_config(processor), spatial_merge_size=processor.video_processor.merge_size)
     index.get_llm_pos_ids_for_vision = MethodType(Omni.get_llm_pos_ids_for_vision, index)
     index.get_chunked_index = MethodType(Omni.get_chunked_index, index)
     ids = input_ids.view(1, -1)
@@ -330,7 +320,7 @@ def generation_suppress_tokens(processor) -> list[int]:
     tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
     vocab = tokenizer.get_vocab()
     keep = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    ids = {vocab[t] for t in MULTIMODAL_TOKENS if t in vocab}
+    ids = {vocab[t] for t in ALL_MULTIMODAL_TOKENS if t in vocab}
     for name in ("image_token_id", "audio_token_id", "video_token_id"):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):
