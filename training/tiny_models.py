@@ -236,7 +236,12 @@ QWEN3_TINY = {
 
 
 def build_qwen3_processor(tokenizer):
-    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3OmniMoeProcessor, WhisperFeatureExtractor
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3OmniMoeProcessor,
+        WhisperFeatureExtractor,
+    )
 
     pixels, patch = QWEN3_TINY["pixels"], QWEN3_TINY["vision"]["patch_size"]
     image_processor = Qwen2VLImageProcessor(patch_size=patch, temporal_patch_size=2, merge_size=2, **pixels)
