@@ -171,7 +171,7 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
     import torch
     from transformers import AutoConfig, AutoProcessor
 
-    from training.student_family import family_of
+    from training.student_family import family_of, without_router_loss
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -185,6 +185,7 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
         model = family.full_class().from_pretrained(path, dtype=torch_dtype, enable_audio_output=False).thinker
     else:
         model = family.thinker_class().from_pretrained(path, dtype=torch_dtype)
+    without_router_loss(model.config)  # a MoE student trained with TRL saves it on
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(path)
     return model, processor

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from training.student_family import FAMILIES, QWEN2_5_OMNI, UnknownStudentError, family_of
+from training.student_family import FAMILIES, QWEN2_5_OMNI, UnknownStudentError, family_of, without_router_loss
 
 FULL_ARCHITECTURE = QWEN2_5_OMNI.full_architecture  # the default family's
 PREFIX = "thinker."
@@ -58,6 +58,7 @@ def full_config(thinker_config: dict) -> dict:
     thinker = {k: v for k, v in thinker_config.items() if k not in ("architectures", "transformers_version")}
     config = family.full_config_class()(thinker_config=thinker, enable_audio_output=False)
     config.architectures = [family.full_architecture]
+    without_router_loss(config.thinker_config)  # MoE: the router loss belongs to training, not serving
     out = config.to_dict()
     if "dtype" in thinker_config:
         out["dtype"] = thinker_config["dtype"]

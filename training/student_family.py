@@ -104,6 +104,18 @@ class StudentFamily:
         return [getattr(thinker_model.model, name) for name in self.encoders]
 
 
+def without_router_loss(config) -> None:
+    """Turn off ``output_router_logits`` in a (thinker) config, in place.
+
+    TRL's SFT trainer switches it on to add the router loss, and the saved checkpoint keeps it; a
+    model that computes the router loss in ``generate`` fails at the first decoding step (its
+    attention mask spans the whole sequence, the router logits only the new token). Generation
+    (evaluation, export) never needs it."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else None
+    if text is not None and getattr(text, "output_router_logits", False):
+        text.output_router_logits = False
+
+
 QWEN2_5_OMNI = StudentFamily(
     name="qwen2.5-omni", title="Qwen2.5-Omni", module="qwen2_5_omni",
     thinker_model_type="qwen2_5_omni_thinker", full_model_type="qwen2_5_omni",
