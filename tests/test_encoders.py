@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from tests.conftest import STUDENT_FAMILIES
-from tests.corpus_fixture import write_corpus
 from training.encoders import EncodedMedia, count_encodings, enable_encoded_audio, encode_media, encoded_kwargs
 from training.student import MEDIA_KEYS, StudentSample, build_inputs
 from training.train_config import load_config
@@ -30,11 +29,6 @@ def student(request, tiny_models):
     assert family_of(model).name == request.param
     enable_encoded_audio(model)
     return model, AutoProcessor.from_pretrained(path)
-
-
-@pytest.fixture(scope="module")
-def corpus(synthetic_data, tmp_path_factory) -> Path:
-    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=5)
 
 
 def _sample(seed: int, still: bool = False, seconds: float = 10.0) -> StudentSample:

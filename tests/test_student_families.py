@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 from tests.conftest import STUDENT_FAMILIES
-from tests.corpus_fixture import write_corpus
 from training.runtime import read_metrics
 from training.student import StudentSample, build_inputs
 from training.student_family import FAMILIES, QWEN2_5_OMNI, QWEN3_OMNI, UnknownStudentError, family_of
@@ -27,11 +26,6 @@ from training.train_config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def corpus(synthetic_data, tmp_path_factory) -> Path:
-    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=5)
 
 
 def _frames(n: int = 8, seed: int = 0) -> list[Image.Image]:
