@@ -214,3 +214,12 @@ def test_vllm_accepts_every_new_teachers_serve_command_and_request(asked, tiny_q
     assert all(result["architectures"].values()), result["architectures"]
     student = result["exports"]["qwen3-omni-student"]
     assert student["dropped"] == [] and set(student["prefixes"]) == {"language_model", "audio_tower", "visual"}
+
+
+def test_the_qwen3_teachers_config_builds_and_serves():
+    config = load_config(REPO / "configs" / "teachers" / "qwen3.yaml")
+    assert (config.vision_teacher.use, config.audio_teacher.use) == ("qwen3-vl-30b-a3b-thinking",
+                                                                      "qwen3-omni-30b-a3b-thinking")
+    assert config.vision_teacher.temperature == builtin_registry()["qwen3-vl-30b-a3b-thinking"]["temperature"]
+    profiles = launch.load_profiles(launch.DEFAULT_PROFILES)
+    assert all(getattr(config, launch.SECTION[role]).use in profiles for role in launch.ROLES)
