@@ -226,8 +226,11 @@ QWEN3_TINY = {
     "text": {"hidden_size": TEXT_HIDDEN, "intermediate_size": TEXT_HIDDEN * 2, "moe_intermediate_size": 32,
              "num_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "head_dim": TEXT_HIDDEN // 4, "mrope_section": [2, 3, 3]},
+    # image_size and apply_vit_abs_pos_embed: fields of the released config that transformers ignores
+    # and vLLM reads (its grid of position embeddings is image_size / patch_size per side: sqrt(64) = 8).
     "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
-               "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+               "num_position_embeddings": 64, "deepstack_visual_indexes": [0], "image_size": 128,
+               "apply_vit_abs_pos_embed": True},
     "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32,
               "downsample_hidden_size": 16, "n_window": 50, "n_window_infer": 800},
     "pixels": {"min_pixels": 32 * 32 * 4, "max_pixels": 32 * 32 * 16},
