@@ -24,6 +24,7 @@ from flows.stages import SampleProcessor, Tally
 from serving import launch
 from teachers.reasoning import trace_text
 from teachers.registry import builtin_registry
+from tests.conftest import vllm_python
 from tests.scripted_server import Reply
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,14 +170,6 @@ def test_serve_commands_carry_each_cards_flags(tmp_path):
         defaults = json.loads(flags[flags.index("--override-generation-config") + 1])
         entry = builtin_registry()[name]
         assert defaults["temperature"] == entry["temperature"] and defaults.get("top_k") == entry.get("extra_body", {}).get("top_k")
-
-
-def vllm_python() -> str | None:
-    """vLLM's own environment: the project's ``.venv-vllm`` (``make vllm-env``), or ``$VLLM_PYTHON``."""
-    candidate = REPO / ".venv-vllm" / "bin" / "python"
-    if candidate.exists():
-        return str(candidate)
-    return os.environ.get("VLLM_PYTHON") or None
 
 
 @pytest.mark.slow

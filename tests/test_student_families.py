@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import STUDENT_FAMILIES
+from tests.conftest import STUDENT_FAMILIES, free_port, vllm_python, wait_http
 from training.runtime import read_metrics
 from training.student import StudentSample, build_inputs
 from training.student_family import FAMILIES, QWEN2_5_OMNI, QWEN3_OMNI, UnknownStudentError, family_of
@@ -159,3 +159,46 @@ def test_cli_qwen3_student_trains_exports_and_evaluates(tiny_qwen3_omni, corpus,
         "--max-new-tokens", "6", "--device", "cpu", "--quiet")
     report = json.loads((report_dir / "report.json").read_text())
     assert report["n_items"] == 1 and report["settings"]["av"]["n"] == 1
+
+
+@pytest.mark.slow
+def test_vllm_serves_the_exported_tiny_qwen3_student(synthetic_data, tmp_path):
+    """vLLM (its CPU build in .venv-vllm) serves a tiny Qwen3-Omni student's export and answers the
+    evaluator's request (8 frames as a video, the audio, the question) with its own Qwen3-Omni code."""
+    import openai
+
+    from evaluation.api_generator import api_messages, suppress_bias
+    from evaluation.benchmarks import load_manifest
+    from evaluation.evaluate import load_item_media, make_sample
+    from evaluation.export_student import export_student
+    from training.tiny_models import build_qwen3_omni
+
+    python = vllm_python()
+    if python is None:
+        pytest.skip("no vLLM environment (.venv-vllm: make vllm-env, or set VLLM_PYTHON)")
+    student = build_qwen3_omni(tmp_path / "student", vllm=True)  # head_dim 64: vLLM's CPU attention takes it
+    export = export_student(student, tmp_path / "export")
+    port = free_port()
+    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    log = (tmp_path / "vllm.log").open("w")
+    server = subprocess.Popen([python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export),
+                               "--served-model-name", "student", "--port", str(port), "--max-model-len", "4096",
+                               "--limit-mm-per-prompt", '{"image":8,"audio":1,"video":1}'],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=900, process=server)
+        except (RuntimeError, TimeoutError) as error:
+            pytest.fail(f"{error}: {(tmp_path / 'vllm.log').read_text()[-3000:]}")
+        item = load_manifest(synthetic_data / "manifest.jsonl")[0]
+        messages = api_messages(make_sample(item, load_item_media(item), "av"))
+        assert [p["type"] for p in messages[-1]["content"]] == ["video_url", "input_audio", "text"]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+        reply = client.chat.completions.create(model="student", messages=messages, max_tokens=8, temperature=0,
+                                               logit_bias=suppress_bias(str(student)))
+        assert reply.choices[0].message.content and reply.usage.completion_tokens >= 1
+        assert reply.usage.prompt_tokens > 300, "the frames and the audio were turned into tokens"
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        log.close()

@@ -11,7 +11,7 @@
 Both load with ``from_pretrained`` and are deterministic given the seed.
 
 ``python -m training.tiny_models --preset qwen3-omni-tiny --out outputs/tiny/omni3`` writes a tiny
-**Qwen3-Omni** thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts text
+**Qwen3-Omni** thinker (``--preset qwen3-omni-vllm-tiny``: head_dim 64, for vLLM on CPU) (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts text
 model with 4 experts, 2 per token, deepstack vision features) with its ``Qwen3OmniMoeProcessor``,
 built from a config the same way; the student family of ``training.student_family``.
 
@@ -238,6 +238,11 @@ QWEN3_TINY = {
 }
 
 
+# vLLM's CPU attention refuses head_dim 16: the vLLM-servable variant has head_dim 64.
+QWEN3_VLLM_TEXT = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2, "num_key_value_heads": 1,
+                   "head_dim": 64, "mrope_section": [8, 12, 12]}
+
+
 def build_qwen3_processor(tokenizer):
     from transformers import (
         Qwen2VLImageProcessor,
@@ -258,20 +263,20 @@ def build_qwen3_processor(tokenizer):
                                  chat_template=chat_template("qwen3-omni"))
 
 
-def qwen3_thinker_config(tokenizer):
-    """A tiny ``Qwen3OmniMoeThinkerConfig`` whose token ids are the tokenizer's."""
+def qwen3_thinker_config(tokenizer, vllm: bool = False):
+    """A tiny ``Qwen3OmniMoeThinkerConfig`` whose token ids are the tokenizer's (``vllm``: head_dim 64)."""
     from transformers import Qwen3OmniMoeThinkerConfig
 
     names = NAMED_TOKENS["qwen3-omni"]
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in names.items()}
-    text_sizes = dict(QWEN3_TINY["text"])
+    text_sizes = {**QWEN3_TINY["text"], **(QWEN3_VLLM_TEXT if vllm else {})}
     mrope = text_sizes.pop("mrope_section")
     hidden = text_sizes["hidden_size"]
     text = {"vocab_size": len(tokenizer), **text_sizes, "max_position_embeddings": 32768,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope,
                                 "interleaved": True},
             "bos_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+            "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False}  # vLLM reads it here
     vision = {**QWEN3_TINY["vision"], "in_channels": 3, "spatial_merge_size": 2, "temporal_patch_size": 2,
               "out_hidden_size": hidden}
     audio = {**QWEN3_TINY["audio"], "num_mel_bins": NUM_MEL_BINS, "output_dim": hidden, "max_source_positions": 1500}
@@ -285,15 +290,15 @@ def qwen3_thinker_config(tokenizer):
     )
 
 
-def build_qwen3_omni(out: Path, seed: int = 0) -> Path:
-    """Write the tiny Qwen3-Omni thinker + processor to ``out`` (random weights, fp32)."""
+def build_qwen3_omni(out: Path, seed: int = 0, vllm: bool = False) -> Path:
+    """Write the tiny Qwen3-Omni thinker + processor to ``out`` (random weights, fp32; ``vllm``: head_dim 64)."""
     import torch
     from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(out, "qwen3-omni")
     processor = build_qwen3_processor(tokenizer)
-    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(qwen3_thinker_config(tokenizer),
+    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(qwen3_thinker_config(tokenizer, vllm),
                                                                      dtype=torch.float32)
     model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(out)
@@ -311,13 +316,14 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/tiny"), help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
-    parser.add_argument("--preset", choices=sorted([*PRESETS, "qwen3-omni-tiny"]), default="tiny",
+    parser.add_argument("--preset", choices=sorted([*PRESETS, "qwen3-omni-tiny", "qwen3-omni-vllm-tiny"]), default="tiny",
                         help="tiny: student + merger for tests; omni-3b-shape: only the student, at Qwen2.5-Omni-3B's "
-                             "sizes; qwen3-omni-tiny: only a tiny Qwen3-Omni (MoE) student")
+                             "sizes; qwen3-omni-tiny: only a tiny Qwen3-Omni (MoE) student; qwen3-omni-vllm-tiny: "
+                             "the same with head_dim 64, which vLLM's CPU attention serves")
     parser.add_argument("--text-layers", type=int, help="number of text layers (omni-3b-shape: default 36)")
     args = parser.parse_args(argv)
-    if args.preset == "qwen3-omni-tiny":
-        built = {"omni": build_qwen3_omni(args.out, args.seed)}
+    if args.preset.startswith("qwen3-omni"):
+        built = {"omni": build_qwen3_omni(args.out, args.seed, vllm=args.preset == "qwen3-omni-vllm-tiny")}
     elif args.preset == "tiny" and args.text_layers is None:
         built = build_all(args.out, args.seed)
     else:
