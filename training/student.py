@@ -1,6 +1,7 @@
 """The student's prompt and inputs: one builder used identically by SFT, GRPO and evaluation.
 
-The student (a Qwen2.5-Omni thinker) sees, in one user turn: the 8 frames, the audio (16 kHz mono,
+The student (a Qwen2.5-Omni or Qwen3-Omni thinker: ``training.student_family`` holds what differs)
+sees, in one user turn: the 8 frames, the audio (16 kHz mono,
 up to 10 s for AVQA clips), and the question with its options in the paper's form
 ``<question> Choose one among the following options:(A) … (B) …`` followed by the instruction of
 ``prompts/student.txt`` to reason in ``<think>…</think>`` and answer with ``<answer>X</answer>``.
@@ -15,7 +16,8 @@ clip), set per sample (each sample is processed on its own).
 audio rides inside the video in Qwen2.5-Omni's video-with-sound layout
 (``<|vision_bos|><|audio_bos|>`` frames and audio interleaved in 2 s chunks
 ``<|audio_eos|><|vision_eos|>``, the processor's ``load_audio_from_video``), and the rope index gives
-audio token *j* (25 per second) and the frames of the same second the same time position. This is
+audio token *j* (25 per second) and the frames of the same second the same time position (Qwen3-Omni:
+the same video-with-sound layout, frames and audio tokens ordered by time at 13 positions per second). This is
 used when the audio covers the clip (its length ≥ the clip duration − 0.5 s, or the duration is
 unknown); otherwise, and with ``layout="separate"``, the audio is its own part after the video and
 gets text-like positions *after* the whole video block (no time alignment). A single still image
