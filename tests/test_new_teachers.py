@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -145,22 +146,20 @@ def test_a_captioner_needs_a_filter_that_does_not_ask_for_its_answer(tmp_path):
         load_config(tmp_path / "c.yaml")
 
 
-def _serve_flags(name: str, tmp_path: Path) -> list[str]:
-    """The flags serving.launch gives vLLM for ``name`` (its dry run), after the weights."""
-    data = _config_data(name, "http://127.0.0.1:9/v1")
-    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
-    config = load_config(tmp_path / f"{name}.yaml")
-    role = NEW[name][0]
-    groups = launch.resolve_groups(config, launch.load_profiles(launch.DEFAULT_PROFILES), (role,), {}, {}, {}, {})
-    (server,) = launch.plan(groups, ["vllm"], ["0"])
-    argv = list(server.argv)
-    weights = argv.index(groups[0].weights)
-    return ["--model", argv[weights], *argv[weights + 1:]]
+def _serve_flags(name: str, tmp_path: Path, capsys) -> list[str]:
+    """The flags ``serving.launch --dry-run`` prints for ``name``'s server, from ``--model WEIGHTS`` on."""
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(_config_data(name, "http://127.0.0.1:9/v1")))
+    capsys.readouterr()
+    assert launch.main(["--dry-run", "--config", str(tmp_path / f"{name}.yaml"), "--roles", NEW[name][0],
+                        "--gpus", "0", "--vllm-bin", "/opt/vllm/bin/vllm"]) == 0
+    (line,) = [shlex.split(x) for x in capsys.readouterr().out.splitlines() if x.startswith("CUDA_VISIBLE_DEVICES=")]
+    weights = line.index(launch.load_profiles(launch.DEFAULT_PROFILES)[name]["weights"])
+    return ["--model", *line[weights:]]
 
 
-def test_serve_commands_carry_each_cards_flags(tmp_path):
+def test_serve_commands_carry_each_cards_flags(tmp_path, capsys):
     for name in NEW:
-        flags = _serve_flags(name, tmp_path)
+        flags = _serve_flags(name, tmp_path, capsys)
         profile = launch.load_profiles(launch.DEFAULT_PROFILES)[name]
         assert flags[1] == builtin_registry()[name]["model"] == profile["weights"]
         assert flags[flags.index("--limit-mm-per-prompt") + 1] == json.dumps(
@@ -173,7 +172,7 @@ def test_serve_commands_carry_each_cards_flags(tmp_path):
 
 
 @pytest.mark.slow
-def test_vllm_accepts_every_new_teachers_serve_command_and_request(asked, tiny_qwen3_omni, tmp_path):
+def test_vllm_accepts_every_new_teachers_serve_command_and_request(asked, tiny_qwen3_omni, tmp_path, capsys):
     """vLLM's own parser, request model and registry (one run of vLLM's environment), plus the tiny
     Qwen3-Omni student's export mapped by vLLM's Qwen3-Omni implementation."""
     python = vllm_python()
@@ -182,7 +181,7 @@ def test_vllm_accepts_every_new_teachers_serve_command_and_request(asked, tiny_q
     from evaluation.export_student import export_student
 
     export = export_student(tiny_qwen3_omni, tmp_path / "export")
-    spec = {"serve": {name: _serve_flags(name, tmp_path) for name in NEW},
+    spec = {"serve": {name: _serve_flags(name, tmp_path, capsys) for name in NEW},
             "requests": {name: asked[name][0] for name in NEW},
             "architectures": sorted(set(ARCHITECTURES.values())),
             "exports": {"qwen3-omni-student": {"file": str(export / "model.safetensors"),
