@@ -10,10 +10,11 @@
 
 Both load with ``from_pretrained`` and are deterministic given the seed.
 
-``python -m training.tiny_models --preset qwen3-omni-tiny --out outputs/tiny/omni3`` writes a tiny
-**Qwen3-Omni** thinker (``--preset qwen3-omni-vllm-tiny``: head_dim 64, for vLLM on CPU) (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts text
-model with 4 experts, 2 per token, deepstack vision features) with its ``Qwen3OmniMoeProcessor``,
-built from a config the same way; the student family of ``training.student_family``.
+``python -m training.tiny_models --preset qwen3-omni-tiny --out outputs/tiny/omni3`` writes only a
+tiny **Qwen3-Omni** thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts
+text model with 4 experts, 2 per token, deepstack vision features) with its ``Qwen3OmniMoeProcessor``,
+built from a config the same way (the other student family of ``training.student_family``);
+``--preset qwen3-omni-vllm-tiny`` gives it head_dim 64, which vLLM's CPU attention serves.
 
 ``python -m training.tiny_models --preset omni-3b-shape --text-layers 2 --out /tmp/omni3b`` writes
 only the student, with random weights at **Qwen2.5-Omni-3B's published sizes** (real audio and
