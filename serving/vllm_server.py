@@ -103,12 +103,13 @@ def find_launcher(vllm_python: str | None = None, vllm_bin: str | None = None, m
     return launcher
 
 
-def server_env(gpus: Sequence[str] | None, kvcache_gib: float | None = None) -> dict[str, str]:
-    """Environment for one server: its GPUs, or on CPU (no GPUs) its KV cache size in GiB."""
+def server_env(gpus: Sequence[str] | None, kvcache_gib: int | None = None) -> dict[str, str]:
+    """Environment for one server: its GPUs, or on CPU (no GPUs) its KV cache in whole GiB
+    (``$VLLM_CPU_KVCACHE_SPACE`` wins over ``kvcache_gib``, which wins over ``CPU_KVCACHE_GIB``)."""
     if gpus:
         return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
-    gib = kvcache_gib if kvcache_gib is not None else os.environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-    return {"VLLM_CPU_KVCACHE_SPACE": f"{float(gib):g}"}
+    gib = os.environ.get("VLLM_CPU_KVCACHE_SPACE") or kvcache_gib or CPU_KVCACHE_GIB
+    return {"VLLM_CPU_KVCACHE_SPACE": str(int(gib))}
 
 
 def _get(url: str, api_key: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:

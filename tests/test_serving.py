@@ -369,5 +369,6 @@ def test_launch_refuses_an_audio_server_vllm_cannot_decode_for(fake_vllm, tmp_pa
     process, _ = _launch(fake_vllm, tmp_path, env={"PYTHONPATH": f"{broken}{os.pathsep}{REPO}"})
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "pip install 'vllm[audio]'" in err
-    assert not list(fake_vllm[1].glob("*.json"))  # no server was started
+    records = [json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")]  # checked while they loaded
+    assert not any(_alive(r["pid"]) for r in records)  # and every server was stopped
     assert Launcher(str(fake_vllm[0]), is_python=False).python() == sys.executable
