@@ -16,7 +16,13 @@ this module:
 * **stopping**: each server runs in its own process group; SIGTERM, then SIGKILL after a grace time.
 
 ``with VllmServer(...) as server:`` starts one server, waits until it is ready and stops it on exit;
-:func:`start_all` / :func:`wait_ready` / :func:`stop_all` do the same for several in parallel.
+:func:`start_all` / :func:`wait_ready` / :func:`stop_all` do the same for several in parallel::
+
+    launcher = find_launcher()  # or find_launcher(vllm_python=args.vllm_python)
+    argv = launcher.serve(str(model_dir)) + ["--served-model-name", "policy", "--port", str(port)]
+    with VllmServer("policy", argv, port, model="policy", log_path=out / "vllm.log",
+                    env=server_env(gpus=None)) as server:  # None: on CPU
+        ...  # OpenAI client at server.base_url
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -119,12 +120,17 @@ def test_build_avrt_runs_eight_samples_through_real_request_shapes(launched, cli
     assert stats["calls_sent"]["vision"] == 8 and stats["calls_sent"]["audio"] == 8  # 8 images + a WAV each
     assert stats["pending"]["samples"] == 0, stats["pending"]  # nothing failed for transport
     assert not stats["stopped"]
-    rows = json.loads((out / "stats.json").read_text())
-    assert rows["samples_in"] == 8
+    # Random tiny models: every teacher answer comes back and is recorded; the merger's random text
+    # cannot pass validation, so samples that reach it are dropped there, with that reason.
+    rejected = pd.read_parquet(out / "rejected" / "train.parquet")
+    assert set(rejected["stage"]) <= {"filter", "merger"}  # no teacher request was refused
+    assert not rejected["reason"].str.contains("call failed").any()  # nor a merger request
+    assert all(isinstance(t, str) for t in rejected["vision_raw"]) and all(isinstance(t, str) for t in rejected["audio_raw"])
+    assert json.loads((out / "stats.json").read_text())["samples_in"] == 8
 
 
 def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models, clips, tmp_path):
-    """Same exported student, same 8 clips x 3 modality settings, greedy, fp32 on both sides (the
+    """Same exported student, same 8 clips (frames and audio), greedy, fp32 on both sides (the
     profile's ``--dtype float32``): vLLM (``--backend openai``) writes what ``--backend hf`` writes.
 
     Both use the ``separate`` layout (the API cannot carry the trainer's ``aligned`` layout with the
@@ -136,7 +142,7 @@ def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models,
 
     config = yaml.safe_load(launched["config"].read_text())
     common = ["--benchmark", "manifest", "--data", str(clips / "manifest.jsonl"), "--max-new-tokens", "12",
-              "--quiet", "--modalities", "av,a,v", "--layout", "separate", "--model", str(vllm_models["export"])]
+              "--quiet", "--modalities", "av", "--layout", "separate", "--model", str(vllm_models["export"])]
     run([*common, "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "hf")])
     run([*common, "--backend", "openai", "--base-url", config["vision_teacher"]["base_url"],
          "--served-model", "tiny-omni", "--mm-processor-kwargs", "--max-in-flight", "4", "--out", str(tmp_path / "openai")])
@@ -145,6 +151,6 @@ def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models,
         rows = read_predictions(tmp_path / name / PREDICTIONS)
         assert all(r["error"] is None for r in rows), rows
         predictions[name] = {(r["id"], r["modality"]): (r["output"].rstrip("\ufffd"), r["letter"]) for r in rows}
-    assert len(predictions["hf"]) == 24  # 8 clips x (av, a, v)
-    assert len({text for text, _ in predictions["hf"].values()}) > 8  # distinct answers: the inputs matter
+    assert len(predictions["hf"]) == 8
+    assert len({text for text, _ in predictions["hf"].values()}) >= 4  # distinct answers: the inputs matter
     assert predictions["openai"] == predictions["hf"]
