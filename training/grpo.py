@@ -38,12 +38,16 @@ from training.rewards import accuracy_reward, format_reward, make_length_reward
 from training.runtime import (
     JsonlMetrics,
     MediaLoader,
+    NoLastStepCheckpoint,
     load_corpus,
     load_processor,
     load_student,
+    memory_plan,
     resume_point,
+    save_final,
     trl_config,
     use_encoder_cache,
+    write_plan,
 )
 from training.student import (
     MEDIA_KEYS,
@@ -223,12 +227,21 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> A
     processor = load_processor(model_path)
     model = load_student(model_path, config)
     funcs, weights = reward_functions(config)
-    args = trl_config(GRPOConfig, stage, config, out_dir, reward_weights=weights,
+
+    def tokens_per_row() -> int:  # the longest of a few prompts, plus a whole completion
+        media = MediaLoader(config.corpus, config.data, config.seed)  # its own: training's draws stay as they were
+        rows = frame.head(8).to_dict("records")
+        prompts = [encode_prompt(processor, media(row), config.system_prompt, config.av_layout) for row in rows]
+        return max(p["input_ids"].numel() for p in prompts) + stage.max_completion_length
+
+    plan = memory_plan(config, stage, model, tokens_per_row, reference_model=stage.beta > 0)
+    write_plan(out_dir, "grpo", plan)
+    args = trl_config(GRPOConfig, stage, config, out_dir, plan, reward_weights=weights,
                       generation_kwargs={"suppress_tokens": generation_suppress_tokens(processor)})
-    out_dir.mkdir(parents=True, exist_ok=True)
     return AVGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt),
-        processing_class=processor, callbacks=[JsonlMetrics(out_dir / "metrics.jsonl")],
+        processing_class=processor,
+        callbacks=[JsonlMetrics(out_dir / "metrics.jsonl"), NoLastStepCheckpoint()],
         media_loader=MediaLoader(config.corpus, config.data, config.seed), system_prompt=config.system_prompt,
         layout=config.av_layout, cache_encoders=use_encoder_cache(config),
     )
@@ -238,7 +251,4 @@ def run_grpo(config: TrainConfig, model_path: str, out_dir: Path) -> Path:
     """Train stage 2 from ``model_path`` (a directory when beta > 0) into ``out_dir``; returns ``out_dir/final``."""
     trainer = build_grpo_trainer(config, model_path, out_dir)
     trainer.train(resume_from_checkpoint=resume_point(out_dir))
-    final = out_dir / "final"
-    trainer.save_model(str(final))
-    trainer.processing_class.save_pretrained(str(final))
-    return final
+    return save_final(trainer, out_dir)
