@@ -14,7 +14,7 @@ That is the ``separate`` layout (the audio after the video, not inside it): a re
 vLLM the trainer's ``aligned`` layout with these very frames (vLLM takes the audio of a video only
 from a video file, and samples that file's frames itself). With ``mm_processor_kwargs`` on
 (``--mm-processor-kwargs``; vLLM started with ``--trust-request-mm-kwargs``) each request also carries
-the frame size and video ``fps`` the local backend gives the processor (``training.student.frame_kwargs``,
+the frame size, video ``fps`` and per-frame pixel cap the local backend gives the processor (``training.student.frame_kwargs``,
 read from a local copy of the served model's processor), so vLLM makes the same media tokens and time
 positions; without it vLLM uses the Omni processor's default size and 2 fps.
 

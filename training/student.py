@@ -146,10 +146,11 @@ def audio_feature_samples(samples: Sequence[StudentSample]) -> int:
 
 
 def frame_kwargs(processor, sample: StudentSample) -> dict[str, Any]:
-    """Frame size (and ``fps`` of a video) for processing one sample's frames; the evaluator sends the
-    same to vLLM as ``mm_processor_kwargs`` (``evaluation.api_generator``)."""
+    """Frame size (and ``fps`` and the per-frame pixel cap of a video) for processing one sample's frames;
+    the evaluator sends the same to vLLM as ``mm_processor_kwargs`` (``evaluation.api_generator``)."""
     if sample.frames_are_video:
-        return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample)}
+        return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample),
+                "cap_pixels_per_frame": True}
     return {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
 
 
@@ -159,7 +160,7 @@ def media_kwargs(processor, sample: StudentSample, layout: Layout = "aligned",
     kwargs: dict[str, Any] = {}
     if sample.frames and sample.frames_are_video:
         kwargs["videos"] = [np.stack([np.asarray(f.convert("RGB")) for f in sample.frames])]
-        kwargs["videos_kwargs"] = {**frame_kwargs(processor, sample), "cap_pixels_per_frame": True}
+        kwargs["videos_kwargs"] = frame_kwargs(processor, sample)
     elif sample.frames:
         kwargs["images"] = [f.convert("RGB") for f in sample.frames]
         kwargs["images_kwargs"] = frame_kwargs(processor, sample)
