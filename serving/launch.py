@@ -7,9 +7,10 @@ One vLLM server per model and replica, each in its own process group on its own 
 (``CUDA_VISIBLE_DEVICES``), or on CPU (``--cpu``, the default where no GPU is found: vLLM's CPU build,
 ``VLLM_CPU_KVCACHE_SPACE``), started from vLLM's own environment, never the project's: the repo's
 ``.venv-vllm`` unless ``--vllm-python``, ``--vllm-bin`` or ``$VLLM_BIN`` names another
-(``serving.vllm_server`` holds how a server is started, awaited and stopped). Each role's model comes from the build config (its registry
-entry and ``model``, which becomes ``--served-model-name``); how vLLM must serve it (media limits,
-context length, remote code, GPUs per replica) from ``configs/teachers/vllm_profiles.yaml``. The
+(``serving.vllm_server`` holds how a server is started, awaited and stopped). Each role's model
+comes from the build config (its registry entry and ``model``, which becomes
+``--served-model-name``); how vLLM must serve it (media limits, context length, remote code, GPUs
+per replica, environment) from ``configs/teachers/vllm_profiles.yaml``. The
 server's default sampling is pinned to the config's (``--generation-config vllm`` plus
 ``--override-generation-config``), so a request that omits a parameter does not silently get the
 checkpoint's ``generation_config.json``.
@@ -18,8 +19,9 @@ It checks what would fail later with a less clear error: before starting anythin
 weights folders exist (anything given with ``--weights`` is a folder); while the servers load (the
 check imports vLLM, which takes as long as a server's first seconds), that vLLM's environment can
 decode ``input_audio`` (vLLM needs its ``audio`` extra: ``pip install 'vllm[audio]'``) when a server
-takes the audio role; if it cannot, the servers are stopped and the launcher exits with status 2. Roles that share one server (two Omni roles) get the same default sampling only
-when theirs agree; otherwise vLLM's neutral default (requests always carry their own sampling).
+takes the audio role; if it cannot, the servers are stopped and the launcher exits with status 2.
+Roles that share one server (two Omni roles) get the same default sampling only when theirs agree;
+otherwise vLLM's neutral default (requests always carry their own sampling).
 
 The launcher waits until every server answers ``/health`` and lists its model on ``/v1/models``,
 prints the ``base_url`` lines for build-avrt (a list when a role has replicas), optionally writes a
