@@ -309,6 +309,10 @@ def check_audio_support(python: str) -> str | None:
     if result.returncode not in (0, 4):
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"could not import vLLM with {python} ({tail})"
+    if result.returncode == 4:
+        print(f"note: vLLM at {python} has no input_audio loader this check knows; audio not checked", file=sys.stderr)
+    else:
+        print(f"audio check: vLLM at {python} decodes input_audio", flush=True)
     return None
 
 

@@ -94,9 +94,9 @@ def test_launch_starts_the_tiny_omni_teacher_and_merger_on_cpu_vllm(launched):
     assert served == {"vision_teacher": ["tiny-omni"], "audio_teacher": ["tiny-omni"], "merger": ["tiny-text"]}
     output = launched["output"]
     assert "on CPU" in output and "ready   vision+audio-0: tiny-omni" in output and "ready   merger-0: tiny-text" in output
+    assert f"audio check: vLLM at {project_python()} decodes input_audio" in output  # the real install's loader
     log = (launched["logs"] / "vision+audio-0.log").read_text()
-    assert "vllm.entrypoints.openai.api_server" not in output or "error" not in output.lower()
-    assert "Qwen2_5Omni" in log  # vLLM's own Qwen2.5-Omni implementation serves the export
+    assert "Qwen2_5OmniForConditionalGeneration" in log  # vLLM's own Qwen2.5-Omni implementation serves the export
 
 
 def test_check_gets_an_answer_from_every_endpoint(launched, clips, capsys):
