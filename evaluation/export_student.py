@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"error: {err}") from None
     shards, _ = weight_files(out)
     print(f"exported {args.model} -> {out} ({len(shards)} shard(s), architecture {FULL_ARCHITECTURE}); "
-          f"serve with: vllm serve {out}")
+          f"serve with: .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model {out} (docs/serving.md)")
 
 
 if __name__ == "__main__":
