@@ -505,6 +505,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "prompt": _prompt_info(config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
     if config.backend == "hf" and config.layout != "aligned":
         run["layout"] = config.layout
+    if config.backend == "openai" and config.layout == "aligned":
+        log.warning("note: the openai backend sends the separate layout (frames as a video, audio as its own "
+                    "part); the hf backend's default is aligned: compare the two with --layout separate")
     check_run(out, run, config.overwrite)
 
     generator = _generator(config, decoding)
