@@ -122,7 +122,7 @@ class Server:
     replica: int
     port: int
     gpus: tuple[str, ...]
-    gpu_memory_utilization: float
+    gpu_memory_utilization: float | None  # None on CPU
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
 
