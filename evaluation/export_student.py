@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     shards, _ = weight_files(out)
     architecture = json.loads((out / "config.json").read_text())["architectures"][0]
     print(f"exported {args.model} -> {out} ({len(shards)} shard(s), architecture {architecture}); "
-          f"serve with: vllm serve {out}")
+          f"serve with: .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model {out} (docs/serving.md)")
 
 
 if __name__ == "__main__":

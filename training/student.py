@@ -148,17 +148,25 @@ def audio_feature_samples(samples: Sequence[StudentSample]) -> int:
     return max(int(AUDIO_SECONDS * SAMPLE_RATE), longest)
 
 
+def frame_kwargs(processor, sample: StudentSample) -> dict[str, Any]:
+    """Frame size (and ``fps`` and the per-frame pixel cap of a video) for processing one sample's frames;
+    the evaluator sends the same to vLLM as ``mm_processor_kwargs`` (``evaluation.api_generator``)."""
+    if sample.frames_are_video:
+        return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample),
+                "cap_pixels_per_frame": True}
+    return {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
+
+
 def media_kwargs(processor, sample: StudentSample, layout: Layout = "aligned",
                  audio_samples: int | None = None) -> dict[str, Any]:
     """``images=``, ``videos=``, ``audio=`` and their kwargs for processing one sample."""
     kwargs: dict[str, Any] = {}
     if sample.frames and sample.frames_are_video:
         kwargs["videos"] = [np.stack([np.asarray(f.convert("RGB")) for f in sample.frames])]
-        kwargs["videos_kwargs"] = {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS),
-                                   "fps": video_fps(sample), "cap_pixels_per_frame": True}
+        kwargs["videos_kwargs"] = frame_kwargs(processor, sample)
     elif sample.frames:
         kwargs["images"] = [f.convert("RGB") for f in sample.frames]
-        kwargs["images_kwargs"] = {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
+        kwargs["images_kwargs"] = frame_kwargs(processor, sample)
     if sample.audio is not None:
         kwargs["audio"] = [_clip_audio(sample.audio)]
         kwargs["audio_kwargs"] = {"max_length": audio_samples or audio_feature_samples([sample])}
