@@ -71,14 +71,6 @@ def scripted_server():
         yield server
 
 
-def vllm_python() -> str | None:
-    """vLLM's own environment: the project's ``.venv-vllm`` (``make vllm-env``), or ``$VLLM_PYTHON``."""
-    candidate = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
-    if candidate.exists():
-        return str(candidate)
-    return os.environ.get("VLLM_PYTHON") or None
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -23,9 +23,9 @@ from corpus.manifest import Sample
 from flows.config import load_config
 from flows.stages import SampleProcessor, Tally
 from serving import launch
+from serving.vllm_server import project_python
 from teachers.reasoning import trace_text
 from teachers.registry import builtin_registry
-from tests.conftest import vllm_python
 from tests.scripted_server import Reply
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,9 +175,9 @@ def test_serve_commands_carry_each_cards_flags(tmp_path, capsys):
 def test_vllm_accepts_every_new_teachers_serve_command_and_request(asked, tiny_qwen3_omni, tmp_path, capsys):
     """vLLM's own parser, request model and registry (one run of vLLM's environment), plus the tiny
     Qwen3-Omni student's export mapped by vLLM's Qwen3-Omni implementation."""
-    python = vllm_python()
+    python = project_python()
     if python is None:
-        pytest.skip("no vLLM environment (.venv-vllm: make vllm-env, or set VLLM_PYTHON)")
+        pytest.skip("no vLLM environment (.venv-vllm: make vllm-env)")
     from evaluation.export_student import export_student
 
     export = export_student(tiny_qwen3_omni, tmp_path / "export")

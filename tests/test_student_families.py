@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import STUDENT_FAMILIES, free_port, vllm_python, wait_http
+from serving.vllm_server import VllmServer, find_launcher, project_python, server_env
+from tests.conftest import STUDENT_FAMILIES, free_port
 from training.runtime import read_metrics
 from training.student import StudentSample, build_inputs
 from training.student_family import FAMILIES, QWEN2_5_OMNI, QWEN3_OMNI, UnknownStudentError, family_of
@@ -173,32 +174,22 @@ def test_vllm_serves_the_exported_tiny_qwen3_student(synthetic_data, tmp_path):
     from evaluation.export_student import export_student
     from training.tiny_models import build_qwen3_omni
 
-    python = vllm_python()
+    python = project_python()
     if python is None:
-        pytest.skip("no vLLM environment (.venv-vllm: make vllm-env, or set VLLM_PYTHON)")
+        pytest.skip("no vLLM environment (.venv-vllm: make vllm-env)")
     student = build_qwen3_omni(tmp_path / "student", vllm=True)  # head_dim 64: vLLM's CPU attention takes it
     export = export_student(student, tmp_path / "export")
-    port = free_port()
-    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    log = (tmp_path / "vllm.log").open("w")
-    server = subprocess.Popen([python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export),
-                               "--served-model-name", "student", "--port", str(port), "--max-model-len", "4096",
-                               "--limit-mm-per-prompt", '{"image":8,"audio":1,"video":1}'],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health", timeout=900, process=server)
-        except (RuntimeError, TimeoutError) as error:
-            pytest.fail(f"{error}: {(tmp_path / 'vllm.log').read_text()[-3000:]}")
+    argv = find_launcher().serve(str(export)) + [
+        "--served-model-name", "student", "--port", str(port := free_port()), "--max-model-len", "4096",
+        "--limit-mm-per-prompt", '{"image":8,"audio":1,"video":1}', "--enforce-eager"]
+    env = {**server_env(gpus=None), "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
+    with VllmServer("student", argv, port, model="student", log_path=tmp_path / "vllm.log", env=env,
+                    ready_timeout_s=900) as server:
         item = load_manifest(synthetic_data / "manifest.jsonl")[0]
         messages = api_messages(make_sample(item, load_item_media(item), "av"))
         assert [p["type"] for p in messages[-1]["content"]] == ["video_url", "input_audio", "text"]
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+        client = openai.OpenAI(base_url=server.base_url, api_key="x")
         reply = client.chat.completions.create(model="student", messages=messages, max_tokens=8, temperature=0,
                                                logit_bias=suppress_bias(str(student)))
         assert reply.choices[0].message.content and reply.usage.completion_tokens >= 1
         assert reply.usage.prompt_tokens > 300, "the frames and the audio were turned into tokens"
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-        log.close()
