@@ -10,6 +10,14 @@ the same order as the local backend's chat template (media parts, then the text)
 * a still image (OmniBench) as an ``image_url`` PNG (lossless: the pixels the local backend used);
 * the audio as an ``input_audio`` WAV of 32-bit floats (the local samples, not re-quantised).
 
+That is the ``separate`` layout (the audio after the video, not inside it): a request cannot give
+vLLM the trainer's ``aligned`` layout with these very frames (vLLM takes the audio of a video only
+from a video file, and samples that file's frames itself). With ``mm_processor_kwargs`` on
+(``--mm-processor-kwargs``; vLLM started with ``--trust-request-mm-kwargs``) each request also carries
+the frame size, video ``fps`` and per-frame pixel cap the local backend gives the processor (``training.student.frame_kwargs``,
+read from a local copy of the served model's processor), so vLLM makes the same media tokens and time
+positions; without it vLLM uses the Omni processor's default size and 2 fps.
+
 Greedy is ``temperature 0``; the multimodal special tokens that the local backend suppresses are
 suppressed with ``logit_bias`` -100 when a local tokenizer is given. Requests go through the
 project's teacher client (``teachers.client``: retries with backoff, bound on requests in flight)
@@ -92,7 +100,8 @@ def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = N
 
 
 async def _chat_via_teacher_client(server: ServerConfig, sampling: dict[str, Any],
-                                   conversations: Sequence[list[dict[str, Any]]]) -> list[str | Exception]:
+                                   conversations: Sequence[list[dict[str, Any]]],
+                                   extras: Sequence[dict[str, Any]] | None = None) -> list[str | Exception]:
     """The one place the evaluator uses ``teachers.client``: send every conversation concurrently
     (bounded by ``max_in_flight``, retried by the client) and return the full text of each answer,
     reasoning included as ``<think>…</think>`` when the server split it off, or the failure."""
@@ -102,7 +111,9 @@ async def _chat_via_teacher_client(server: ServerConfig, sampling: dict[str, Any
                          api_key_env=server.api_key_env, timeout_s=server.timeout_s,
                          max_in_flight=server.max_in_flight, retries=server.retries)
     try:
-        results = await asyncio.gather(*(client.chat(c) for c in conversations), return_exceptions=True)
+        extras = extras or [{}] * len(conversations)
+        results = await asyncio.gather(*(client.chat(c, e) for c, e in zip(conversations, extras)),
+                                       return_exceptions=True)
     finally:
         await client.close()
     out: list[str | Exception] = []
@@ -122,16 +133,25 @@ class OpenAIGenerator:
     """``generate(samples)`` through an OpenAI-compatible server (see the module doc)."""
 
     def __init__(self, server: ServerConfig, decoding: Decoding, system: str | None = None,
-                 logit_bias: dict[str, float] | None = None):
+                 logit_bias: dict[str, float] | None = None, processor: Any = None):
         self.server, self.system = server, system
+        self.processor = processor  # local processor of the served model: frame sizes for mm_processor_kwargs
         self.sampling = request_sampling(decoding, logit_bias)
         self.new_tokens: list[int] = []  # not reported by every server: left empty
         self.requests_sent = 0
 
     def generate(self, samples: Sequence[Any]) -> list[str | Exception]:
         conversations = [api_messages(s, self.system) for s in samples]
+        extras = [processor_kwargs(self.processor, s) for s in samples] if self.processor is not None else None
         self.requests_sent += len(conversations)
-        return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations))
+        return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations, extras))
+
+
+def processor_kwargs(processor: Any, sample: Any) -> dict[str, Any]:
+    """``{"mm_processor_kwargs": …}``: the frame size and fps the local backend processes ``sample`` with."""
+    from training.student import frame_kwargs
+
+    return {"mm_processor_kwargs": frame_kwargs(processor, sample)} if sample.frames else {}
 
 
 def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:

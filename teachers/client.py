@@ -170,8 +170,9 @@ class ModelClient:
     def _pick(self) -> _Replica:
         return min(self._replicas, key=lambda r: (r.in_flight, random.random()))
 
-    async def chat(self, messages: Messages | Callable[[], Messages]) -> ChatResult:
-        """One chat completion; raises a ``ModelCallError`` subclass (see the module doc)."""
+    async def chat(self, messages: Messages | Callable[[], Messages], extra_body: dict | None = None) -> ChatResult:
+        """One chat completion (``extra_body``: further request fields for this call only); raises a
+        ``ModelCallError`` subclass (see the module doc)."""
         standard = {k: v for k, v in self.sampling.items() if k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
         extra = {k: v for k, v in self.sampling.items() if k not in standard}
         started = time.monotonic()
@@ -188,7 +189,8 @@ class ModelClient:
                     # the body is serialised once, media parts as they were encoded. The answer
                     # comes back as parsed JSON (``cast_to=object``): ``_result`` reads the few
                     # fields it needs, without building the pydantic ``ChatCompletion`` tree.
-                    payload = dumps_body({"model": self.model, "messages": body, **standard, **extra})
+                    payload = dumps_body({"model": self.model, "messages": body, **standard, **extra,
+                                          **(extra_body or {})})
                     try:
                         response = await replica.client.post("/chat/completions", cast_to=object, **{_BODY_ARG: payload})
                     except json.JSONDecodeError as err:  # a JSON content type whose body is not JSON
