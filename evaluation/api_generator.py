@@ -31,7 +31,7 @@ from PIL import Image
 
 from evaluation.config import Decoding, ServerConfig
 from media import SAMPLE_RATE
-from media.files import jpeg_bytes
+from media.files import jpeg_bytes, lossless_clip
 
 JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (evaluation.evaluate)
 
@@ -59,24 +59,45 @@ def float_wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> byte
     return buffer.getvalue()
 
 
-def api_messages(sample: Any, system: str | None = None) -> list[dict[str, Any]]:
-    """The OpenAI chat messages for one ``StudentSample`` (layout of ``student_messages``)."""
-    from training.student import student_prompt
+def api_messages(sample: Any, system: str | None = None, layout: str = "separate") -> list[dict[str, Any]]:
+    """The OpenAI chat messages for one ``StudentSample`` (layout of ``student_messages``).
+
+    ``layout="aligned"`` (a clip whose audio covers it, ``training.student.is_aligned``): one
+    ``video_url`` part, a lossless Matroska clip of the frames with the audio as its sound track
+    (``media.files.lossless_clip``), to be sent with ``layout_kwargs``: vLLM then takes the audio
+    from the video and interleaves it with the frames as the local aligned layout does.
+    """
+    from training.student import is_aligned, student_prompt, video_fps
 
     content: list[dict[str, Any]] = []
-    if sample.frames:
+    aligned = is_aligned(sample, layout)
+    if aligned:
+        clip = lossless_clip(sample.frames, sample.audio, video_fps(sample))
+        content.append({"type": "video_url", "video_url": {"url": "data:video/x-matroska;base64," + _b64(clip)}})
+    elif sample.frames:
         if sample.frames_are_video:
             frames = ",".join(_b64(frame_jpeg(f)) for f in sample.frames)
             content.append({"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{frames}"}})
         else:
             content.extend({"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(png_bytes(f))}}
                            for f in sample.frames)
-    if sample.audio is not None:
+    if sample.audio is not None and not aligned:
         content.append({"type": "input_audio", "input_audio": {"data": _b64(float_wav_bytes(sample.audio)),
                                                                "format": "wav"}})
     content.append({"type": "text", "text": student_prompt(sample.question, sample.choices)})
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
     return messages + [{"role": "user", "content": content}]
+
+
+def layout_kwargs(sample: Any, layout: str = "separate") -> dict[str, Any]:
+    """Extra request fields for ``api_messages(sample, layout=layout)``: for an aligned clip,
+    ``mm_processor_kwargs`` asking vLLM for the audio-in-video layout at the clip's frame rate
+    (the server needs ``--trust-request-mm-kwargs``); else nothing."""
+    from training.student import is_aligned, video_fps
+
+    if not is_aligned(sample, layout):
+        return {}
+    return {"mm_processor_kwargs": {"use_audio_in_video": True, "fps": video_fps(sample)}}
 
 
 def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = None) -> dict[str, Any]:
