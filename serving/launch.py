@@ -1,11 +1,13 @@
 """Start the teachers and the merger as vLLM OpenAI servers and point build-avrt at them.
 
-    python -m serving.launch --config configs/teachers/paper.yaml \\
-        --vllm-python /opt/vllm/bin/python --gpus 0,1,2 [--replicas vision=2] [--dry-run]
+    make vllm-env   # once: vLLM in its own environment, .venv-vllm
+    python -m serving.launch --config configs/teachers/paper.yaml --gpus 0,1,2 [--replicas vision=2] [--dry-run]
 
 One vLLM server per model and replica, each in its own process group on its own GPU(s)
-(``CUDA_VISIBLE_DEVICES``), started from vLLM's own environment (``--vllm-python``, ``--vllm-bin`` or
-``$VLLM_BIN``), never the project's. Each role's model comes from the build config (its registry
+(``CUDA_VISIBLE_DEVICES``), or on CPU (``--cpu``, the default where no GPU is found: vLLM's CPU build,
+``VLLM_CPU_KVCACHE_SPACE``), started from vLLM's own environment, never the project's: the repo's
+``.venv-vllm`` unless ``--vllm-python``, ``--vllm-bin`` or ``$VLLM_BIN`` names another
+(``serving.vllm_server`` holds how a server is started, awaited and stopped). Each role's model comes from the build config (its registry
 entry and ``model``, which becomes ``--served-model-name``); how vLLM must serve it (media limits,
 context length, remote code, GPUs per replica) from ``configs/teachers/vllm_profiles.yaml``. The
 server's default sampling is pinned to the config's (``--generation-config vllm`` plus
@@ -37,14 +39,25 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from serving.vllm_server import (
+    Launcher,
+    ServerFailed,
+    VllmNotFound,
+    VllmServer,
+    find_launcher,
+    first_exited,
+    server_env,
+    start_all,
+    stop_all,
+    wait_ready,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs/teachers/paper.yaml"
@@ -53,7 +66,6 @@ ROLES = ("vision", "audio", "merger")
 SECTION = {"vision": "vision_teacher", "audio": "audio_teacher", "merger": "merger"}
 DEFAULT_PORTS = {"vision": 8000, "audio": 8010, "merger": 8020}  # as in configs/*/paper.yaml
 SERVER_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")  # what vLLM takes
-CLI_MODULE = "vllm.entrypoints.cli.main"  # what the `vllm` executable runs; `-m` of it is `vllm serve` too
 AUDIO_ROLES = {"audio"}  # roles whose requests carry input_audio, which vLLM decodes with its audio extra
 # Decodes a 0.1 s WAV with vLLM's own loader for ``input_audio`` parts (its module moved between
 # releases). Exit 3: the loader needs packages that are missing; exit 4: the loader was not found.
@@ -205,13 +217,14 @@ def assign_gpus(needs: list[int], gpus: list[str], colocate: bool) -> list[tuple
     return assigned
 
 
-def vllm_argv(launcher: list[str], group: Group, host: str, port: int, gpu_memory: float) -> list[str]:
-    """The vLLM command line for one server of ``group``."""
+def vllm_argv(launcher: Launcher, group: Group, host: str, port: int, gpu_memory: float | None) -> list[str]:
+    """The vLLM command line for one server of ``group`` (``gpu_memory`` None: on CPU)."""
     profile = group.profile
-    argv = [*launcher, "serve", group.weights]
+    argv = launcher.serve(group.weights)
     argv += ["--served-model-name", group.model, "--host", host, "--port", str(port),
-             "--tensor-parallel-size", str(group.tensor_parallel),
-             "--gpu-memory-utilization", f"{gpu_memory:.2f}"]
+             "--tensor-parallel-size", str(group.tensor_parallel)]
+    if gpu_memory is not None:
+        argv += ["--gpu-memory-utilization", f"{gpu_memory:.2f}"]
     if profile.get("max_model_len"):
         argv += ["--max-model-len", str(profile["max_model_len"])]
     if profile.get("limit_mm_per_prompt") is not None:
@@ -224,11 +237,11 @@ def vllm_argv(launcher: list[str], group: Group, host: str, port: int, gpu_memor
     return argv + [str(arg) for arg in profile.get("extra_args") or []]
 
 
-def plan(groups: list[Group], launcher: list[str], gpus: list[str], host: str = "127.0.0.1",
-         colocate: bool = False) -> list[Server]:
-    """Every server to start: ports (role base + replica index), GPUs and command lines."""
+def plan(groups: list[Group], launcher: Launcher, gpus: list[str], host: str = "127.0.0.1",
+         colocate: bool = False, cpu: bool = False) -> list[Server]:
+    """Every server to start: ports (role base + replica index), GPUs (none with ``cpu``) and command lines."""
     slots = [(group, i) for group in groups for i in range(group.replicas)]
-    assigned = assign_gpus([group.tensor_parallel for group, _ in slots], gpus, colocate)
+    assigned = [()] * len(slots) if cpu else assign_gpus([group.tensor_parallel for group, _ in slots], gpus, colocate)
     sharing = Counter(gpu for gpu_ids in assigned for gpu in gpu_ids)
     servers, ports = [], {}
     for (group, i), gpu_ids in zip(slots, assigned):
@@ -237,10 +250,10 @@ def plan(groups: list[Group], launcher: list[str], gpus: list[str], host: str = 
             raise PlanError(f"port {port} is given to both {ports[port]} and {'+'.join(group.roles)}; "
                             "spread the roles with --ports")
         ports[port] = "+".join(group.roles)
-        share = max(sharing[g] for g in gpu_ids)
-        memory = group.gpu_memory_utilization or \
+        share = max((sharing[g] for g in gpu_ids), default=1)
+        memory = None if cpu else group.gpu_memory_utilization or \
             math.floor(group.profile.get("gpu_memory_utilization", 0.9) / share * 100 + 1e-6) / 100
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
+        env = server_env(gpu_ids, group.profile.get("cpu_kvcache_gib"))
         if group.api_key_env and os.environ.get(group.api_key_env):
             env["VLLM_API_KEY"] = os.environ[group.api_key_env]  # by env, so it never shows in `ps`
         servers.append(Server(group=group, replica=i, port=port, gpus=gpu_ids, gpu_memory_utilization=memory,
@@ -291,21 +304,6 @@ def check_audio_support(python: str) -> str | None:
     if result.returncode not in (0, 4):
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"could not import vLLM with {python} ({tail})"
-    return None
-
-
-def launcher_python(launcher: list[str]) -> str | None:
-    """The Python that runs vLLM: ``--vllm-python`` itself, or the ``vllm`` script's shebang."""
-    if len(launcher) > 1:
-        return launcher[0]
-    path = shutil.which(launcher[0]) or launcher[0]
-    try:
-        with open(path, "rb") as script:
-            first = script.readline(512).decode(errors="replace").strip()
-    except OSError:
-        return None
-    if first.startswith("#!") and "python" in first:
-        return shlex.split(first[2:])[0] if "/env " not in first else shlex.split(first[2:])[-1]
     return None
 
 
@@ -365,73 +363,12 @@ def detect_gpus() -> list[str]:
     return []
 
 
-def resolve_launcher(args: argparse.Namespace) -> list[str]:
-    if args.vllm_python:
-        return [args.vllm_python, "-m", CLI_MODULE]
-    return [args.vllm_bin or os.environ.get("VLLM_BIN") or "vllm"]
+def resolve_launcher(args: argparse.Namespace) -> Launcher:
+    """The vLLM to run (``serving.vllm_server.find_launcher``); a dry run names it even if it is absent."""
+    return find_launcher(args.vllm_python, args.vllm_bin, must_exist=not args.dry_run)
 
 
 # ----------------------------------------------------------------------------- running servers
-
-
-def _get(url: str, api_key: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, b""
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
-def is_ready(server: Server, probe_host: str) -> bool:
-    """``/health`` answers 200 and ``/v1/models`` lists the served model name."""
-    root = f"http://{probe_host}:{server.port}"
-    if _get(root + "/health")[0] != 200:
-        return False
-    status, body = _get(root + "/v1/models", server.env.get("VLLM_API_KEY"))
-    try:
-        return status == 200 and server.group.model in {m["id"] for m in json.loads(body)["data"]}
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _port_free(port: int, host: str) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def stop(processes: dict[str, subprocess.Popen], grace_s: float = 30.0) -> None:
-    """SIGTERM every server's process group, then SIGKILL what is left after ``grace_s``."""
-    for process in processes.values():
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + grace_s
-    for process in processes.values():
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
 
 
 class _Stop(Exception):
@@ -445,55 +382,30 @@ def _raise_stop(signum, frame):  # noqa: ARG001
 def run(servers: list[Server], log_dir: Path, bind_host: str, ready_timeout_s: float, poll_s: float,
         on_ready) -> int:
     """Start the servers, wait until all are ready, call ``on_ready``, then wait for a stop."""
-    probe_host = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
-    busy = [s.port for s in servers if not _port_free(s.port, probe_host)]
-    if busy:
-        print(f"error: port(s) {busy} already in use; pick others with --ports", file=sys.stderr)
-        return 1
-    log_dir.mkdir(parents=True, exist_ok=True)
-    processes: dict[str, subprocess.Popen] = {}
-    logs = {s.name: log_dir / f"{s.name}.log" for s in servers}
+    processes = [VllmServer(name=s.name, argv=list(s.argv), port=s.port, model=s.group.model,
+                            log_path=log_dir / f"{s.name}.log", env=s.env, host=bind_host) for s in servers]
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        for server in servers:
-            with logs[server.name].open("w") as log:
-                processes[server.name] = subprocess.Popen(
-                    list(server.argv), env={**os.environ, **server.env}, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True)
-            print(f"started {server.name} on GPU {','.join(server.gpus)} port {server.port} "
-                  f"(log {logs[server.name]})", flush=True)
-        pending = {s.name: s for s in servers}
-        deadline = time.monotonic() + ready_timeout_s
-        while pending:
-            for name, server in list(pending.items()):
-                if processes[name].poll() is not None:
-                    print(f"error: {name} exited with code {processes[name].returncode}; last log lines:\n"
-                          f"{_log_tail(logs[name])}", file=sys.stderr)
-                    return 1
-                if is_ready(server, probe_host):
-                    print(f"ready   {name}: {server.group.model}", flush=True)
-                    del pending[name]
-            if pending and time.monotonic() > deadline:
-                for name in pending:
-                    print(f"error: {name} not ready after {ready_timeout_s:.0f}s; last log lines:\n"
-                          f"{_log_tail(logs[name])}", file=sys.stderr)
-                return 1
-            if pending:
-                time.sleep(poll_s)
+        start_all(processes)
+        for server, process in zip(servers, processes):
+            where = f"GPU {','.join(server.gpus)}" if server.gpus else "CPU"
+            print(f"started {server.name} on {where} port {server.port} (log {process.log_path})", flush=True)
+        wait_ready(processes, ready_timeout_s, poll_s,
+                   on_ready=lambda p: print(f"ready   {p.name}: {p.model}", flush=True))
         on_ready()
-        while True:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"error: {name} exited with code {process.returncode}; stopping all. Last log lines:\n"
-                          f"{_log_tail(logs[name])}", file=sys.stderr)
-                    return 1
+        while (dead := first_exited(processes)) is None:
             time.sleep(poll_s)
+        print(f"error: {dead.failure(f'exited with code {dead.exit_code()}; stopping all')}", file=sys.stderr)
+        return 1
+    except ServerFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, _Stop):
         print("stopping servers", flush=True)
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the shutdown
-        stop(processes)
+        stop_all(processes)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -510,9 +422,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roles", default=None,
                         help="roles to serve, e.g. vision,audio (default: all three; no merger with merger_kind concat)")
     launcher = parser.add_mutually_exclusive_group()
-    launcher.add_argument("--vllm-python", help=f"python of vLLM's own venv (runs -m {CLI_MODULE} serve, "
-                                                "the same as `vllm serve`)")
-    launcher.add_argument("--vllm-bin", help="the `vllm` executable (default: $VLLM_BIN, else vllm on PATH)")
+    launcher.add_argument("--vllm-python", help="python of vLLM's own venv (default: the project's .venv-vllm, "
+                                                "built by `make vllm-env`)")
+    launcher.add_argument("--vllm-bin", help="a `vllm` executable to run as `vllm serve` (default: $VLLM_BIN if "
+                                             "set, else .venv-vllm's python, else vllm on PATH)")
     parser.add_argument("--weights", default=None, metavar="ROLE=PATH,...",
                         help="local weights folder per role, e.g. audio=models/audio-flamingo-3-think "
                              "(checked before anything starts)")
@@ -521,6 +434,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GPUs per replica (default: the profile's tensor_parallel_size)")
     parser.add_argument("--gpus", default=None,
                         help="GPU ids to use, e.g. 0,1,2,3 (default: $CUDA_VISIBLE_DEVICES, else all nvidia-smi lists)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="serve on CPU (vLLM's CPU build, e.g. .venv-vllm on a machine without GPUs; the "
+                             "default when no GPU is found); KV cache: $VLLM_CPU_KVCACHE_SPACE GiB, else the "
+                             "profile's cpu_kvcache_gib, else 1")
     parser.add_argument("--colocate", action="store_true",
                         help="allow several servers per GPU (memory split evenly) when GPUs are fewer than servers")
     parser.add_argument("--gpu-memory-utilization", default=None, metavar="ROLE=F,...",
@@ -562,18 +479,21 @@ def build_plan(args: argparse.Namespace) -> tuple[list[Server], dict[str, Any], 
                             memory=parse_role_map(args.gpu_memory_utilization, float))
     notes = check_weights(groups, explicit=set(parse_role_map(args.weights, str)), strict=not args.dry_run)
     notes += sampling_notes(groups)
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else detect_gpus()
-    if not gpus and args.dry_run:
+    gpus = [] if args.cpu else [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else detect_gpus()
+    cpu = args.cpu or (not gpus and not args.dry_run)
+    if cpu and not args.cpu:
+        notes.append("no GPU found: serving on CPU (pass --cpu to say so, --gpus to name GPUs)")
+    if not gpus and not cpu:
         gpus = [str(i) for i in range(sum(g.replicas * g.tensor_parallel for g in groups))]
-        notes.append(f"no GPUs detected; the dry run assumes {len(gpus)} (pass --gpus to choose)")
-    return plan(groups, resolve_launcher(args), gpus, args.host, args.colocate), config_data, notes
+        notes.append(f"no GPUs detected; the dry run assumes {len(gpus)} (pass --gpus to choose, --cpu for CPU)")
+    return plan(groups, resolve_launcher(args), gpus, args.host, args.colocate, cpu), config_data, notes
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         servers, config_data, notes = build_plan(args)
-    except PlanError as error:
+    except (PlanError, VllmNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     public_host = args.public_host or (socket.getfqdn() if args.host in ("0.0.0.0", "::") else args.host)
@@ -595,18 +515,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for server in servers:
             group = server.group
+            where = f"GPU {','.join(server.gpus)}" if server.gpus else "CPU"
             print(f"# {server.name}: {group.use} ({group.model}) replica {server.replica + 1}/{group.replicas}, "
-                  f"GPU {','.join(server.gpus)}")
+                  f"{where}")
             print(shell_line(server).strip())
         print_endpoints()
         return 0
-    launcher = resolve_launcher(args)
-    if shutil.which(launcher[0]) is None and not Path(launcher[0]).is_file():
-        print(f"error: {launcher[0]!r} not found: install vLLM in its own venv and pass --vllm-python "
-              "/path/to/venv/bin/python (see docs/serving.md)", file=sys.stderr)
-        return 2
     if not args.skip_audio_check and any(AUDIO_ROLES & set(s.group.roles) for s in servers):
-        python = launcher_python(launcher)
+        python = resolve_launcher(args).python()
         problem = check_audio_support(python) if python else None
         if problem:
             print(f"error: {problem}", file=sys.stderr)

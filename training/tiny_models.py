@@ -10,6 +10,9 @@
 
 Both load with ``from_pretrained`` and are deterministic given the seed.
 
+``--preset vllm-tiny`` writes the same two models with head_dim 64 (text width 128, 2 heads), the
+smallest that vLLM's CPU attention serves (the tests that start real vLLM use it).
+
 ``python -m training.tiny_models --preset omni-3b-shape --text-layers 2 --out /tmp/omni3b`` writes
 only the student, with random weights at **Qwen2.5-Omni-3B's published sizes** (real audio and
 vision encoders, text width 2048, vocabulary 151936, ``--text-layers`` of the 36 text layers) and
@@ -86,11 +89,21 @@ def build_tokenizer(out: Path):
     return tokenizer
 
 
-# Sizes of the student's parts: the tiny test model, and Qwen2.5-Omni-3B's published configuration.
+TINY_PRESETS = ("tiny", "vllm-tiny")  # fp32, with a merger stand-in
+# Sizes of the student's parts: the tiny test models, and Qwen2.5-Omni-3B's published configuration.
 PRESETS: dict[str, dict[str, dict]] = {
     "tiny": {
         "text": {"hidden_size": TEXT_HIDDEN, "intermediate_size": TEXT_HIDDEN * 2, "num_hidden_layers": 2,
                  "num_attention_heads": 4, "num_key_value_heads": 2, "mrope_section": [2, 3, 3]},
+        "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                   "fullatt_block_indexes": [1], "window_size": 56},
+        "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
+        "pixels": {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16},
+        "audio_window_s": {"chunk_length": 30},
+    },
+    "vllm-tiny": {  # head_dim 64 (128 / 2 heads): the smallest vLLM's CPU attention serves (16 is refused)
+        "text": {"hidden_size": 2 * TEXT_HIDDEN, "intermediate_size": 4 * TEXT_HIDDEN, "num_hidden_layers": 2,
+                 "num_attention_heads": 2, "num_key_value_heads": 2, "mrope_section": [8, 12, 12]},
         "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
                    "fullatt_block_indexes": [1], "window_size": 56},
         "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
@@ -164,7 +177,7 @@ def _generation_config(tokenizer):
 
 
 def build_omni(out: Path, seed: int = 0, preset: str = "tiny", text_layers: int | None = None) -> Path:
-    """Write an Omni thinker + processor at ``preset`` sizes to ``out`` (random weights; bf16 unless tiny)."""
+    """Write an Omni thinker + processor at ``preset`` sizes to ``out`` (random weights; fp32 if tiny, else bf16)."""
     import torch
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -172,7 +185,7 @@ def build_omni(out: Path, seed: int = 0, preset: str = "tiny", text_layers: int 
     tokenizer = build_tokenizer(out)
     processor = build_processor(tokenizer, preset)
     config = thinker_config(tokenizer, preset, text_layers)
-    dtype = torch.float32 if preset == "tiny" else torch.bfloat16
+    dtype = torch.float32 if preset in TINY_PRESETS else torch.bfloat16
     model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=dtype)
     model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(out)
@@ -180,15 +193,15 @@ def build_omni(out: Path, seed: int = 0, preset: str = "tiny", text_layers: int 
     return out
 
 
-def build_text(out: Path, seed: int = 0, hidden: int = TEXT_HIDDEN) -> Path:
-    """Write the tiny Qwen2 text model (merger stand-in) + tokenizer to ``out``."""
+def build_text(out: Path, seed: int = 0, hidden: int = TEXT_HIDDEN, heads: int = 4) -> Path:
+    """Write the tiny Qwen2 text model (merger stand-in, ``hidden / heads`` per head) + tokenizer to ``out``."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(out)
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2,
                          max_position_embeddings=32768, tie_word_embeddings=False,
                          bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
@@ -199,9 +212,12 @@ def build_text(out: Path, seed: int = 0, hidden: int = TEXT_HIDDEN) -> Path:
     return out
 
 
-def build_all(out: Path, seed: int = 0) -> dict[str, Path]:
+def build_all(out: Path, seed: int = 0, preset: str = "tiny") -> dict[str, Path]:
+    """The student (``omni``) and the merger stand-in (``text``) at a tiny preset's sizes."""
     out = Path(out)
-    return {"omni": build_omni(out / "omni", seed), "text": build_text(out / "text", seed)}
+    text = PRESETS[preset]["text"]
+    return {"omni": build_omni(out / "omni", seed, preset),
+            "text": build_text(out / "text", seed, text["hidden_size"], text["num_attention_heads"])}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,11 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/tiny"), help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                        help="tiny: student + merger for tests; omni-3b-shape: only the student, at Qwen2.5-Omni-3B's sizes")
+                        help="tiny: student + merger for tests; vllm-tiny: the same with head_dim 64, which "
+                             "vLLM's CPU attention serves; omni-3b-shape: only the student, at Qwen2.5-Omni-3B's sizes")
     parser.add_argument("--text-layers", type=int, help="number of text layers (omni-3b-shape: default 36)")
     args = parser.parse_args(argv)
-    if args.preset == "tiny" and args.text_layers is None:
-        built = build_all(args.out, args.seed)
+    if args.preset in TINY_PRESETS and args.text_layers is None:
+        built = build_all(args.out, args.seed, args.preset)
     else:
         built = {"omni": build_omni(args.out, args.seed, args.preset, args.text_layers)}
     for name, path in built.items():
