@@ -89,15 +89,19 @@ def api_messages(sample: Any, system: str | None = None, layout: str = "separate
     return messages + [{"role": "user", "content": content}]
 
 
-def layout_kwargs(sample: Any, layout: str = "separate") -> dict[str, Any]:
-    """Extra request fields for ``api_messages(sample, layout=layout)``: for an aligned clip,
-    ``mm_processor_kwargs`` asking vLLM for the audio-in-video layout at the clip's frame rate
-    (the server needs ``--trust-request-mm-kwargs``); else nothing."""
-    from training.student import is_aligned, video_fps
+def layout_kwargs(sample: Any, layout: str = "separate", video: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Extra request fields for ``api_messages(sample, layout=layout)``: ``mm_processor_kwargs`` with
+    the local processor's video settings (``video``: ``training.student.video_kwargs``: frame size and
+    rate) and, for an aligned clip, vLLM's audio-in-video layout. The server needs
+    ``--trust-request-mm-kwargs``. Empty for a sample without a video when not aligned."""
+    from training.student import is_aligned
 
-    if not is_aligned(sample, layout):
-        return {}
-    return {"mm_processor_kwargs": {"use_audio_in_video": True, "fps": video_fps(sample)}}
+    kwargs: dict[str, Any] = {}
+    if sample.frames and sample.frames_are_video and video:
+        kwargs.update({k: v for k, v in video.items() if k in ("size", "fps")})
+    if is_aligned(sample, layout):
+        kwargs["use_audio_in_video"] = True
+    return {"mm_processor_kwargs": kwargs} if kwargs else {}
 
 
 def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = None) -> dict[str, Any]:

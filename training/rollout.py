@@ -71,13 +71,14 @@ class Rollout:
 
 
 def rollout_request(sample: Any, system: str | None, layout: str, *, n: int, sampling: dict[str, Any],
-                    suppress_ids: Sequence[int] = ()) -> dict[str, Any]:
+                    suppress_ids: Sequence[int] = (), video: dict[str, Any] | None = None) -> dict[str, Any]:
     """The chat-completion body (without ``model``) that samples ``n`` completions for ``sample``.
 
     ``sampling``: ``temperature``, ``top_p``, ``max_tokens`` and optionally ``top_k``,
-    ``repetition_penalty``.
+    ``repetition_penalty``; ``video``: the trainer's video processor settings
+    (``training.student.video_kwargs``), which vLLM's processor then uses too.
     """
-    body: dict[str, Any] = {"messages": api_messages(sample, system, layout), **layout_kwargs(sample, layout),
+    body: dict[str, Any] = {"messages": api_messages(sample, system, layout), **layout_kwargs(sample, layout, video),
                             "n": n, **sampling, "logprobs": True, "top_logprobs": 0, "return_token_ids": True,
                             "skip_special_tokens": False}
     if suppress_ids:
@@ -107,21 +108,23 @@ def parse_rollouts(response: dict[str, Any]) -> list[Rollout]:
 
 def changing_tensors(model, everything: bool = False) -> dict[str, torch.Tensor]:
     """The thinker's tensors that training can change (parameters that require grad), or all of its
-    state with ``everything``, under their full Qwen2.5-Omni names; tied duplicates once."""
+    state with ``everything``, under their checkpoint names in the full Qwen2.5-Omni naming.
+
+    transformers names modules in memory differently from its checkpoints
+    (``model.language_model.layers.0`` is ``model.layers.0`` on disk): the model's own
+    ``revert_weight_conversion`` gives the names ``save_pretrained`` writes, which vLLM loads.
+    """
+    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
     model = thinker(model)
     if everything:
         named = dict(model.state_dict())
     else:
-        named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        named = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    named = revert_weight_conversion(model, remove_tied_weights_from_state_dict(named, model))
     names = renamed(list(named))
-    out, seen = {}, set()
-    for name, tensor in named.items():
-        key = (tensor.data_ptr(), tuple(tensor.shape))
-        if key in seen:
-            continue
-        seen.add(key)
-        out[names[name]] = tensor.detach().contiguous()
-    return out
+    return {names[name]: tensor.detach().contiguous() for name, tensor in named.items()}
 
 
 def export_weights(model, folder: str | Path, everything: bool = False) -> Path:
@@ -256,6 +259,8 @@ def server_flags(port: int, gpu_memory: float, on_gpu: bool) -> list[str]:
              "--generation-config", "vllm"]  # requests carry every sampling parameter
     if on_gpu:
         flags += ["--gpu-memory-utilization", f"{gpu_memory:g}"]
+    else:
+        flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
     return flags
 
 

@@ -145,14 +145,19 @@ def audio_feature_samples(samples: Sequence[StudentSample]) -> int:
     return max(int(AUDIO_SECONDS * SAMPLE_RATE), longest)
 
 
+def video_kwargs(processor, sample: StudentSample) -> dict[str, Any]:
+    """The video processor's settings for ``sample``'s frames: frame size and frame rate."""
+    return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample),
+            "cap_pixels_per_frame": True}
+
+
 def media_kwargs(processor, sample: StudentSample, layout: Layout = "aligned",
                  audio_samples: int | None = None) -> dict[str, Any]:
     """``images=``, ``videos=``, ``audio=`` and their kwargs for processing one sample."""
     kwargs: dict[str, Any] = {}
     if sample.frames and sample.frames_are_video:
         kwargs["videos"] = [np.stack([np.asarray(f.convert("RGB")) for f in sample.frames])]
-        kwargs["videos_kwargs"] = {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS),
-                                   "fps": video_fps(sample), "cap_pixels_per_frame": True}
+        kwargs["videos_kwargs"] = video_kwargs(processor, sample)
     elif sample.frames:
         kwargs["images"] = [f.convert("RGB") for f in sample.frames]
         kwargs["images_kwargs"] = {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
