@@ -38,6 +38,14 @@ def synthetic_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def corpus(synthetic_data, tmp_path_factory) -> Path:
+    """A five-row corpus in build-avrt's format (4 train rows, 1 val) made from the synthetic clips."""
+    from tests.corpus_fixture import write_corpus
+
+    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=5)
+
+
 @pytest.fixture
 def scripted_server():
     with ScriptedServer() as server:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.corpus_fixture import write_corpus
 from training.encoders import EncodedMedia, count_encodings, enable_encoded_audio, encode_media, encoded_kwargs
 from training.student import MEDIA_KEYS, StudentSample, build_inputs
 from training.train_config import load_config
@@ -25,11 +24,6 @@ def student(tiny_models):
     model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tiny_models["omni"]).eval()
     enable_encoded_audio(model)
     return model, AutoProcessor.from_pretrained(tiny_models["omni"])
-
-
-@pytest.fixture(scope="module")
-def corpus(synthetic_data, tmp_path_factory) -> Path:
-    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=5)
 
 
 def _sample(seed: int, still: bool = False, seconds: float = 10.0) -> StudentSample:

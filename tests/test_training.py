@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tests.corpus_fixture import write_corpus
 from training.runtime import read_metrics
 from training.student import IGNORE_INDEX
 from training.train_config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def corpus(synthetic_data, tmp_path_factory) -> Path:
-    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=5)
 
 
 def _config(tiny_models, corpus, out, *overrides):
@@ -131,21 +124,29 @@ def test_grpo_step_encodes_each_prompt_once(grpo_trainer):
     assert not first.requires_grad, "audio encoder is frozen"
 
 
-def test_sft_resumes_from_last_checkpoint(tiny_models, corpus, tmp_path):
+def test_sft_resumes_from_last_checkpoint_and_keeps_no_checkpoint_after_final(tiny_models, corpus, tmp_path,
+                                                                              monkeypatch):
+    import training.sft as sft
     from training.sft_then_grpo import run
 
+    class KilledAtStep2(sft.NoLastStepCheckpoint):  # the process dies during step 2 (checkpoint-1 is on disk)
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt("killed")
+            return super().on_step_end(args, state, control, **kwargs)
+
     config = _config(tiny_models, corpus, tmp_path, "stages=[sft]")
-    run(config)
     stage = tmp_path / "sft"
-    assert sorted(r["step"] for r in read_metrics(stage / "metrics.jsonl") if "loss" in r) == [1, 2]
-    # simulate a run killed after step 1
-    shutil.rmtree(stage / "final")
-    shutil.rmtree(stage / "checkpoint-2")
+    monkeypatch.setattr(sft, "NoLastStepCheckpoint", KilledAtStep2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    assert sorted(p.name for p in stage.glob("checkpoint-*")) == ["checkpoint-1"] and not (stage / "final").exists()
+    monkeypatch.undo()
     run(config)
     losses = [r["step"] for r in read_metrics(stage / "metrics.jsonl") if "loss" in r]
     assert losses == [1, 2], "resumed at step 2 (a restart would log step 1 again)"
-    state = json.loads((stage / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
+    assert (stage / "final" / "model.safetensors").exists()
+    assert not list(stage.glob("checkpoint-*")), "no optimizer state is kept once final/ is written"
     run(config)  # a finished stage is skipped
     assert [r["step"] for r in read_metrics(stage / "metrics.jsonl") if "loss" in r] == [1, 2]
 
@@ -163,7 +164,9 @@ def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path):
     for stage in ("sft", "grpo"):
         assert (out / stage / "final" / "model.safetensors").exists()
         assert (out / stage / "config.yaml").exists()
-        assert (out / stage / "checkpoint-2").is_dir()
+        assert not list((out / stage).glob("checkpoint-*")), "the last step writes final/ only"
+        plan = json.loads((out / stage / "memory_plan.json").read_text())
+        assert plan["checkpointing"] is False and plan["reason"] == "as configured"
     assert json.loads((out / "grpo" / "init.json").read_text())["model"] == str(out / "sft" / "final")
     sft = read_metrics(out / "sft" / "metrics.jsonl")
     grpo = read_metrics(out / "grpo" / "metrics.jsonl")
@@ -206,6 +209,7 @@ def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_model
 def test_stage_fields_reach_trl_under_their_own_names(tmp_path):
     from trl import GRPOConfig, SFTConfig
 
+    from training.memory import MemoryPlan
     from training.runtime import trl_config
 
     config = load_config(TINY, ["sft.lr_scheduler=linear", "grpo.epochs=2", "grpo.epsilon=0.3"])  # old names accepted
@@ -213,8 +217,9 @@ def test_stage_fields_reach_trl_under_their_own_names(tmp_path):
     with pytest.raises(ValidationError, match="epochs and num_train_epochs both given"):
         load_config(TINY, ["sft.epochs=2", "sft.num_train_epochs=3"])
     for trl_class, stage in ((SFTConfig, config.sft), (GRPOConfig, config.grpo)):
-        args = trl_config(trl_class, stage, config, tmp_path)
+        plan = MemoryPlan(False, stage.per_device_train_batch_size, stage.gradient_accumulation_steps, None, None, "")
+        args = trl_config(trl_class, stage, config, tmp_path, plan)
         for name, value in stage.model_dump().items():
             if name not in stage.OURS:
                 assert getattr(args, name) == value, name
-    assert trl_config(GRPOConfig, config.grpo, config, tmp_path).epsilon == 0.3
+    assert args.epsilon == 0.3  # the GRPO stage's

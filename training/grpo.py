@@ -40,12 +40,16 @@ from training.rollout import RolloutEngine, RolloutServerError, rollout_request
 from training.runtime import (
     JsonlMetrics,
     MediaLoader,
+    NoLastStepCheckpoint,
     load_corpus,
     load_processor,
     load_student,
+    memory_plan,
     resume_point,
+    save_final,
     trl_config,
     use_encoder_cache,
+    write_plan,
 )
 from training.student import (
     MEDIA_KEYS,
@@ -272,12 +276,21 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path,
     processor = load_processor(model_path)
     model = load_student(model_path, config)
     funcs, weights = reward_functions(config)
-    args = trl_config(GRPOConfig, stage, config, out_dir, reward_weights=weights,
+
+    def tokens_per_row() -> int:  # the longest of a few prompts, plus a whole completion
+        media = MediaLoader(config.corpus, config.data, config.seed)  # its own: training's draws stay as they were
+        rows = frame.head(8).to_dict("records")
+        prompts = [encode_prompt(processor, media(row), config.system_prompt, config.av_layout) for row in rows]
+        return max(p["input_ids"].numel() for p in prompts) + stage.max_completion_length
+
+    plan = memory_plan(config, stage, model, tokens_per_row, reference_model=stage.beta > 0)
+    write_plan(out_dir, "grpo", plan)
+    args = trl_config(GRPOConfig, stage, config, out_dir, plan, reward_weights=weights,
                       generation_kwargs={"suppress_tokens": generation_suppress_tokens(processor)})
-    out_dir.mkdir(parents=True, exist_ok=True)
     return AVGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt),
-        processing_class=processor, callbacks=[JsonlMetrics(out_dir / "metrics.jsonl")],
+        processing_class=processor,
+        callbacks=[JsonlMetrics(out_dir / "metrics.jsonl"), NoLastStepCheckpoint()],
         media_loader=MediaLoader(config.corpus, config.data, config.seed), system_prompt=config.system_prompt,
         layout=config.av_layout, cache_encoders=use_encoder_cache(config), rollout_engine=rollout_engine,
     )
@@ -316,7 +329,4 @@ def run_grpo(config: TrainConfig, model_path: str, out_dir: Path) -> Path:
             raise RolloutServerError(f"GRPO stopped at step {trainer.state.global_step}: {err}. The last checkpoint "
                                      f"is kept ({last or 'none yet'}); run the same command again to resume from it"
                                      ) from None
-    final = out_dir / "final"
-    trainer.save_model(str(final))
-    trainer.processing_class.save_pretrained(str(final))
-    return final
+    return save_final(trainer, out_dir)

@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from training.runtime import is_main_process, say
 from training.train_config import TrainConfig, dump_config, load_config
 
 
@@ -56,12 +57,13 @@ def run(config: TrainConfig) -> dict[str, Path]:
             continue
         final = stage_dir / "final"
         if final.is_dir():
-            print(f"[{stage}] already done: {final} (delete it to retrain)")
+            say(f"[{stage}] already done: {final} (delete it to retrain)")
             results[stage] = final
             continue
-        dump_config(config, stage_dir / "config.yaml")
-        (stage_dir / "init.json").write_text(json.dumps({"model": model_path}) + "\n")
-        print(f"[{stage}] from {model_path} -> {stage_dir}")
+        if is_main_process():
+            dump_config(config, stage_dir / "config.yaml")
+            (stage_dir / "init.json").write_text(json.dumps({"model": model_path}) + "\n")
+        say(f"[{stage}] from {model_path} -> {stage_dir}")
         started = time.monotonic()
         if stage == "sft":
             from training.sft import run_sft
@@ -71,8 +73,10 @@ def run(config: TrainConfig) -> dict[str, Path]:
             from training.grpo import run_grpo
 
             final = run_grpo(config, model_path, stage_dir)
-        plots = plot_stage(stage, stage_dir)
-        print(f"[{stage}] done in {time.monotonic() - started:.0f}s: model {final}; plots {', '.join(p.name for p in plots)}")
+        if is_main_process():
+            plots = plot_stage(stage, stage_dir)
+            say(f"[{stage}] done in {time.monotonic() - started:.0f}s: model {final}; "
+                f"plots {', '.join(p.name for p in plots)}")
         results[stage] = final
     return results
 
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         results = run(config)
     except RolloutServerError as err:
         raise SystemExit(f"error: {err}") from None
-    print("summary: " + "; ".join(f"{stage} -> {path}" for stage, path in results.items()))
+    say("summary: " + "; ".join(f"{stage} -> {path}" for stage, path in results.items()))
 
 
 if __name__ == "__main__":

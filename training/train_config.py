@@ -56,7 +56,9 @@ class OptimConfig(_Strict):
     gradient_accumulation_steps: int = 8
     logging_steps: int = 10
     save_steps: int = 200
-    save_total_limit: int | None = 2
+    # Resumable checkpoints kept while a stage runs (each holds the optimizer state: about 35 GB at 3B);
+    # the last one is deleted once the stage's final/ is written.
+    save_total_limit: int | None = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -77,6 +79,12 @@ class SFTStageConfig(OptimConfig):
 
     OURS: ClassVar[frozenset[str]] = frozenset({"target_column"})  # fields TRL does not take
     target_column: str = TARGET  # the `<think>…</think><answer>X</answer>` trace
+    # The paper's 8 samples per GPU and optimizer step, as 4 x 2: a micro-batch of 4 keeps the GPU busy
+    # (lowered automatically, with the accumulation raised to match, when it does not fit: fit_to_memory).
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 2
+    # Batches of rows of similar length (by text tokens), so that little of a micro-batch is padding.
+    train_sampling_strategy: Literal["random", "group_by_length", "sequential"] = "group_by_length"
 
 
 class RewardWeights(_Strict):
@@ -145,8 +153,15 @@ class TrainConfig(_Strict):
     stages: list[Literal["sft", "grpo"]] = ["sft", "grpo"]
     seed: int = 42
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    # None: on with CUDA, off on CPU. `gradient_checkpointing` is still accepted (transformers' old name).
+    # None: decided per stage from the model's size and the GPU's memory (training/memory.py; logged and
+    # written to STAGE/memory_plan.json); off on CPU. `gradient_checkpointing` is still accepted (old name).
     activation_checkpointing: bool | None = None
+    # Plan checkpointing and the micro-batch by memory (micro-batch halved, accumulation doubled, only when
+    # the configured one does not fit even with checkpointing). Off: the config's values as they are.
+    fit_to_memory: bool = True
+    # The memory a training process may use, in GiB. None: 90 % of the GPU's. Set it when the GPU is shared
+    # (a colocated vLLM rollout engine takes its own share).
+    memory_budget_gib: float | None = Field(None, gt=0)
     freeze_encoders: bool = True  # the paper freezes the vision and audio modules
     # Frozen encoders run once per prompt per step (no_grad) and their outputs are reused (exact).
     encoder_cache: bool = True
