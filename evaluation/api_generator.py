@@ -100,7 +100,9 @@ def layout_kwargs(sample: Any, layout: str = "separate", video: dict[str, Any] |
     if sample.frames and sample.frames_are_video and video:
         kwargs.update({k: v for k, v in video.items() if k in ("size", "fps")})
     if is_aligned(sample, layout):
-        kwargs["use_audio_in_video"] = True
+        # the clip holds exactly the frames to use: vLLM would otherwise re-sample them from the
+        # container's (rounded) frame rate
+        kwargs.update(use_audio_in_video=True, do_sample_frames=False)
     return {"mm_processor_kwargs": kwargs} if kwargs else {}
 
 

@@ -57,7 +57,8 @@ def test_aligned_request_is_one_lossless_clip_with_its_sound(tmp_path):
     assert video["type"] == "video_url" and text["type"] == "text" and "Which colour?" in text["text"]
     url = video["video_url"]["url"]
     assert url.startswith("data:video/x-matroska;base64,")
-    assert body["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0, "size": size}
+    assert body["mm_processor_kwargs"] == {"use_audio_in_video": True, "do_sample_frames": False,
+                                             "fps": 2.0, "size": size}
     assert (body["n"], body["logprobs"], body["return_token_ids"], body["max_tokens"]) == (4, True, True, 8)
     assert body["logit_bias"] == {"5": -100.0, "7": -100.0}
     frames, audio = _decode(base64.b64decode(url.split(",", 1)[1]), tmp_path, (32, 48))
@@ -104,7 +105,7 @@ def test_engine_spreads_requests_syncs_weights_and_reports_a_dead_server(tiny_mo
         assert seconds > 0
         for server in (one, two):
             paths = [p for p, _ in server.other_posts]
-            assert paths == ["/collective_rpc", "/reset_prefix_cache", "/reset_mm_cache"]
+            assert paths == ["/collective_rpc", "/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache"]
             rpc = server.other_posts[0][1]
             assert rpc["method"] == "reload_weights" and Path(rpc["kwargs"]["weights_path"]).is_dir()
     written = load_file(str(Path(rpc["kwargs"]["weights_path"]) / "model.safetensors"))
@@ -156,7 +157,8 @@ def test_grpo_step_takes_every_completion_from_the_engine(tiny_models, corpus, t
     assert trainer.state.global_step == 1
     assert len(requests) == 1 and requests[0]["n"] == config.grpo.num_generations, "one request of G per prompt"
     assert requests[0]["max_tokens"] == config.grpo.max_completion_length
-    assert posts == ["/collective_rpc", "/reset_prefix_cache", "/reset_mm_cache"], "weights synced before rollout"
+    assert posts == ["/collective_rpc", "/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache"], \
+        "weights synced before the rollout"
     logged = {k for record in trainer.state.log_history for k in record}
     assert {"sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max",
             "sampling/importance_sampling_ratio/max", "rollout/sync_seconds"} <= logged

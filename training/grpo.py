@@ -47,6 +47,7 @@ from training.runtime import (
     memory_plan,
     resume_point,
     save_final,
+    say,
     trl_config,
     use_encoder_cache,
     write_plan,
@@ -302,15 +303,16 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
     stage = config.grpo
     if stage.rollout != "vllm":
         return None
-    urls = list(stage.rollout_urls)
+    urls, server = list(stage.rollout_urls), None
     if not urls:
         from training.rollout import start_rollout_server
 
-        print(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")
+        say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")
         server = start_rollout_server(model_path, out_dir, stage.rollout_gpu_memory, stage.rollout_server_timeout_s)
         stack.callback(server.stop)
         urls = [server.base_url]
     engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s, sync_dir=stage.rollout_sync_dir)
+    engine.server = server
     stack.callback(engine.close)
     return engine
 

@@ -56,6 +56,7 @@ from evaluation.export_student import renamed
 from training.encoders import thinker
 
 WEIGHTS_FILE = "model.safetensors"
+CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
 
 
 class RolloutServerError(RuntimeError):
@@ -179,6 +180,14 @@ class RolloutEngine:
         self.model = model or self.served_model()
         self.sync_dir = Path(sync_dir) if sync_dir else None
         self.requests_sent = 0
+        self.server = None  # the serving.vllm_server.VllmServer behind ``urls`` when the trainer started it
+
+    def _failed(self, what: str) -> RolloutServerError:
+        """The error for a failure; names the exit code and log of a server started here that has died."""
+        server = self.server
+        if server is not None and server.exit_code() is not None:
+            what += f" (the rollout server exited with code {server.exit_code()}; its log: {server.log_path})"
+        return RolloutServerError(what)
 
     def served_model(self) -> str:
         """The model name the first server lists on ``/v1/models``."""
@@ -205,7 +214,7 @@ class RolloutEngine:
         out = []
         for result in results:
             if isinstance(result, ModelCallError):
-                raise RolloutServerError(f"rollout server(s) {', '.join(self.urls)} failed: {result}") from None
+                raise self._failed(f"rollout server(s) {', '.join(self.urls)} failed: {result}") from None
             if isinstance(result, BaseException):
                 raise result
             out.append(parse_rollouts(result))
@@ -218,14 +227,18 @@ class RolloutEngine:
             try:
                 _post(root + "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(folder)}},
                       timeout=self.timeout_s)
-                _post(root + "/reset_prefix_cache")
-                _post(root + "/reset_mm_cache")
+                # reload_weights empties the worker's encoder cache but not the scheduler's record of it
+                # (a repeated clip then crashes the engine: "Encoder cache miss"): reset both
+                for route in CACHE_RESETS:
+                    answer = _post(root + route)
+                    if isinstance(answer, dict) and answer.get("success") is False:
+                        raise RolloutServerError(f"rollout server {root}: {route} failed (requests still running?)")
             except urllib.error.HTTPError as err:
                 hint = " (is it in dev mode? start it with VLLM_SERVER_DEV_MODE=1)" if err.code == 404 else ""
-                raise RolloutServerError(f"rollout server {root} refused the weight update: HTTP {err.code}"
-                                         f"{hint}: {err.read()[:300]!r}") from None
+                raise self._failed(f"rollout server {root} refused the weight update: HTTP {err.code}"
+                                   f"{hint}: {err.read()[:300]!r}") from None
             except OSError as err:
-                raise RolloutServerError(f"rollout server {root} is unreachable for the weight update: {err}") from None
+                raise self._failed(f"rollout server {root} is unreachable for the weight update: {err}") from None
 
     def sync(self, model) -> float:
         """Push ``model``'s changing weights to every server (``sync_weights``); returns the seconds it took."""

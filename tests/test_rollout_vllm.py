@@ -1,0 +1,138 @@
+"""GRPO with ``grpo.rollout: vllm`` against real vLLM (``.venv-vllm``) on the tiny vLLM-servable student.
+
+One test, two server starts (the trainer starts each itself, as in ``run_grpo``): three GRPO steps
+whose every rollout comes from the engine; after each weight sync the engine's greedy completion of
+a fixed clip equals the policy's own; at step 0 the engine's sampling log-probs match the trainer's;
+the server is killed before step 3, the stage stops with a clear message and keeps checkpoint-2,
+and the same call resumes from it on a fresh server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.corpus_fixture import write_corpus
+from training.runtime import read_metrics
+from training.train_config import load_config
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "train" / "tiny.yaml"
+NEW_TOKENS = 8
+# Step 0: engine and trainer hold the same fp32 weights; what differs is the kernels (vLLM's CPU
+# attention vs eager PyTorch) and the suppressed special tokens' mass (vLLM's processed log-probs
+# renormalise without them). Measured: well under these bounds.
+LOGP_MEAN_TOL, LOGP_MAX_TOL = 1e-3, 2e-2
+
+
+def _vllm_python() -> Path:
+    python = ROOT / ".venv-vllm" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no .venv-vllm: run `make vllm-env`")
+    return python
+
+
+def _server_requests(base_url: str) -> float:
+    """Requests vLLM has finished since it started (``vllm:request_success_total``, all reasons)."""
+    with urllib.request.urlopen(base_url[: -len("/v1")] + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(v) for v in re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
+
+
+def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthetic_data, tmp_path, monkeypatch):
+    from trl import GRPOTrainer
+
+    from training.encoders import thinker
+    from training.grpo import AVGRPOTrainer, run_grpo
+    from training.rollout import RolloutServerError, rollout_request
+    from training.runtime import MediaLoader, load_corpus, load_processor
+    from training.student import encode_prompt, generation_suppress_tokens, video_kwargs
+    from training.tiny_models import build_all
+
+    _vllm_python()
+    model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
+    corpus = write_corpus(synthetic_data, tmp_path / "corpus", n=3)
+    out = tmp_path / "grpo"
+    config = load_config(TINY, [f"model={model_dir}", f"corpus={corpus}", f"output_dir={tmp_path}", "grpo.beta=0",
+                                "grpo.max_steps=3", "grpo.save_steps=1", "grpo.save_total_limit=1",
+                                f"grpo.max_completion_length={NEW_TOKENS}", "grpo.rollout=vllm",
+                                # a reward that varies between completions, and big steps: the policy changes
+                                "grpo.learning_rate=1e-2", "grpo.rewards.length=1.0", "grpo.length_reward.min_words=1",
+                                "grpo.length_reward.max_words=2", "grpo.length_reward.sigma=1.0"])
+    processor = load_processor(model_dir)
+    suppress = generation_suppress_tokens(processor)
+    probe = MediaLoader(corpus, config.data)(load_corpus(corpus, config.data).iloc[0].to_dict())  # an aligned clip
+    greedy = {"temperature": 0.0, "max_tokens": NEW_TOKENS}
+
+    def policy_greedy(model) -> list[int]:
+        prompt = encode_prompt(processor, probe, None, "aligned")
+        media = {k: v for k, v in prompt.items() if k not in ("input_ids", "position_ids")}
+        ids = prompt["input_ids"].view(1, -1)
+        target = thinker(model)
+        with torch.no_grad():
+            out_ids = type(target).generate(target, input_ids=ids, attention_mask=torch.ones_like(ids),
+                                            position_ids=prompt["position_ids"].unsqueeze(1), use_audio_in_video=True,
+                                            max_new_tokens=NEW_TOKENS, do_sample=False, suppress_tokens=suppress, **media)
+        return out_ids[0, ids.shape[1]:].tolist()
+
+    checks: list[tuple[int, list[int], list[int]]] = []  # (step, engine greedy, policy greedy) after each sync
+    stale: list[bool] = []  # before a sync: did the engine's greedy completion differ from the policy's?
+    rollouts: list[int] = []  # steps whose rollouts came from the engine
+    counted: dict[str, float] = {}
+    kill_at_step = 2
+    original = AVGRPOTrainer._engine_rollouts
+
+    def engine_greedy(engine) -> list[int]:
+        body = rollout_request(probe, None, "aligned", n=1, sampling=greedy, suppress_ids=suppress,
+                               video=video_kwargs(processor, probe))
+        return engine.generate([body])[0][0].ids
+
+    def checked(self, num_generations):
+        engine, step = self.rollout_engine, self.state.global_step
+        training = self.model.training
+        self.model.eval()
+        if step == kill_at_step and not counted:  # the first run: the server dies now
+            counted.update(sent=engine.requests_sent, served=_server_requests(engine.urls[0]))
+            os.killpg(engine.server.process.pid, signal.SIGKILL)
+            engine.server.process.wait()
+        elif step > 0:
+            stale.append(engine_greedy(engine) != policy_greedy(self.model))
+        result = original(self, num_generations)  # syncs the weights, then samples the step's rollouts
+        rollouts.append(step)
+        checks.append((step, engine_greedy(engine), policy_greedy(self.model)))
+        self.model.train(training)
+        return result
+
+    def no_hf_generation(*args, **kwargs):
+        raise AssertionError("the HF generate path was used with rollout=vllm")
+
+    monkeypatch.setattr(AVGRPOTrainer, "_engine_rollouts", checked)
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", no_hf_generation)
+
+    with pytest.raises(RolloutServerError, match=r"(?s)stopped at step 2.*exited with code.*checkpoint-2.*same command"):
+        run_grpo(config, str(model_dir), out)
+    assert (out / "checkpoint-2").is_dir() and not (out / "final").exists(), "the last checkpoint is kept"
+    assert rollouts == [0, 1], "steps 0 and 1 sampled by the engine, then the server died"
+    assert counted["served"] == counted["sent"] == 2 + 3, "every request reached vLLM (2 rollouts, 3 probes)"
+
+    final = run_grpo(config, str(model_dir), out)  # the same call: a fresh server, resumed from checkpoint-2
+    assert final.is_dir() and rollouts == [0, 1, 2]
+    assert [step for step, _, _ in checks] == [0, 1, 2]
+    for step, engine_ids, policy_ids in checks:
+        assert engine_ids == policy_ids, f"step {step}: the engine does not hold the policy's weights"
+    assert any(stale), "the policy changed between steps (else the check above could not fail)"
+
+    metrics = [r for r in read_metrics(out / "metrics.jsonl") if "sampling/sampling_logp_difference/mean" in r]
+    first = metrics[0]
+    assert first["step"] == 1, "step 0's rollouts (before any update) are logged at step 1"
+    assert first["sampling/sampling_logp_difference/mean"] < LOGP_MEAN_TOL, first
+    assert first["sampling/sampling_logp_difference/max"] < LOGP_MAX_TOL, first
+    assert all("rollout/sync_seconds" in r for r in metrics)
