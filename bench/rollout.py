@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         url = args.vllm_url
         if url is None:
             started = time.perf_counter()
-            server = start_rollout_server(model, work / "vllm")
+            server = start_rollout_server(model, work / "vllm", dtype="bfloat16" if _cuda() else "float32")
             stack.callback(server.stop)
             report["server_start_s"] = round(time.perf_counter() - started, 1)
             url = server.base_url

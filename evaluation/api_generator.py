@@ -33,6 +33,7 @@ from evaluation.config import Decoding, ServerConfig
 from media import SAMPLE_RATE
 from media.files import jpeg_bytes, lossless_clip
 
+TEMPORAL_PATCH = 2  # frames per video grid in Qwen2.5-Omni's vision encoder
 JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (evaluation.evaluate)
 
 
@@ -100,9 +101,11 @@ def layout_kwargs(sample: Any, layout: str = "separate", video: dict[str, Any] |
     if sample.frames and sample.frames_are_video and video:
         kwargs.update({k: v for k, v in video.items() if k in ("size", "fps")})
     if is_aligned(sample, layout):
-        # the clip holds exactly the frames to use: vLLM would otherwise re-sample them from the
-        # container's (rounded) frame rate
-        kwargs.update(use_audio_in_video=True, do_sample_frames=False)
+        kwargs["use_audio_in_video"] = True
+        if "fps" in kwargs:
+            # vLLM interleaves audio and frames by this value when the request gives it, else by 1 s per
+            # frame grid (its processor computes the right one, but only for the positions)
+            kwargs["second_per_grid_ts"] = [TEMPORAL_PATCH / kwargs["fps"]]
     return {"mm_processor_kwargs": kwargs} if kwargs else {}
 
 

@@ -57,8 +57,8 @@ def test_aligned_request_is_one_lossless_clip_with_its_sound(tmp_path):
     assert video["type"] == "video_url" and text["type"] == "text" and "Which colour?" in text["text"]
     url = video["video_url"]["url"]
     assert url.startswith("data:video/x-matroska;base64,")
-    assert body["mm_processor_kwargs"] == {"use_audio_in_video": True, "do_sample_frames": False,
-                                             "fps": 2.0, "size": size}
+    assert body["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0, "size": size,
+                                             "second_per_grid_ts": [1.0]}
     assert (body["n"], body["logprobs"], body["return_token_ids"], body["max_tokens"]) == (4, True, True, 8)
     assert body["logit_bias"] == {"5": -100.0, "7": -100.0}
     frames, audio = _decode(base64.b64decode(url.split(",", 1)[1]), tmp_path, (32, 48))

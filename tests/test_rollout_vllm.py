@@ -15,6 +15,7 @@ import signal
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -54,12 +55,16 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     from training.grpo import AVGRPOTrainer, run_grpo
     from training.rollout import RolloutServerError, rollout_request
     from training.runtime import MediaLoader, load_corpus, load_processor
-    from training.student import encode_prompt, generation_suppress_tokens, video_kwargs
+    from training.student import encode_prompt, generation_suppress_tokens, is_aligned, video_kwargs
     from training.tiny_models import build_all
 
     _vllm_python()
     model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
-    corpus = write_corpus(synthetic_data, tmp_path / "corpus", n=3)
+    corpus = write_corpus(synthetic_data, tmp_path / "corpus")
+    table = corpus / "corpus" / "part-0.parquet"
+    rows = pd.read_parquet(table)
+    # clips of 4 s or more: 8 frames at up to 2 fps, which vLLM keeps (see training.rollout)
+    rows[rows["duration"] >= 4.0].assign(split="train").to_parquet(table)
     out = tmp_path / "grpo"
     config = load_config(TINY, [f"model={model_dir}", f"corpus={corpus}", f"output_dir={tmp_path}", "grpo.beta=0",
                                 "grpo.max_steps=3", "grpo.save_steps=1", "grpo.save_total_limit=1",
@@ -69,7 +74,8 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
                                 "grpo.length_reward.max_words=2", "grpo.length_reward.sigma=1.0"])
     processor = load_processor(model_dir)
     suppress = generation_suppress_tokens(processor)
-    probe = MediaLoader(corpus, config.data)(load_corpus(corpus, config.data).iloc[0].to_dict())  # an aligned clip
+    probe = MediaLoader(corpus, config.data)(load_corpus(corpus, config.data).iloc[0].to_dict())
+    assert is_aligned(probe), "the probe is a clip in the aligned layout"
     greedy = {"temperature": 0.0, "max_tokens": NEW_TOKENS}
 
     def policy_greedy(model) -> list[int]:

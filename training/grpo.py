@@ -23,6 +23,7 @@ tokens while the run looks healthy. ``AVGRPOTrainer`` fixes that:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,6 +50,7 @@ from training.runtime import (
     save_final,
     say,
     trl_config,
+    use_bf16,
     use_encoder_cache,
     write_plan,
 )
@@ -303,12 +305,16 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
     stage = config.grpo
     if stage.rollout != "vllm":
         return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("grpo.rollout=vllm runs in a single training process for now (one process syncs the "
+                         "servers' weights); launch without accelerate/torchrun")
     urls, server = list(stage.rollout_urls), None
     if not urls:
         from training.rollout import start_rollout_server
 
         say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")
-        server = start_rollout_server(model_path, out_dir, stage.rollout_gpu_memory, stage.rollout_server_timeout_s)
+        server = start_rollout_server(model_path, out_dir, stage.rollout_gpu_memory, stage.rollout_server_timeout_s,
+                                      dtype="bfloat16" if use_bf16(config) else "float32")
         stack.callback(server.stop)
         urls = [server.base_url]
     engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s, sync_dir=stage.rollout_sync_dir)

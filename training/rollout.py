@@ -264,9 +264,10 @@ def sync_weights(model, engine: RolloutEngine, folder: str | Path) -> float:
 SERVED_NAME = "policy"
 
 
-def server_flags(port: int, gpu_memory: float, on_gpu: bool) -> list[str]:
+def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list[str]:
     """vLLM flags of a rollout server started by the trainer (after ``--model DIR``)."""
     flags = ["--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
+             "--dtype", dtype,  # the policy's: vLLM on CPU would otherwise serve an fp32 checkpoint in bf16
              "--trust-request-mm-kwargs",  # the aligned layout's per-request use_audio_in_video
              "--logprobs-mode", "processed_logprobs",  # sampling log-probs after temperature (TRL's advice)
              "--generation-config", "vllm"]  # requests carry every sampling parameter
@@ -278,10 +279,11 @@ def server_flags(port: int, gpu_memory: float, on_gpu: bool) -> list[str]:
 
 
 def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: float = 0.3,
-                         timeout_s: float = 600.0, vllm_python: str | None = None):
+                         timeout_s: float = 600.0, dtype: str = "float32", vllm_python: str | None = None):
     """Start a dev-mode vLLM server from ``.venv-vllm`` on an export of ``model_path`` (a thinker
-    checkpoint), on a free port, logging to ``stage_dir/rollout/server.log``; returns the ready
-    ``serving.vllm_server.VllmServer`` (call its ``stop()``)."""
+    checkpoint), on a free port, serving in ``dtype`` (the policy's), logging to
+    ``stage_dir/rollout/server.log``; returns the ready ``serving.vllm_server.VllmServer`` (call its
+    ``stop()``)."""
     from evaluation.export_student import export_student
     from serving.vllm_server import VllmServer, find_launcher, server_env
 
@@ -295,7 +297,7 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: fl
     on_gpu = torch.cuda.is_available()
     # on a GPU the server inherits the trainer's CUDA_VISIBLE_DEVICES: it shares the trainer's GPU
     env = {"VLLM_SERVER_DEV_MODE": "1", **({} if on_gpu else server_env(None))}
-    server = VllmServer(name="rollout", argv=launcher.serve(str(export)) + server_flags(port, gpu_memory, on_gpu),
+    server = VllmServer(name="rollout", argv=launcher.serve(str(export)) + server_flags(port, gpu_memory, on_gpu, dtype),
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
                         ready_timeout_s=timeout_s)
     return server.__enter__()
