@@ -12,24 +12,28 @@ tokens (the HF path suppresses them too), and asks for the sampled token ids (``
 and their log-probs. Layouts, next to the trainer's:
 
 * ``aligned`` clips (the default): the trainer interleaves audio and frames on one TMRoPE time axis
-  (``<|vision_bos|><|audio_bos|>`` 2 s chunks). vLLM does the same for a video with its own sound
-  track and ``mm_processor_kwargs={"use_audio_in_video": true}``: the request sends the frames and
-  the audio as one lossless Matroska clip (FFV1 + float PCM: vLLM decodes the same pixels and
-  samples, bit for bit) at the clip's frame rate ``len(frames) / duration``.
+  (``<|vision_bos|><|audio_bos|>``, frame grids and audio in 2 s chunks). vLLM does the same for a
+  video with its own sound track and ``mm_processor_kwargs={"use_audio_in_video": true}``: the
+  request sends the frames and the audio as one lossless Matroska clip (FFV1 + float PCM: vLLM
+  decodes the same pixels and samples, bit for bit) at the clip's frame rate ``len(frames) /
+  duration``, with the trainer's frame size, ``fps`` and ``second_per_grid_ts`` (without it vLLM
+  interleaves by 1 s per frame grid). vLLM's prompt token ids then equal the trainer's (checked on a
+  6 s clip).
 * ``separate`` (and audio that does not cover its clip): the frames as a ``video/jpeg`` frame list,
-  the audio as an ``input_audio`` float WAV after it, as in the trainer.
+  the audio as an ``input_audio`` float WAV after it, as in the trainer: the same token ids too.
 
-Remaining differences are vLLM's own processing (its transformers release, its resize of the frames
-from the processor's saved size, where the trainer caps it at ``training.student.VIDEO_MAX_PIXELS``):
-their effect shows in the logged mismatch (``sampling/sampling_logp_difference/*``) and is what the
-importance-sampling correction is for.
+What remains different: vLLM's Qwen2.5-Omni processing re-samples the frames of a video file at its
+video processor's default 2 fps whatever the request says, so a clip shorter than 4 s (8 frames at
+more than 2 fps) reaches vLLM with fewer frames (6 of 8 for a 3 s clip; AVQA's 10 s clips keep all
+8); and vLLM's kernels round differently from the trainer's. Both show in the logged mismatch
+(``sampling/sampling_logp_difference/*``), which the importance-sampling correction is for.
 
 **Weights** (``export_weights`` + ``RolloutEngine.load_weights``, together ``sync_weights``): the
 thinker's tensors that can change (those that require grad: the frozen encoders never change) are
 written in the full Qwen2.5-Omni naming (``thinker.<name>``, ``evaluation.export_student.renamed``)
 as one safetensors file in a fresh folder on tmpfs (``/dev/shm``), then every server is asked
 ``POST /collective_rpc {"method": "reload_weights", "kwargs": {"weights_path": folder}}`` (vLLM's dev
-mode), and its prefix and multimodal caches are reset. The folder must be readable by the servers:
+mode), and its encoder, prefix and multimodal caches are reset. The folder must be readable by the servers:
 same host, or a shared filesystem (``grpo.rollout_sync_dir``).
 """
 
