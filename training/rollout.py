@@ -274,7 +274,10 @@ def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list
              "--dtype", dtype,  # the policy's: vLLM on CPU would otherwise serve an fp32 checkpoint in bf16
              "--trust-request-mm-kwargs",  # the aligned layout's per-request use_audio_in_video
              "--logprobs-mode", "processed_logprobs",  # sampling log-probs after temperature (TRL's advice)
-             "--generation-config", "vllm"]  # requests carry every sampling parameter
+             "--generation-config", "vllm",  # requests carry every sampling parameter
+             # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
+             # audio track", vllm#36800): process every request afresh
+             "--mm-processor-cache-gb", "0"]
     if on_gpu:
         flags += ["--gpu-memory-utilization", f"{gpu_memory:g}"]
     else:
