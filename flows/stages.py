@@ -31,7 +31,7 @@ from media.store import MediaStore
 from merger.concat import concat_merge
 from merger.prompt import render_merger_prompt
 from merger.validate import validate_merged
-from prompts import load_prompt, prompt_sha256
+from prompts import prompt_sha256
 from teachers.calls import CallCache, cached_chat
 from teachers.client import CallPending, ChatResult, EndpointError, ModelCallError, ModelClient
 from teachers.reasoning import as_written, trace_text
@@ -74,7 +74,7 @@ class SampleProcessor:
         root = config.cache_dir or self.outdir / "cache"
         self.media_store = MediaStore(root, self.outdir, config.media)
         self.calls = CallCache(root)
-        self.prompts = {role: load_prompt(endpoint(config, role).prompt) for role in ROLES}
+        self.prompts = {role: endpoint(config, role).prompt_text() for role in ROLES}
         self.clients = {
             role: ModelClient.from_endpoint(endpoint(config, role),
                                             max_in_flight=max(1, endpoint(config, role).max_in_flight // in_flight_share))
@@ -112,8 +112,8 @@ class SampleProcessor:
 
     async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any],
                           tally: Tally) -> tuple[ChatResult, ParsedAnswer]:
-        prompt = self.prompts[role]
-        text = teacher_prompt(prompt, sample.question, sample.choices, endpoint(self.config, role).question_suffix)
+        prompt, ep = self.prompts[role], endpoint(self.config, role)
+        text = "" if ep.media_only else teacher_prompt(prompt, sample.question, sample.choices, ep.question_suffix)
         if role == "vision":
             media_ids = media["frame_sha256"]
 

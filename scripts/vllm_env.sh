@@ -41,6 +41,8 @@ case "${1:-install}" in
     kind=$(device)
     case "$kind" in cuda|cpu) ;; *) echo "VLLM_DEVICE must be cuda or cpu, not $kind" >&2; exit 2;; esac
     echo "building $VENV for $kind from $PINS/$kind.txt"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+        echo "warning: the pins were resolved for Python 3.11 on x86_64 Linux; for $("$PYTHON" -V) run make vllm-lock first" >&2
     bootstrap
     "$VENV/bin/uv" pip install "${UV_FLAGS[@]}" --quiet --python "$VENV/bin/python" --no-deps -r "$PINS/$kind.txt"
     # The trap this layout avoids: a torchvision built for another torch fails here (torchvision::nms).

@@ -7,18 +7,21 @@ One vLLM server per model and replica, each in its own process group on its own 
 (``CUDA_VISIBLE_DEVICES``), or on CPU (``--cpu``, the default where no GPU is found: vLLM's CPU build,
 ``VLLM_CPU_KVCACHE_SPACE``), started from vLLM's own environment, never the project's: the repo's
 ``.venv-vllm`` unless ``--vllm-python``, ``--vllm-bin`` or ``$VLLM_BIN`` names another
-(``serving.vllm_server`` holds how a server is started, awaited and stopped). Each role's model comes from the build config (its registry
-entry and ``model``, which becomes ``--served-model-name``); how vLLM must serve it (media limits,
-context length, remote code, GPUs per replica) from ``configs/teachers/vllm_profiles.yaml``. The
+(``serving.vllm_server`` holds how a server is started, awaited and stopped). Each role's model
+comes from the build config (its registry entry and ``model``, which becomes
+``--served-model-name``); how vLLM must serve it (media limits, context length, remote code, GPUs
+per replica, environment) from ``configs/teachers/vllm_profiles.yaml``. The
 server's default sampling is pinned to the config's (``--generation-config vllm`` plus
 ``--override-generation-config``), so a request that omits a parameter does not silently get the
 checkpoint's ``generation_config.json``.
 
-Before starting anything it checks what would fail later with a less clear error: local weights
-folders exist (anything given with ``--weights`` is a folder), and vLLM's environment can decode
-``input_audio`` (vLLM needs its ``audio`` extra: ``pip install 'vllm[audio]'``) when a server takes
-the audio role. Roles that share one server (two Omni roles) get the same default sampling only
-when theirs agree; otherwise vLLM's neutral default (requests always carry their own sampling).
+It checks what would fail later with a less clear error: before starting anything, that local
+weights folders exist (anything given with ``--weights`` is a folder); while the servers load (the
+check imports vLLM, which takes as long as a server's first seconds), that vLLM's environment can
+decode ``input_audio`` (vLLM needs its ``audio`` extra: ``pip install 'vllm[audio]'``) when a server
+takes the audio role; if it cannot, the servers are stopped and the launcher exits with status 2.
+Roles that share one server (two Omni roles) get the same default sampling only when theirs agree;
+otherwise vLLM's neutral default (requests always carry their own sampling).
 
 The launcher waits until every server answers ``/health`` and lists its model on ``/v1/models``,
 prints the ``base_url`` lines for build-avrt (a list when a role has replicas), optionally writes a
@@ -41,6 +44,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +122,7 @@ class Server:
     replica: int
     port: int
     gpus: tuple[str, ...]
-    gpu_memory_utilization: float
+    gpu_memory_utilization: float | None  # None on CPU
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
 
@@ -253,7 +257,8 @@ def plan(groups: list[Group], launcher: Launcher, gpus: list[str], host: str = "
         share = max((sharing[g] for g in gpu_ids), default=1)
         memory = None if cpu else group.gpu_memory_utilization or \
             math.floor(group.profile.get("gpu_memory_utilization", 0.9) / share * 100 + 1e-6) / 100
-        env = server_env(gpu_ids, group.profile.get("cpu_kvcache_gib"))
+        env = {**server_env(gpu_ids, group.profile.get("cpu_kvcache_gib")),
+               **{k: str(v) for k, v in (group.profile.get("env") or {}).items()}}
         if group.api_key_env and os.environ.get(group.api_key_env):
             env["VLLM_API_KEY"] = os.environ[group.api_key_env]  # by env, so it never shows in `ps`
         servers.append(Server(group=group, replica=i, port=port, gpus=gpu_ids, gpu_memory_utilization=memory,
@@ -304,6 +309,10 @@ def check_audio_support(python: str) -> str | None:
     if result.returncode not in (0, 4):
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"could not import vLLM with {python} ({tail})"
+    if result.returncode == 4:
+        print(f"note: vLLM at {python} has no input_audio loader this check knows; audio not checked", file=sys.stderr)
+    else:
+        print(f"audio check: vLLM at {python} decodes input_audio", flush=True)
     return None
 
 
@@ -380,8 +389,9 @@ def _raise_stop(signum, frame):  # noqa: ARG001
 
 
 def run(servers: list[Server], log_dir: Path, bind_host: str, ready_timeout_s: float, poll_s: float,
-        on_ready) -> int:
-    """Start the servers, wait until all are ready, call ``on_ready``, then wait for a stop."""
+        on_ready, check=None) -> int:
+    """Start the servers, run ``check`` (a problem or None) while they load, wait until all are ready,
+    call ``on_ready``, then wait for a stop."""
     processes = [VllmServer(name=s.name, argv=list(s.argv), port=s.port, model=s.group.model,
                             log_path=log_dir / f"{s.name}.log", env=s.env, host=bind_host) for s in servers]
     previous = signal.signal(signal.SIGTERM, _raise_stop)
@@ -390,6 +400,10 @@ def run(servers: list[Server], log_dir: Path, bind_host: str, ready_timeout_s: f
         for server, process in zip(servers, processes):
             where = f"GPU {','.join(server.gpus)}" if server.gpus else "CPU"
             print(f"started {server.name} on {where} port {server.port} (log {process.log_path})", flush=True)
+        problem = check() if check else None
+        if problem:
+            print(f"error: {problem}; stopping the servers", file=sys.stderr)
+            return 2
         wait_ready(processes, ready_timeout_s, poll_s,
                    on_ready=lambda p: print(f"ready   {p.name}: {p.model}", flush=True))
         on_ready()
@@ -521,13 +535,11 @@ def main(argv: list[str] | None = None) -> int:
             print(shell_line(server).strip())
         print_endpoints()
         return 0
-    if not args.skip_audio_check and any(AUDIO_ROLES & set(s.group.roles) for s in servers):
-        python = resolve_launcher(args).python()
-        problem = check_audio_support(python) if python else None
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
-    return run(servers, args.log_dir, args.host, args.ready_timeout, args.poll, print_endpoints)
+    python = resolve_launcher(args).python()
+    serves_audio = any(AUDIO_ROLES & set(s.group.roles) for s in servers)
+    audio_check = partial(check_audio_support, python) if python and serves_audio and not args.skip_audio_check \
+        else None
+    return run(servers, args.log_dir, args.host, args.ready_timeout, args.poll, print_endpoints, audio_check)
 
 
 if __name__ == "__main__":

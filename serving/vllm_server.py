@@ -16,7 +16,13 @@ this module:
 * **stopping**: each server runs in its own process group; SIGTERM, then SIGKILL after a grace time.
 
 ``with VllmServer(...) as server:`` starts one server, waits until it is ready and stops it on exit;
-:func:`start_all` / :func:`wait_ready` / :func:`stop_all` do the same for several in parallel.
+:func:`start_all` / :func:`wait_ready` / :func:`stop_all` do the same for several in parallel::
+
+    launcher = find_launcher()  # or find_launcher(vllm_python=args.vllm_python)
+    argv = launcher.serve(str(model_dir)) + ["--served-model-name", "policy", "--port", str(port)]
+    with VllmServer("policy", argv, port, model="policy", log_path=out / "vllm.log",
+                    env=server_env(gpus=None)) as server:  # None: on CPU
+        ...  # OpenAI client at server.base_url
 """
 
 from __future__ import annotations
@@ -103,12 +109,13 @@ def find_launcher(vllm_python: str | None = None, vllm_bin: str | None = None, m
     return launcher
 
 
-def server_env(gpus: Sequence[str] | None, kvcache_gib: float | None = None) -> dict[str, str]:
-    """Environment for one server: its GPUs, or on CPU (no GPUs) its KV cache size in GiB."""
+def server_env(gpus: Sequence[str] | None, kvcache_gib: int | None = None) -> dict[str, str]:
+    """Environment for one server: its GPUs, or on CPU (no GPUs) its KV cache in whole GiB
+    (``$VLLM_CPU_KVCACHE_SPACE`` wins over ``kvcache_gib``, which wins over ``CPU_KVCACHE_GIB``)."""
     if gpus:
         return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
-    gib = kvcache_gib if kvcache_gib is not None else os.environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-    return {"VLLM_CPU_KVCACHE_SPACE": f"{float(gib):g}"}
+    gib = os.environ.get("VLLM_CPU_KVCACHE_SPACE") or kvcache_gib or CPU_KVCACHE_GIB
+    return {"VLLM_CPU_KVCACHE_SPACE": str(int(gib))}
 
 
 def _get(url: str, api_key: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:

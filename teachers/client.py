@@ -169,13 +169,15 @@ class ModelClient:
     def _pick(self) -> _Replica:
         return min(self._replicas, key=lambda r: (r.in_flight, random.random()))
 
-    async def chat(self, messages: Messages | Callable[[], Messages]) -> ChatResult:
-        """One chat completion; raises a ``ModelCallError`` subclass (see the module doc)."""
+    async def chat(self, messages: Messages | Callable[[], Messages], extra_body: dict | None = None) -> ChatResult:
+        """One chat completion (``extra_body``: further request fields for this call only); raises a
+        ``ModelCallError`` subclass (see the module doc)."""
         standard = {k: v for k, v in self.sampling.items() if k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
         extra = {k: v for k, v in self.sampling.items() if k not in standard}
 
         def body() -> dict[str, Any]:
-            return {"model": self.model, "messages": messages() if callable(messages) else messages, **standard, **extra}
+            return {"model": self.model, "messages": messages() if callable(messages) else messages, **standard, **extra,
+                    **(extra_body or {})}
 
         url, response = await self._send(body)
         return self._result(url, response)

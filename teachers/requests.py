@@ -38,15 +38,20 @@ def audio_part(wav: bytes) -> EncodedPart:
                                  b'","format":"wav"}}')))
 
 
+def _text_part(text: str) -> list[dict[str, Any]]:
+    """The text part, none for an empty text (a media_only request: the media alone)."""
+    return [{"type": "text", "text": text}] if text else []
+
+
 def vision_messages(text: str, frames: Sequence[bytes | EncodedPart]) -> list[dict[str, Any]]:
     """The frames as one image part each (Kimi-VL takes images, not video), then the text."""
-    parts = [f if isinstance(f, EncodedPart) else image_part(f) for f in frames] + [{"type": "text", "text": text}]
+    parts = [f if isinstance(f, EncodedPart) else image_part(f) for f in frames] + _text_part(text)
     return [{"role": "user", "content": parts}]
 
 
 def audio_messages(text: str, wav: bytes | EncodedPart) -> list[dict[str, Any]]:
-    """The WAV as one ``input_audio`` part, then the text."""
-    parts = [wav if isinstance(wav, EncodedPart) else audio_part(wav), {"type": "text", "text": text}]
+    """The WAV as one ``input_audio`` part, then the text (none for a captioner, which takes no text)."""
+    parts = [wav if isinstance(wav, EncodedPart) else audio_part(wav), *_text_part(text)]
     return [{"role": "user", "content": parts}]
 
 

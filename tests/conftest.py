@@ -29,6 +29,25 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_omni(tmp_path_factory) -> Path:
+    """The tiny Qwen3-Omni (MoE) thinker, built once per session."""
+    from training.tiny_models import build_qwen3_omni
+
+    return build_qwen3_omni(tmp_path_factory.mktemp("tiny-qwen3-omni"), seed=0)
+
+
+STUDENT_FAMILIES = ("qwen2.5-omni", "qwen3-omni")
+
+
+@pytest.fixture(params=STUDENT_FAMILIES)
+def student_dir(request, tiny_models) -> Path:
+    """A tiny student checkpoint of each family in turn (Qwen2.5-Omni, Qwen3-Omni)."""
+    if request.param == "qwen3-omni":
+        return request.getfixturevalue("tiny_qwen3_omni")
+    return tiny_models["omni"]
+
+
+@pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """Six synthetic clips with manifest.jsonl/avqa.json, plus the odd and broken clips."""
     from media.synthetic import write_dataset

@@ -1,4 +1,4 @@
-"""Frozen encoders run once and stay out of backward (tiny student, CPU)."""
+"""Frozen encoders run once and stay out of backward (tiny students of both families, CPU)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import STUDENT_FAMILIES
 from training.encoders import EncodedMedia, count_encodings, enable_encoded_audio, encode_media, encoded_kwargs
 from training.student import MEDIA_KEYS, StudentSample, build_inputs
 from training.train_config import load_config
@@ -17,13 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def student(tiny_models):
-    from transformers import AutoProcessor, Qwen2_5OmniThinkerForConditionalGeneration
+@pytest.fixture(scope="module", params=STUDENT_FAMILIES)
+def student(request, tiny_models):
+    from transformers import AutoProcessor
 
-    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tiny_models["omni"]).eval()
+    from training.student_family import family_of
+
+    path = request.getfixturevalue("tiny_qwen3_omni") if request.param == "qwen3-omni" else tiny_models["omni"]
+    model = family_of(path).thinker_class().from_pretrained(path).eval()
+    assert family_of(model).name == request.param
     enable_encoded_audio(model)
-    return model, AutoProcessor.from_pretrained(tiny_models["omni"])
+    return model, AutoProcessor.from_pretrained(path)
 
 
 def _sample(seed: int, still: bool = False, seconds: float = 10.0) -> StudentSample:
@@ -75,17 +80,17 @@ def test_encoded_audio_must_match_its_placeholders(student):
         model(**text, **encoded_kwargs(short, _media(batch)))
 
 
-def _config(tiny_models, corpus, out, *overrides):
-    return load_config(TINY, [f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={out}", *overrides])
+def _config(model_dir, corpus, out, *overrides):
+    return load_config(TINY, [f"model={model_dir}", f"corpus={corpus}", f"output_dir={out}", *overrides])
 
 
-def test_grpo_with_reference_model_encodes_once_per_prompt_per_step(tiny_models, corpus, tmp_path):
+def test_grpo_with_reference_model_encodes_once_per_prompt_per_step(student_dir, corpus, tmp_path):
     """2 prompts x G=4 per step, beta > 0 (reference forward), 2 steps: 4 encodings, not 4 x 3 x 4."""
     from training.grpo import build_grpo_trainer
 
-    config = _config(tiny_models, corpus, tmp_path, "grpo.beta=0.01", "grpo.max_steps=2",
+    config = _config(student_dir, corpus, tmp_path, "grpo.beta=0.01", "grpo.max_steps=2",
                      "grpo.per_device_train_batch_size=8", "grpo.save_steps=100")
-    trainer = build_grpo_trainer(config, str(tiny_models["omni"]), tmp_path / "grpo")
+    trainer = build_grpo_trainer(config, str(student_dir), tmp_path / "grpo")
     assert trainer.ref_model is not None
     with count_encodings(trainer.model) as policy, count_encodings(trainer.ref_model) as reference:
         trainer.train()
@@ -96,7 +101,7 @@ def test_grpo_with_reference_model_encodes_once_per_prompt_per_step(tiny_models,
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
-def test_activation_checkpointing_keeps_frozen_encoders_out_of_backward(tiny_models, corpus, tmp_path, stage):
+def test_activation_checkpointing_keeps_frozen_encoders_out_of_backward(student_dir, corpus, tmp_path, stage):
     """With checkpointing on, no encoder output requires grad; the uncached path shows why it matters."""
     from training.grpo import build_grpo_trainer
     from training.sft import build_sft_trainer
@@ -105,9 +110,9 @@ def test_activation_checkpointing_keeps_frozen_encoders_out_of_backward(tiny_mod
     results = {}
     for cache in (True, False):
         out = tmp_path / f"{stage}-{cache}"
-        config = _config(tiny_models, corpus, out, "activation_checkpointing=true", f"encoder_cache={cache}",
+        config = _config(student_dir, corpus, out, "activation_checkpointing=true", f"encoder_cache={cache}",
                          f"{stage}.max_steps=1", f"{stage}.save_steps=100", "grpo.beta=0")
-        trainer = build(config, str(tiny_models["omni"]), out / stage)
+        trainer = build(config, str(student_dir), out / stage)
         assert trainer.args.activation_checkpointing and trainer.args.gradient_checkpointing
         with count_encodings(trainer.model) as counts:
             trainer.train()
@@ -117,12 +122,12 @@ def test_activation_checkpointing_keeps_frozen_encoders_out_of_backward(tiny_mod
     assert results[False] > 0, "checkpointing hooks no longer drag the encoders in: the check is void"
 
 
-def test_old_policy_forward_reuses_the_encodings(tiny_models, corpus, tmp_path):
+def test_old_policy_forward_reuses_the_encodings(student_dir, corpus, tmp_path):
     """num_iterations=2: one generation serves 2 steps, with an old-policy forward; still 1 encoding per prompt."""
     from training.grpo import build_grpo_trainer
 
-    config = _config(tiny_models, corpus, tmp_path, "grpo.beta=0.01", "grpo.max_steps=2", "grpo.save_steps=100")
-    trainer = build_grpo_trainer(config, str(tiny_models["omni"]), tmp_path / "grpo")
+    config = _config(student_dir, corpus, tmp_path, "grpo.beta=0.01", "grpo.max_steps=2", "grpo.save_steps=100")
+    trainer = build_grpo_trainer(config, str(student_dir), tmp_path / "grpo")
     trainer.num_iterations = 2  # TRL's mu: generate every 2 steps, importance-sample against the old policy
     forwards: list[str] = []
     logps = trainer._get_per_token_logps_and_entropies

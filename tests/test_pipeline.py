@@ -185,3 +185,35 @@ def test_image_and_audio_rows(scripted_server, tmp_path):
     assert (rejected["stage"] == "media").all()
     assert "audio" in rejected.loc["bad_audio", "reason"]
     assert "not found" in rejected.loc["no_image", "reason"]
+
+
+def test_regenerating_with_a_new_vision_teacher_re_asks_only_it_and_the_merger(synthetic_data, scripted_server,
+                                                                               tmp_path):
+    """docs/pipeline.md's recipe: swap in a registry entry (Qwen3-VL-8B-Thinking) and rerun into the same folder."""
+    from tests.pipeline_helpers import question_index
+
+    manifest, rows = numbered_manifest(synthetic_data, tmp_path, n=4)
+    gold = {i: r["answer"] for i, r in enumerate(rows)}
+    for model in ("vision", "audio"):
+        scripted_server.set_handler(model, teacher_handler(gold))
+    scripted_server.set_handler("merger", merger_handler())
+
+    def qwen3_vl(request):  # its published shape: the chat template opened <think>, the reply closes it
+        i = question_index(request)
+        return Reply(f"Got it, question {i}: let's look at the frames.\n</think>\n\nVisual Description: frames.\n\n"
+                     f"Reasoning: one option fits.\n\nAnswer: ({gold[i]})")
+
+    scripted_server.set_handler("Qwen/Qwen3-VL-8B-Thinking", qwen3_vl)
+    config = write_config(tmp_path / "config.yaml", scripted_server.url)
+    out = tmp_path / "out"
+    build_avrt(manifest=str(manifest), out=str(out), config=str(config))
+    assert {k: v for k, v in scripted_server.counts.items() if v} == {"vision": 4, "audio": 4, "merger": 4}
+
+    scripted_server.reset_counts()
+    build_avrt(manifest=str(manifest), out=str(out), config=str(config),
+               overrides={"vision_teacher": "qwen3-vl-8b-thinking"})  # keeps the configured server
+    calls = {k: v for k, v in scripted_server.counts.items() if v}
+    assert calls == {"Qwen/Qwen3-VL-8B-Thinking": 4, "merger": 4}, "the audio teacher's answers come from the cache"
+    corpus = _corpus(out)
+    assert len(corpus) == 4 and (corpus["vision_model"] == "Qwen/Qwen3-VL-8B-Thinking").all()
+    assert (corpus["audio_model"] == "audio").all()

@@ -48,17 +48,19 @@ def _decode(clip: bytes, tmp: Path, shape: tuple[int, int]) -> tuple[np.ndarray,
     return np.frombuffer(video, np.uint8).reshape(-1, *shape, 3), np.frombuffer(audio, np.float32)
 
 
-def test_aligned_request_is_one_lossless_clip_with_its_sound(tmp_path):
-    sample = _sample()
-    size = {"shortest_edge": 3136, "longest_edge": 12544}
+def test_aligned_request_is_one_lossless_clip_with_its_sound(tiny_models, tmp_path):
+    from training.runtime import load_processor
+    from training.student import frame_kwargs
+
+    sample, processor = _sample(), load_processor(tiny_models["omni"])
     body = rollout_request(sample, None, "aligned", n=4, sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 8},
-                           suppress_ids=[5, 7], video={"size": size, "fps": 2.0, "cap_pixels_per_frame": True})
+                           suppress_ids=[5, 7], processor=processor)
     (video, text) = body["messages"][-1]["content"]
     assert video["type"] == "video_url" and text["type"] == "text" and "Which colour?" in text["text"]
     url = video["video_url"]["url"]
     assert url.startswith("data:video/x-matroska;base64,")
-    assert body["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0, "size": size,
-                                             "second_per_grid_ts": [1.0]}
+    assert body["mm_processor_kwargs"] == {**frame_kwargs(processor, sample), "use_audio_in_video": True,
+                                           "fps": 2.0, "second_per_grid_ts": [1.0]}, "the trainer's frame settings"
     assert (body["n"], body["logprobs"], body["return_token_ids"], body["max_tokens"]) == (4, True, True, 8)
     assert body["logit_bias"] == {"5": -100.0, "7": -100.0}
     frames, audio = _decode(base64.b64decode(url.split(",", 1)[1]), tmp_path, (32, 48))
@@ -70,7 +72,7 @@ def test_separate_layout_and_short_audio_send_frames_and_audio_apart():
     for sample, layout in ((_sample(), "separate"), (_sample(duration=10.0, audio_s=3.0), "aligned")):
         body = rollout_request(sample, "Be brief.", layout, n=2, sampling={"temperature": 1.0})
         kinds = [p["type"] for p in body["messages"][-1]["content"]]
-        assert kinds == ["video_url", "input_audio", "text"] and "mm_processor_kwargs" not in body, "no video kwargs given"
+        assert kinds == ["video_url", "input_audio", "text"] and "mm_processor_kwargs" not in body, "no processor given"
         assert body["messages"][-1]["content"][0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
         assert body["messages"][0]["role"] == "system"
 

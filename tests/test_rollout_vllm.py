@@ -59,7 +59,7 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     from training.grpo import AVGRPOTrainer, run_grpo
     from training.rollout import RolloutServerError, rollout_request
     from training.runtime import MediaLoader, load_corpus, load_processor
-    from training.student import StudentSample, encode_prompt, generation_suppress_tokens, is_aligned, video_kwargs
+    from training.student import StudentSample, encode_prompt, generation_suppress_tokens, is_aligned
     from training.tiny_models import build_all
 
     _vllm_python()
@@ -97,7 +97,7 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     def engine_prompt_ids(engine, sample) -> list[int]:
         """The prompt token ids vLLM built for ``sample``'s request (the aligned layout)."""
         body = {"model": engine.model, **rollout_request(sample, None, "aligned", n=1, sampling=greedy,
-                                                          video=video_kwargs(processor, sample))}
+                                                          processor=processor)}
         request = urllib.request.Request(engine.urls[0] + "/chat/completions", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         engine.requests_sent += 1

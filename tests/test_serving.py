@@ -56,11 +56,16 @@ def test_every_registry_entry_is_usable_and_servable(name, tmp_path):
             "audio_teacher": {"use": "audio-flamingo-3-think", "base_url": "http://h:2/v1"},
             "merger": {"use": "qwen2.5-14b-instruct", "base_url": "http://h:3/v1"}}
     data[launch.SECTION[role]] = {"use": name, "base_url": "http://h:9/v1"}
+    if entry.get("media_only"):  # a captioner gives no answer: the filter keeps samples by the other teacher
+        data["filter"] = "vision" if role == "audio" else "audio"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
     endpoint = getattr(load_config(tmp_path / "config.yaml"), launch.SECTION[role])
     assert endpoint.model == entry["model"] and endpoint.source
-    assert prompt_path(endpoint.prompt).parent == prompt_path("merger").parent  # a prompt file in prompts/
-    assert load_prompt(endpoint.prompt).strip()
+    if endpoint.media_only:
+        assert endpoint.prompt == endpoint.prompt_text() == ""  # the media alone: no prompt file
+    else:
+        assert prompt_path(endpoint.prompt).parent == prompt_path("merger").parent  # a prompt file in prompts/
+        assert load_prompt(endpoint.prompt).strip()
     profile = PROFILES[name]
     limits = profile.get("limit_mm_per_prompt") or {}
     expected = {"vision": {"image": 8}, "audio": {"audio": 1}}.get(role)
@@ -369,5 +374,51 @@ def test_launch_refuses_an_audio_server_vllm_cannot_decode_for(fake_vllm, tmp_pa
     process, _ = _launch(fake_vllm, tmp_path, env={"PYTHONPATH": f"{broken}{os.pathsep}{REPO}"})
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "pip install 'vllm[audio]'" in err
-    assert not list(fake_vllm[1].glob("*.json"))  # no server was started
+    records = [json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")]  # checked while they loaded
+    assert not any(_alive(r["pid"]) for r in records)  # and every server was stopped
     assert Launcher(str(fake_vllm[0]), is_python=False).python() == sys.executable
+
+
+# ------------------------------------------------------------------ where vLLM is, and its environment
+
+
+def test_vllm_is_found_in_the_projects_environment_unless_named(tmp_path, monkeypatch):
+    from serving import vllm_server
+
+    monkeypatch.delenv("VLLM_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no `vllm` executable anywhere
+    monkeypatch.setattr(vllm_server, "VENV", tmp_path / ".venv-vllm")
+    with pytest.raises(vllm_server.VllmNotFound, match="make vllm-env"):
+        vllm_server.find_launcher()
+    python = tmp_path / ".venv-vllm" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    found = vllm_server.find_launcher()
+    assert found == Launcher(str(python)) and found.python() == str(python)
+    assert found.serve("W") == [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", "W"]
+    assert vllm_server.find_launcher(vllm_bin=sys.executable).serve("W") == [sys.executable, "serve", "W"]
+    monkeypatch.setenv("VLLM_BIN", sys.executable)  # a named vLLM wins over the project's
+    assert not vllm_server.find_launcher().is_python
+    assert vllm_server.find_launcher(vllm_python=sys.executable) == Launcher(sys.executable)
+
+
+def test_server_environment_names_gpus_or_the_cpu_kv_cache(monkeypatch):
+    from serving.vllm_server import server_env
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert server_env(("0", "1")) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert server_env(()) == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert server_env((), kvcache_gib=4) == {"VLLM_CPU_KVCACHE_SPACE": "4"}
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")  # the user's setting wins
+    assert server_env((), kvcache_gib=4) == {"VLLM_CPU_KVCACHE_SPACE": "8"}
+
+
+def test_cpu_plan_has_no_gpus_and_the_profiles_environment(capsys):
+    code = launch.main(["--dry-run", "--config", str(REPO / "configs/teachers/tiny_vllm.yaml"), "--cpu"])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "vllm.entrypoints" in line]
+    assert code == 0 and len(lines) == 2  # one Omni server for both teacher roles, one merger
+    assert all(line.startswith("VLLM_CPU_KVCACHE_SPACE=") and "CUDA_VISIBLE_DEVICES" not in line
+               and "--gpu-memory-utilization" not in line for line in lines)
+    assert all("VLLM_ENABLE_V1_MULTIPROCESSING=0" in line for line in lines)
+    assert "# vision+audio-0: tiny-omni-vision (tiny-omni) replica 1/1, CPU" in out

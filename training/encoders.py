@@ -3,9 +3,11 @@
 The student's vision and audio encoders are frozen (the paper's setting), so their outputs for a
 prompt never change within a step. ``encode_media`` runs them once, under ``torch.no_grad`` (so no
 encoder output ever requires grad, whatever gradient checkpointing hooks are installed), and
-``encoded_kwargs`` turns the result into forward/``generate`` kwargs that skip the encoders:
+``encoded_kwargs`` turns the result into forward/``generate`` kwargs that skip the encoders (for
+every student family of ``training.student_family``):
 
-* images and videos use transformers' own hook, ``mm_encoder_outputs={"image": …, "video": …}``;
+* images and videos use transformers' own hook, ``mm_encoder_outputs={"image": …, "video": …}``
+  (with Qwen3-Omni's ``deepstack_features``, kept per item like the pooled outputs);
 * audio has no such hook (the thinker runs its audio tower whenever ``input_features`` is given), so
   the outputs ride under ``mm_encoder_outputs["audio"]`` and a forward pre-hook on the thinker's
   inner model (``enable_encoded_audio``, the one wrapper this needs) scatters them into
@@ -27,6 +29,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from training.student import MEDIA_KEYS
+from training.student_family import family_of
 
 ENCODER_INPUT_KEYS = ("pixel_values_videos", "pixel_values", "input_features")  # replaced by encoder outputs
 _HOOK_FLAG = "_avrt_encoded_audio_hook"
@@ -40,16 +43,22 @@ class EncodedMedia:
     image: tuple[torch.Tensor, ...] = ()
     audio: tuple[torch.Tensor, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)  # encodings run: videos, images, audios
+    # Qwen3-Omni: per video / image, its deepstack features (one tensor per chosen vision layer).
+    video_deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()
+    image_deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()
 
     @staticmethod
     def concat(parts: Sequence[EncodedMedia]) -> EncodedMedia:
         """The outputs of several samples, in sample order (as their media tensors are collated)."""
-        return EncodedMedia(video=tuple(t for p in parts for t in p.video), image=tuple(t for p in parts for t in p.image),
-                            audio=tuple(t for p in parts for t in p.audio))
+        def join(name: str) -> tuple:
+            return tuple(t for p in parts for t in getattr(p, name))
+
+        return EncodedMedia(video=join("video"), image=join("image"), audio=join("audio"),
+                            video_deepstack=join("video_deepstack"), image_deepstack=join("image_deepstack"))
 
 
 def thinker(model):
-    """The ``Qwen2_5OmniThinkerForConditionalGeneration`` inside a (possibly wrapped) model."""
+    """The thinker (``Qwen2_5OmniThinkerForConditionalGeneration``, ...) inside a (possibly wrapped) model."""
     while not hasattr(model, "get_audio_features") and hasattr(model, "module"):
         model = model.module
     return model
@@ -59,21 +68,43 @@ def thinker(model):
 def encode_media(model, media: dict[str, torch.Tensor]) -> EncodedMedia:
     """Run the vision and audio encoders once on ``media`` (collated processor outputs), without grad."""
     model = thinker(model)
+    family = family_of(model)
     device = next(model.parameters()).device
     media = {k: v.to(device) for k, v in media.items()}
-    video = image = audio = ()
+    video = image = audio = video_deepstack = image_deepstack = ()
     if "pixel_values_videos" in media:
-        video = tuple(model.get_video_features(media["pixel_values_videos"], media["video_grid_thw"],
-                                               return_dict=True).pooler_output)
+        out = model.get_video_features(media["pixel_values_videos"], media["video_grid_thw"], return_dict=True)
+        video, video_deepstack = tuple(out.pooler_output), _per_item(getattr(out, "deepstack_features", None))
     if "pixel_values" in media:
-        image = tuple(model.get_image_features(media["pixel_values"], media["image_grid_thw"],
-                                               return_dict=True).pooler_output)
+        out = model.get_image_features(media["pixel_values"], media["image_grid_thw"], return_dict=True)
+        image, image_deepstack = tuple(out.pooler_output), _per_item(getattr(out, "deepstack_features", None))
     if "input_features" in media:
         mask = media["feature_attention_mask"]
         hidden = model.get_audio_features(media["input_features"], mask, return_dict=True).last_hidden_state
-        _, lengths = model.model.audio_tower._get_feat_extract_output_lengths(mask.sum(-1))
+        lengths = family.audio_output_lengths(model, mask.sum(-1))
         audio = tuple(torch.split(hidden, lengths.tolist()))
-    return EncodedMedia(video, image, audio, {"videos": len(video), "images": len(image), "audios": len(audio)})
+    return EncodedMedia(video, image, audio, {"videos": len(video), "images": len(image), "audios": len(audio)},
+                        video_deepstack=video_deepstack, image_deepstack=image_deepstack)
+
+
+def _per_item(deepstack) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """``[layer][item]`` deepstack features (as the model returns them) -> ``[item][layer]``."""
+    return tuple(zip(*deepstack)) if deepstack else ()
+
+
+def _vision_output(pooled: tuple[torch.Tensor, ...], deepstack: tuple[tuple[torch.Tensor, ...], ...]):
+    """What the model's own ``get_*_features`` returns, rebuilt from per-item outputs."""
+    if not deepstack:
+        return BaseModelOutputWithPooling(pooler_output=pooled)
+    layers = [tuple(item[layer] for item in deepstack) for layer in range(len(deepstack[0]))]
+    return BaseModelOutputWithDeepstack(pooler_output=pooled, deepstack_features=layers)
+
+
+@dataclass
+class BaseModelOutputWithDeepstack(BaseModelOutputWithPooling):
+    """Pooled vision outputs plus Qwen3-Omni's per-layer ``deepstack_features`` (read by its forward)."""
+
+    deepstack_features: list | None = None
 
 
 def encoded_kwargs(encoded: EncodedMedia, media: dict[str, torch.Tensor],
@@ -83,9 +114,9 @@ def encoded_kwargs(encoded: EncodedMedia, media: dict[str, torch.Tensor],
               if k in MEDIA_KEYS and k not in ENCODER_INPUT_KEYS}
     outputs: dict[str, Any] = {}
     if encoded.video:
-        outputs["video"] = BaseModelOutputWithPooling(pooler_output=encoded.video)
+        outputs["video"] = _vision_output(encoded.video, encoded.video_deepstack)
     if encoded.image:
-        outputs["image"] = BaseModelOutputWithPooling(pooler_output=encoded.image)
+        outputs["image"] = _vision_output(encoded.image, encoded.image_deepstack)
     if encoded.audio:
         outputs["audio"] = torch.cat(encoded.audio, dim=0)
     if outputs:

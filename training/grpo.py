@@ -63,7 +63,6 @@ from training.student import (
     generation_suppress_tokens,
     pad_positions,
     student_prompt,
-    video_kwargs,
 )
 from training.train_config import TrainConfig
 
@@ -185,8 +184,8 @@ class AVGRPOTrainer(GRPOTrainer):
             sampling["repetition_penalty"] = self.repetition_penalty
         suppress = generation_suppress_tokens(self.processing_class)
         bodies = [rollout_request(g[0]["sample"], self.system_prompt, self.layout, n=num_generations,
-                                  sampling=sampling, suppress_ids=suppress,
-                                  video=video_kwargs(self.processing_class, g[0]["sample"])) for g in groups]
+                                  sampling=sampling, suppress_ids=suppress, processor=self.processing_class)
+                  for g in groups]
         started = time.perf_counter()
         answers = self.rollout_engine.generate(bodies)
         self._metrics["train"]["rollout/generate_seconds"].append(time.perf_counter() - started)

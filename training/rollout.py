@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from evaluation.api_generator import api_messages, layout_kwargs
+from evaluation.api_generator import api_messages, processor_kwargs
 from evaluation.export_student import renamed
 from training.encoders import thinker
 
@@ -76,14 +76,15 @@ class Rollout:
 
 
 def rollout_request(sample: Any, system: str | None, layout: str, *, n: int, sampling: dict[str, Any],
-                    suppress_ids: Sequence[int] = (), video: dict[str, Any] | None = None) -> dict[str, Any]:
+                    suppress_ids: Sequence[int] = (), processor: Any = None) -> dict[str, Any]:
     """The chat-completion body (without ``model``) that samples ``n`` completions for ``sample``.
 
     ``sampling``: ``temperature``, ``top_p``, ``max_tokens`` and optionally ``top_k``,
-    ``repetition_penalty``; ``video``: the trainer's video processor settings
-    (``training.student.video_kwargs``), which vLLM's processor then uses too.
+    ``repetition_penalty``; ``processor``: the trainer's, whose frame settings vLLM's processor then
+    uses too (``evaluation.api_generator.processor_kwargs``).
     """
-    body: dict[str, Any] = {"messages": api_messages(sample, system, layout), **layout_kwargs(sample, layout, video),
+    body: dict[str, Any] = {"messages": api_messages(sample, system, layout),
+                            **processor_kwargs(processor, sample, layout),
                             "n": n, **sampling, "logprobs": True, "top_logprobs": 0, "return_token_ids": True,
                             "skip_special_tokens": False}
     if suppress_ids:

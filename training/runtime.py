@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from corpus.store import read_frame
 from training.memory import GIB, MemoryPlan, ModelShape, Sharding, plan_memory
 from training.student import StudentSample, load_corpus_sample
+from training.student_family import family_of
 from training.train_config import DataConfig, TrainConfig
 
 REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "frames", "audio")
@@ -117,20 +118,20 @@ def use_encoder_cache(config: TrainConfig) -> bool:
 
 
 def load_student(path: str | Path, config: TrainConfig):
-    """The Qwen2.5-Omni thinker (bf16 on GPU, fp32 on CPU) with its encoders frozen if configured."""
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
+    """The student thinker of ``path``'s family (Qwen2.5-Omni or Qwen3-Omni; bf16 on GPU, fp32 on CPU),
+    with its encoders frozen if configured."""
     dtype = torch.bfloat16 if use_bf16(config) else torch.float32
-    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
+    model = family_of(path).thinker_class().from_pretrained(str(path), dtype=dtype)
     if config.freeze_encoders:
         freeze_encoders(model)
     return model
 
 
 def freeze_encoders(model) -> None:
-    """Freeze ``model.model.audio_tower`` and ``model.model.visual`` (the paper's setting)."""
-    for name in ("audio_tower", "visual"):
-        getattr(model.model, name).requires_grad_(False)
+    """Freeze the family's encoders, ``model.model.audio_tower`` and ``model.model.visual`` (the paper's
+    setting); the text model, MoE experts and routers included, stays trainable."""
+    for module in family_of(model).encoder_modules(model):
+        module.requires_grad_(False)
 
 
 def load_processor(path: str | Path):

@@ -1,6 +1,7 @@
 """The student's prompt and inputs: one builder used identically by SFT, GRPO and evaluation.
 
-The student (a Qwen2.5-Omni thinker) sees, in one user turn: the 8 frames, the audio (16 kHz mono,
+The student (a Qwen2.5-Omni or Qwen3-Omni thinker: ``training.student_family`` holds what differs)
+sees, in one user turn: the 8 frames, the audio (16 kHz mono,
 up to 10 s for AVQA clips), and the question with its options in the paper's form
 ``<question> Choose one among the following options:(A) … (B) …`` followed by the instruction of
 ``prompts/student.txt`` to reason in ``<think>…</think>`` and answer with ``<answer>X</answer>``.
@@ -15,7 +16,8 @@ clip), set per sample (each sample is processed on its own).
 audio rides inside the video in Qwen2.5-Omni's video-with-sound layout
 (``<|vision_bos|><|audio_bos|>`` frames and audio interleaved in 2 s chunks
 ``<|audio_eos|><|vision_eos|>``, the processor's ``load_audio_from_video``), and the rope index gives
-audio token *j* (25 per second) and the frames of the same second the same time position. This is
+audio token *j* (25 per second) and the frames of the same second the same time position (Qwen3-Omni:
+the same video-with-sound layout, frames and audio tokens ordered by time at 13 positions per second). This is
 used when the audio covers the clip (its length ≥ the clip duration − 0.5 s, or the duration is
 unknown); otherwise, and with ``layout="separate"``, the audio is its own part after the video and
 gets text-like positions *after* the whole video block (no time alignment). A single still image
@@ -57,9 +59,10 @@ from transformers import BatchFeature
 from filters.answers import format_choices
 from media import AUDIO_SECONDS, SAMPLE_RATE, load_audio, load_frames
 from prompts import load_prompt
+from training.student_family import ALL_MULTIMODAL_TOKENS, family_of
 
 # Qwen2.5-Omni's multimodal special tokens: a student must never sample them (TRL only suppresses
-# the image token).
+# the image token). Every family's are in ``training.student_family``.
 MULTIMODAL_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
                      "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
 PROMPT_NAME = "student"
@@ -145,10 +148,13 @@ def audio_feature_samples(samples: Sequence[StudentSample]) -> int:
     return max(int(AUDIO_SECONDS * SAMPLE_RATE), longest)
 
 
-def video_kwargs(processor, sample: StudentSample) -> dict[str, Any]:
-    """The video processor's settings for ``sample``'s frames: frame size and frame rate."""
-    return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample),
-            "cap_pixels_per_frame": True}
+def frame_kwargs(processor, sample: StudentSample) -> dict[str, Any]:
+    """Frame size (and ``fps`` and the per-frame pixel cap of a video) for processing one sample's frames;
+    the evaluator sends the same to vLLM as ``mm_processor_kwargs`` (``evaluation.api_generator``)."""
+    if sample.frames_are_video:
+        return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample),
+                "cap_pixels_per_frame": True}
+    return {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
 
 
 def media_kwargs(processor, sample: StudentSample, layout: Layout = "aligned",
@@ -157,10 +163,10 @@ def media_kwargs(processor, sample: StudentSample, layout: Layout = "aligned",
     kwargs: dict[str, Any] = {}
     if sample.frames and sample.frames_are_video:
         kwargs["videos"] = [np.stack([np.asarray(f.convert("RGB")) for f in sample.frames])]
-        kwargs["videos_kwargs"] = video_kwargs(processor, sample)
+        kwargs["videos_kwargs"] = frame_kwargs(processor, sample)
     elif sample.frames:
         kwargs["images"] = [f.convert("RGB") for f in sample.frames]
-        kwargs["images_kwargs"] = {"size": _size(processor.image_processor.size, IMAGE_MAX_PIXELS)}
+        kwargs["images_kwargs"] = frame_kwargs(processor, sample)
     if sample.audio is not None:
         kwargs["audio"] = [_clip_audio(sample.audio)]
         kwargs["audio_kwargs"] = {"max_length": audio_samples or audio_feature_samples([sample])}
@@ -175,23 +181,12 @@ def rope_positions(processor, input_ids: torch.Tensor, media: dict[str, torch.Te
 
     ``media`` holds that row's ``video_grid_thw``, ``video_second_per_grid``, ``image_grid_thw`` and
     ``feature_attention_mask`` (whichever it has); the token ids and time constants come from the
-    processor, which shares them with the model config.
+    processor, which shares them with the model config; the layout is the processor's family's
+    (``training.student_family``).
     """
-    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
-        Qwen2_5OmniPreTrainedModelForConditionalGeneration as Omni,
-    )
-
-    tok = processor.tokenizer
-    config = SimpleNamespace(
-        image_token_id=tok.convert_tokens_to_ids(tok.image_token),
-        video_token_id=tok.convert_tokens_to_ids(tok.video_token),
-        audio_token_id=tok.convert_tokens_to_ids(tok.audio_token),
-        vision_start_token_id=tok.convert_tokens_to_ids(tok.vision_bos_token),
-        audio_start_token_id=tok.convert_tokens_to_ids(tok.audio_bos_token),
-        position_id_per_seconds=processor.position_id_per_seconds,
-        seconds_per_chunk=processor.seconds_per_chunk,
-    )
-    index = SimpleNamespace(config=config, spatial_merge_size=processor.video_processor.merge_size)
+    family = family_of(processor)
+    Omni = family.rope_index_owner()
+    index = SimpleNamespace(config=family.rope_config(processor), spatial_merge_size=processor.video_processor.merge_size)
     index.get_llm_pos_ids_for_vision = MethodType(Omni.get_llm_pos_ids_for_vision, index)
     index.get_chunked_index = MethodType(Omni.get_chunked_index, index)
     ids = input_ids.view(1, -1)
@@ -335,7 +330,7 @@ def generation_suppress_tokens(processor) -> list[int]:
     tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
     vocab = tokenizer.get_vocab()
     keep = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    ids = {vocab[t] for t in MULTIMODAL_TOKENS if t in vocab}
+    ids = {vocab[t] for t in ALL_MULTIMODAL_TOKENS if t in vocab}
     for name in ("image_token_id", "audio_token_id", "video_token_id"):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):

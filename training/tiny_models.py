@@ -10,6 +10,12 @@
 
 Both load with ``from_pretrained`` and are deterministic given the seed.
 
+``python -m training.tiny_models --preset qwen3-omni-tiny --out outputs/tiny/omni3`` writes only a
+tiny **Qwen3-Omni** thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts
+text model with 4 experts, 2 per token, deepstack vision features) with its ``Qwen3OmniMoeProcessor``,
+built from a config the same way (the other student family of ``training.student_family``);
+``--preset qwen3-omni-vllm-tiny`` gives it head_dim 64, which vLLM's CPU attention serves.
+
 ``--preset vllm-tiny`` writes the same two models with head_dim 64 (text width 128, 2 heads), the
 smallest that vLLM's CPU attention serves (the tests that start real vLLM use it).
 
@@ -27,8 +33,20 @@ import argparse
 from pathlib import Path
 
 from training.student import MULTIMODAL_TOKENS
+from training.student_family import QWEN3_OMNI
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *MULTIMODAL_TOKENS]
+# The tokenizer's named multimodal tokens, per family (the processors find them by these names).
+NAMED_TOKENS = {
+    "qwen2.5-omni": {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
+                     "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+                     "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"},
+    "qwen3-omni": {"image_token": "<|image_pad|>", "audio_token": "<|audio_pad|>", "video_token": "<|video_pad|>",
+                   "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>",
+                   "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"},
+}
+FAMILY_SPECIAL_TOKENS = {"qwen2.5-omni": SPECIAL_TOKENS,
+                         "qwen3-omni": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *QWEN3_OMNI.multimodal_tokens]}
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -48,6 +66,14 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
+
+def chat_template(family: str = "qwen2.5-omni") -> str:
+    """The chat template with the family's media tokens (Qwen2.5-Omni's is ``CHAT_TEMPLATE``)."""
+    template = CHAT_TEMPLATE
+    for name, token in NAMED_TOKENS[family].items():
+        template = template.replace(NAMED_TOKENS["qwen2.5-omni"][name], token)
+    return template
+
 TEXT_HIDDEN = 64
 NUM_MEL_BINS = 128
 
@@ -62,15 +88,15 @@ def _training_text() -> list[str]:
     return lines * 4
 
 
-def build_tokenizer(out: Path):
-    """Train a 512-token byte-level BPE and wrap it as a ``Qwen2TokenizerFast``."""
+def build_tokenizer(out: Path, family: str = "qwen2.5-omni"):
+    """Train a 512-token byte-level BPE and wrap it as a ``Qwen2TokenizerFast`` (``family``'s special tokens)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=FAMILY_SPECIAL_TOKENS[family],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(_training_text(), trainer=trainer)
     tokenizer = Qwen2TokenizerFast(
@@ -79,13 +105,9 @@ def build_tokenizer(out: Path):
         pad_token="<|endoftext|>",
         unk_token=None,
         bos_token=None,
-        extra_special_tokens={
-            "image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
-            "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
-            "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
-        },
+        extra_special_tokens=dict(NAMED_TOKENS[family]),
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template(family)
     return tokenizer
 
 
@@ -212,6 +234,92 @@ def build_text(out: Path, seed: int = 0, hidden: int = TEXT_HIDDEN, heads: int =
     return out
 
 
+# The tiny Qwen3-Omni thinker: same text width and depth as the tiny Qwen2.5 one, a mixture of 4
+# experts (2 per token) in each text layer, vision patches of 16 px with one deepstack layer.
+QWEN3_TINY = {
+    "text": {"hidden_size": TEXT_HIDDEN, "intermediate_size": TEXT_HIDDEN * 2, "moe_intermediate_size": 32,
+             "num_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": TEXT_HIDDEN // 4, "mrope_section": [2, 3, 3]},
+    # image_size and apply_vit_abs_pos_embed: fields of the released config that transformers ignores
+    # and vLLM reads (its grid of position embeddings is image_size / patch_size per side: sqrt(64) = 8).
+    "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+               "num_position_embeddings": 64, "deepstack_visual_indexes": [0], "image_size": 128,
+               "apply_vit_abs_pos_embed": True},
+    "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32,
+              "downsample_hidden_size": 16, "n_window": 50, "n_window_infer": 800},
+    "pixels": {"min_pixels": 32 * 32 * 4, "max_pixels": 32 * 32 * 16},
+    "position_id_per_seconds": 13,  # the released Qwen3-Omni processor's default (25 for Qwen2.5-Omni)
+}
+
+
+# vLLM's CPU attention refuses head_dim 16: the vLLM-servable variant has head_dim 64.
+QWEN3_VLLM_TEXT = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2, "num_key_value_heads": 1,
+                   "head_dim": 64, "mrope_section": [8, 12, 12]}
+
+
+def build_qwen3_processor(tokenizer):
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3OmniMoeProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    pixels, patch = QWEN3_TINY["pixels"], QWEN3_TINY["vision"]["patch_size"]
+    image_processor = Qwen2VLImageProcessor(patch_size=patch, temporal_patch_size=2, merge_size=2, **pixels)
+    video_processor = Qwen2VLVideoProcessor(patch_size=patch, temporal_patch_size=2, merge_size=2,
+                                            size={"shortest_edge": pixels["min_pixels"],
+                                                  "longest_edge": pixels["max_pixels"]})
+    feature_extractor = WhisperFeatureExtractor(feature_size=NUM_MEL_BINS, sampling_rate=16000, hop_length=160,
+                                                n_fft=400, chunk_length=30)
+    return Qwen3OmniMoeProcessor(image_processor=image_processor, video_processor=video_processor,
+                                 feature_extractor=feature_extractor, tokenizer=tokenizer,
+                                 chat_template=chat_template("qwen3-omni"))
+
+
+def qwen3_thinker_config(tokenizer, vllm: bool = False):
+    """A tiny ``Qwen3OmniMoeThinkerConfig`` whose token ids are the tokenizer's (``vllm``: head_dim 64)."""
+    from transformers import Qwen3OmniMoeThinkerConfig
+
+    names = NAMED_TOKENS["qwen3-omni"]
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in names.items()}
+    text_sizes = {**QWEN3_TINY["text"], **(QWEN3_VLLM_TEXT if vllm else {})}
+    mrope = text_sizes.pop("mrope_section")
+    hidden = text_sizes["hidden_size"]
+    text = {"vocab_size": len(tokenizer), **text_sizes, "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope,
+                                "interleaved": True},
+            "bos_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False}  # vLLM reads it here
+    vision = {**QWEN3_TINY["vision"], "in_channels": 3, "spatial_merge_size": 2, "temporal_patch_size": 2,
+              "out_hidden_size": hidden}
+    audio = {**QWEN3_TINY["audio"], "num_mel_bins": NUM_MEL_BINS, "output_dim": hidden, "max_source_positions": 1500}
+    return Qwen3OmniMoeThinkerConfig(
+        text_config=text, vision_config=vision, audio_config=audio,
+        audio_token_id=ids["audio_token"], image_token_id=ids["image_token"], video_token_id=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"], vision_start_token_id=ids["vision_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"], vision_end_token_id=ids["vision_eos_token"],
+        position_id_per_seconds=QWEN3_TINY["position_id_per_seconds"], tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def build_qwen3_omni(out: Path, seed: int = 0, vllm: bool = False) -> Path:
+    """Write the tiny Qwen3-Omni thinker + processor to ``out`` (random weights, fp32; ``vllm``: head_dim 64)."""
+    import torch
+    from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(out, "qwen3-omni")
+    processor = build_qwen3_processor(tokenizer)
+    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(qwen3_thinker_config(tokenizer, vllm),
+                                                                     dtype=torch.float32)
+    model.generation_config = _generation_config(tokenizer)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 def build_all(out: Path, seed: int = 0, preset: str = "tiny") -> dict[str, Path]:
     """The student (``omni``) and the merger stand-in (``text``) at a tiny preset's sizes."""
     out = Path(out)
@@ -225,12 +333,16 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/tiny"), help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                        help="tiny: student + merger for tests; vllm-tiny: the same with head_dim 64, which "
-                             "vLLM's CPU attention serves; omni-3b-shape: only the student, at Qwen2.5-Omni-3B's sizes")
+    parser.add_argument("--preset", choices=sorted([*PRESETS, "qwen3-omni-tiny", "qwen3-omni-vllm-tiny"]), default="tiny",
+                        help="tiny: student + merger for tests; vllm-tiny: the same with head_dim 64, which vLLM's "
+                             "CPU attention serves; omni-3b-shape: only the student, at Qwen2.5-Omni-3B's sizes; "
+                             "qwen3-omni-tiny: only a tiny Qwen3-Omni (MoE) student; qwen3-omni-vllm-tiny: the same "
+                             "with head_dim 64")
     parser.add_argument("--text-layers", type=int, help="number of text layers (omni-3b-shape: default 36)")
     args = parser.parse_args(argv)
-    if args.preset in TINY_PRESETS and args.text_layers is None:
+    if args.preset.startswith("qwen3-omni"):
+        built = {"omni": build_qwen3_omni(args.out, args.seed, vllm=args.preset == "qwen3-omni-vllm-tiny")}
+    elif args.preset in TINY_PRESETS and args.text_layers is None:
         built = build_all(args.out, args.seed, args.preset)
     else:
         built = {"omni": build_omni(args.out, args.seed, args.preset, args.text_layers)}

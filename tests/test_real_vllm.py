@@ -1,0 +1,156 @@
+"""Real vLLM from the project's own environment (``make vllm-env``), on CPU, with tiny random models.
+
+One ``serving.launch`` run serves the exported tiny Omni (both teacher roles, and the student) and the
+tiny text merger for the whole module (``configs/teachers/tiny_vllm.yaml``); the tests send the
+project's real requests through them: ``flows.check``, an 8-sample build-avrt run, and the evaluator's
+``--backend openai`` against ``--backend hf`` on the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from serving.vllm_server import project_python
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(project_python() is None, reason="no .venv-vllm: run `make vllm-env`")]
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs/teachers/tiny_vllm.yaml"
+READY_TIMEOUT_S = 420  # two servers starting together on 2 loaded cores
+
+
+@pytest.fixture(scope="module")
+def vllm_models(tmp_path_factory) -> dict[str, Path]:
+    """The vllm-tiny student/teacher exported as a full Omni checkpoint, and the tiny merger."""
+    from evaluation.export_student import export_student
+    from training.tiny_models import build_all
+
+    out = tmp_path_factory.mktemp("vllm-tiny")
+    models = build_all(out, seed=0, preset="vllm-tiny")
+    return {**models, "export": export_student(models["omni"], out / "omni-export")}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """Eight synthetic clips (manifest.jsonl)."""
+    from media.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("clips")
+    write_dataset(out, n=8, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def launched(vllm_models, tmp_path_factory):
+    """``python -m serving.launch --cpu`` serving the tiny models; yields the config it wrote and its output."""
+    work = tmp_path_factory.mktemp("launch")
+    written = work / "build.yaml"
+    export, text = vllm_models["export"], vllm_models["text"]
+    argv = [sys.executable, "-m", "serving.launch", "--config", str(TINY_CONFIG), "--cpu",
+            "--weights", f"vision={export},audio={export},merger={text}",
+            "--ports", f"vision={free_port()},merger={free_port()}", "--write-config", str(written),
+            "--log-dir", str(work / "logs"), "--ready-timeout", str(READY_TIMEOUT_S)]
+    started = time.monotonic()
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("# or run build-avrt"):
+                break
+        assert written.exists(), "serving.launch did not get ready:\n" + "".join(lines)
+        print(f"serving.launch ready in {time.monotonic() - started:.0f}s")
+        yield {"config": written, "output": "".join(lines), "logs": work / "logs"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert code == 0, "".join(lines)
+
+
+def test_launch_starts_the_tiny_omni_teacher_and_merger_on_cpu_vllm(launched):
+    import httpx
+
+    config = yaml.safe_load(launched["config"].read_text())
+    urls = {role: config[role]["base_url"] for role in ("vision_teacher", "audio_teacher", "merger")}
+    assert urls["vision_teacher"] == urls["audio_teacher"] != urls["merger"]  # one Omni server for both roles
+    served = {role: [m["id"] for m in httpx.get(url + "/models", timeout=10).json()["data"]] for role, url in urls.items()}
+    assert served == {"vision_teacher": ["tiny-omni"], "audio_teacher": ["tiny-omni"], "merger": ["tiny-text"]}
+    output = launched["output"]
+    assert "on CPU" in output and "ready   vision+audio-0: tiny-omni" in output and "ready   merger-0: tiny-text" in output
+    assert f"audio check: vLLM at {project_python()} decodes input_audio" in output  # the real install's loader
+    log = (launched["logs"] / "vision+audio-0.log").read_text()
+    assert "Qwen2_5OmniForConditionalGeneration" in log  # vLLM's own Qwen2.5-Omni implementation serves the export
+
+
+def test_check_gets_an_answer_from_every_endpoint(launched, clips, capsys):
+    from flows.check import EXIT_OK, main
+
+    assert main(["--config", str(launched["config"]), "--manifest", str(clips / "manifest.jsonl")]) == EXIT_OK
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if "/v1" in line]
+    assert [line[1] for line in lines] == ["vision", "audio", "merger"]
+    assert all(line[0] in ("ok", "WARN") for line in lines)  # random models: an answer, maybe no option
+
+
+def test_build_avrt_runs_eight_samples_through_real_request_shapes(launched, clips, tmp_path):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.build_avrt import build_avrt
+
+    out = tmp_path / "out"
+    with prefect_test_harness(server_startup_timeout=120):
+        stats = build_avrt(manifest=str(clips / "manifest.jsonl"), out=str(out), config=str(launched["config"]))
+    assert stats["samples_in"] == 8
+    assert stats["calls_sent"]["vision"] == 8 and stats["calls_sent"]["audio"] == 8  # 8 images + a WAV each
+    assert stats["pending"]["samples"] == 0, stats["pending"]  # nothing failed for transport
+    assert not stats["stopped"]
+    # Random tiny models: every teacher answer comes back and is recorded; the merger's random text
+    # cannot pass validation, so samples that reach it are dropped there, with that reason.
+    rejected = pd.read_parquet(out / "rejected" / "train.parquet")
+    assert set(rejected["stage"]) <= {"filter", "merger"}  # no teacher request was refused
+    assert not rejected["reason"].str.contains("call failed").any()  # nor a merger request
+    assert all(isinstance(t, str) for t in rejected["vision_raw"]) and all(isinstance(t, str) for t in rejected["audio_raw"])
+    assert json.loads((out / "stats.json").read_text())["samples_in"] == 8
+
+
+def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models, clips, tmp_path):
+    """Same exported student, same 8 clips (frames and audio), greedy, fp32 on both sides (the
+    profile's ``--dtype float32``): vLLM (``--backend openai``) writes what ``--backend hf`` writes.
+
+    Both use the ``separate`` layout (the API cannot carry the trainer's ``aligned`` layout with the
+    very same frames), and vLLM gets the hf backend's frame size and fps (``--mm-processor-kwargs``).
+    One difference is left and not compared: byte-level tokens that end an answer without completing
+    a UTF-8 character are U+FFFD in transformers' decoding and held back by vLLM's detokenizer.
+    """
+    from evaluation.evaluate import PREDICTIONS, read_predictions, run
+
+    config = yaml.safe_load(launched["config"].read_text())
+    common = ["--benchmark", "manifest", "--data", str(clips / "manifest.jsonl"), "--max-new-tokens", "12",
+              "--quiet", "--modalities", "av", "--layout", "separate", "--model", str(vllm_models["export"])]
+    run([*common, "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "hf")])
+    run([*common, "--backend", "openai", "--base-url", config["vision_teacher"]["base_url"],
+         "--served-model", "tiny-omni", "--mm-processor-kwargs", "--max-in-flight", "4", "--out", str(tmp_path / "openai")])
+    predictions = {}
+    for name in ("hf", "openai"):
+        rows = read_predictions(tmp_path / name / PREDICTIONS)
+        assert all(r["error"] is None for r in rows), rows
+        predictions[name] = {(r["id"], r["modality"]): (r["output"].rstrip("\ufffd"), r["letter"]) for r in rows}
+    assert len(predictions["hf"]) == 8
+    assert len({text for text, _ in predictions["hf"].values()}) >= 4  # distinct answers: the inputs matter
+    assert predictions["openai"] == predictions["hf"]
