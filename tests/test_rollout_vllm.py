@@ -1,10 +1,12 @@
 """GRPO with ``grpo.rollout: vllm`` against real vLLM (``.venv-vllm``) on the tiny vLLM-servable student.
 
-One test, two server starts (the trainer starts each itself, as in ``run_grpo``): three GRPO steps
-whose every rollout comes from the engine; after each weight sync the engine's greedy completion of
-a fixed clip equals the policy's own; at step 0 the engine's sampling log-probs match the trainer's;
-the server is killed before step 3, the stage stops with a clear message and keeps checkpoint-2,
-and the same call resumes from it on a fresh server.
+One test, two server starts (the trainer starts each itself, as ``run_grpo`` does): three GRPO steps
+whose every rollout comes from the engine (HF generation is made to fail; vLLM's ``/metrics`` counts
+what it answered); vLLM builds the trainer's prompt token ids for an aligned clip; after each weight
+sync the engine's greedy completion of a fixed prompt equals the policy's own, and before it (the
+policy having moved) it does not; at step 0 the engine's sampling log-probs match the trainer's
+within ``LOGP_TOL``; the server is killed before step 3, the stage stops with a clear message and
+keeps checkpoint-2, and the same call resumes from it on a fresh server.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import pandas as pd
 import pytest
 import torch
 
+from serving.vllm_server import project_python
 from tests.corpus_fixture import write_corpus
 from training.runtime import read_metrics
 from training.train_config import load_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(project_python() is None, reason="no .venv-vllm: run `make vllm-env`")]
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"
@@ -35,13 +39,6 @@ NEW_TOKENS = 8
 # -100) and the trainer's log-probs keep; the rest is kernel rounding (< 3e-3). A trained model
 # gives those tokens next to no mass.
 LOGP_TOL = 0.05
-
-
-def _vllm_python() -> Path:
-    python = ROOT / ".venv-vllm" / "bin" / "python"
-    if not python.exists():
-        pytest.skip("no .venv-vllm: run `make vllm-env`")
-    return python
 
 
 def _server_requests(base_url: str) -> float:
@@ -62,7 +59,6 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     from training.student import StudentSample, encode_prompt, generation_suppress_tokens, is_aligned
     from training.tiny_models import build_all
 
-    _vllm_python()
     model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
     corpus = write_corpus(synthetic_data, tmp_path / "corpus")
     table = corpus / "corpus" / "part-0.parquet"

@@ -18,7 +18,11 @@ tokens while the run looks healthy. ``AVGRPOTrainer`` fixes that:
 * the per-row media ride in the batch under ``av_media`` (a list, one entry per row), so TRL's
   shuffle and split keep them aligned with their rows; every log-prob forward
   (``_get_per_token_logps_and_entropies``) collates the media of exactly its rows and checks, row
-  by row, that the media belong to that row's prompt tokens.
+  by row, that the media belong to that row's prompt tokens;
+* with ``grpo.rollout: vllm`` the completions come from vLLM servers instead of ``generate``
+  (``training.rollout``: one request of ``n`` = G per prompt, the policy's weights pushed to the
+  servers after every optimizer step), and TRL's importance-sampling correction weighs the loss by
+  the policy's over the engine's sampling probabilities.
 """
 
 from __future__ import annotations
