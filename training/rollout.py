@@ -99,8 +99,8 @@ def parse_rollouts(response: dict[str, Any]) -> list[Rollout]:
         ids = choice.get("token_ids")
         content = (choice.get("logprobs") or {}).get("content")
         if ids is None or content is None:
-            raise RolloutServerError("the server's answer has no token_ids or logprobs: it is not a vLLM server that "
-                                     "supports return_token_ids (vLLM >= 0.10)")
+            raise RolloutServerError("the server's answer has no token_ids or logprobs: a rollout server must be "
+                                     "vLLM with return_token_ids (0.32 was tested)")
         logprobs = [float("nan") if t.get("logprob") is None else float(t["logprob"]) for t in content]
         if len(logprobs) != len(ids):
             raise RolloutServerError(f"{len(ids)} token ids but {len(logprobs)} log-probs in one completion")
