@@ -4,7 +4,10 @@ and a GRPO step whose completions all come from the engine (the real-vLLM tests:
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +167,15 @@ def test_grpo_step_takes_every_completion_from_the_engine(tiny_models, corpus, t
     logged = {k for record in trainer.state.log_history for k in record}
     assert {"sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max",
             "sampling/importance_sampling_ratio/max", "rollout/sync_seconds"} <= logged
+
+
+def test_sigterm_runs_the_cleanup_that_stops_a_rollout_server(tmp_path):
+    """A trainer stopped with SIGTERM (a scheduler's stop) still runs the ExitStack that stops its server."""
+    code = (f"import os, signal, time\nfrom contextlib import ExitStack\nfrom training.rollout import sigterm_as_exit\n"
+            f"with ExitStack() as stack:\n    stack.enter_context(sigterm_as_exit())\n"
+            f"    stack.callback(lambda: open({str(tmp_path / 'stopped')!r}, 'w').close())\n"
+            f"    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert (tmp_path / "stopped").exists(), "the server's stop did not run"

@@ -313,8 +313,9 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
                          "servers' weights); launch without accelerate/torchrun")
     urls, server = list(stage.rollout_urls), None
     if not urls:
-        from training.rollout import start_rollout_server
+        from training.rollout import sigterm_as_exit, start_rollout_server
 
+        stack.enter_context(sigterm_as_exit())  # a SIGTERM'd trainer still stops its server
         say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")
         server = start_rollout_server(model_path, out_dir, stage.rollout_gpu_memory, stage.rollout_server_timeout_s,
                                       dtype="bfloat16" if use_bf16(config) else "float32")
