@@ -10,9 +10,10 @@ the same order as the local backend's chat template (media parts, then the text)
 * a still image (OmniBench) as an ``image_url`` PNG (lossless: the pixels the local backend used);
 * the audio as an ``input_audio`` WAV of 32-bit floats (the local samples, not re-quantised).
 
-That is the ``separate`` layout (the audio after the video, not inside it): a request cannot give
-vLLM the trainer's ``aligned`` layout with these very frames (vLLM takes the audio of a video only
-from a video file, and samples that file's frames itself). With ``mm_processor_kwargs`` on
+That is the ``separate`` layout (the audio after the video, not inside it). ``api_messages(…,
+layout="aligned")`` builds the trainer's ``aligned`` layout instead (used by GRPO's vLLM rollouts,
+``training.rollout``): the frames and the audio as one lossless video file, with
+``processor_kwargs(…, layout="aligned")``. With ``mm_processor_kwargs`` on
 (``--mm-processor-kwargs``; vLLM started with ``--trust-request-mm-kwargs``) each request also carries
 the frame size, video ``fps`` and per-frame pixel cap the local backend gives the processor (``training.student.frame_kwargs``,
 read from a local copy of the served model's processor), so vLLM makes the same media tokens and time
@@ -39,8 +40,9 @@ from PIL import Image
 
 from evaluation.config import Decoding, ServerConfig
 from media import SAMPLE_RATE
-from media.files import jpeg_bytes
+from media.files import jpeg_bytes, lossless_clip
 
+TEMPORAL_PATCH = 2  # frames per video grid in Qwen2.5-Omni's vision encoder
 JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (evaluation.evaluate)
 
 
@@ -67,19 +69,29 @@ def float_wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> byte
     return buffer.getvalue()
 
 
-def api_messages(sample: Any, system: str | None = None) -> list[dict[str, Any]]:
-    """The OpenAI chat messages for one ``StudentSample`` (layout of ``student_messages``)."""
-    from training.student import student_prompt
+def api_messages(sample: Any, system: str | None = None, layout: str = "separate") -> list[dict[str, Any]]:
+    """The OpenAI chat messages for one ``StudentSample`` (layout of ``student_messages``).
+
+    ``layout="aligned"`` (a clip whose audio covers it, ``training.student.is_aligned``): one
+    ``video_url`` part, a lossless Matroska clip of the frames with the audio as its sound track
+    (``media.files.lossless_clip``), to be sent with ``layout_kwargs``: vLLM then takes the audio
+    from the video and interleaves it with the frames as the local aligned layout does.
+    """
+    from training.student import is_aligned, student_prompt, video_fps
 
     content: list[dict[str, Any]] = []
-    if sample.frames:
+    aligned = is_aligned(sample, layout)
+    if aligned:
+        clip = lossless_clip(sample.frames, sample.audio, video_fps(sample))
+        content.append({"type": "video_url", "video_url": {"url": "data:video/x-matroska;base64," + _b64(clip)}})
+    elif sample.frames:
         if sample.frames_are_video:
             frames = ",".join(_b64(frame_jpeg(f)) for f in sample.frames)
             content.append({"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{frames}"}})
         else:
             content.extend({"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(png_bytes(f))}}
                            for f in sample.frames)
-    if sample.audio is not None:
+    if sample.audio is not None and not aligned:
         content.append({"type": "input_audio", "input_audio": {"data": _b64(float_wav_bytes(sample.audio)),
                                                                "format": "wav"}})
     content.append({"type": "text", "text": student_prompt(sample.question, sample.choices)})
@@ -147,11 +159,19 @@ class OpenAIGenerator:
         return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations, extras))
 
 
-def processor_kwargs(processor: Any, sample: Any) -> dict[str, Any]:
-    """``{"mm_processor_kwargs": …}``: the frame size and fps the local backend processes ``sample`` with."""
-    from training.student import frame_kwargs
+def processor_kwargs(processor: Any, sample: Any, layout: str = "separate") -> dict[str, Any]:
+    """``{"mm_processor_kwargs": …}`` for ``api_messages(sample, layout=layout)``: the frame size and fps
+    the local backend processes ``sample`` with (``processor``, the served model's; None: not sent) and,
+    for an aligned clip, vLLM's audio-in-video layout. The server needs ``--trust-request-mm-kwargs``."""
+    from training.student import frame_kwargs, is_aligned, video_fps
 
-    return {"mm_processor_kwargs": frame_kwargs(processor, sample)} if sample.frames else {}
+    kwargs = frame_kwargs(processor, sample) if processor is not None and sample.frames else {}
+    if is_aligned(sample, layout):
+        # vLLM interleaves audio and frames by second_per_grid_ts when the request gives it, else by
+        # 1 s per frame grid (its processor computes the right value, but only for the positions)
+        kwargs.update(use_audio_in_video=True, fps=video_fps(sample),
+                      second_per_grid_ts=[TEMPORAL_PATCH / video_fps(sample)])
+    return {"mm_processor_kwargs": kwargs} if kwargs else {}
 
 
 def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:

@@ -184,6 +184,29 @@ def save_audio(samples: np.ndarray, path: Path, sample_rate: int = SAMPLE_RATE) 
     return path
 
 
+def lossless_clip(frames: Sequence[Image.Image], audio: np.ndarray, fps: float,
+                  sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A Matroska clip of exactly these frames (FFV1, lossless RGB) at ``fps`` with this audio as
+    32-bit float PCM: a video decoder reads back the same pixels and samples, bit for bit."""
+    import subprocess
+    import tempfile
+
+    video = np.stack([np.asarray(f.convert("RGB")) for f in frames])
+    height, width = video.shape[1:3]
+    with tempfile.TemporaryDirectory(prefix="avrt-clip-") as tmp:
+        raw_video, raw_audio, out = Path(tmp, "v.rgb"), Path(tmp, "a.f32"), Path(tmp, "clip.mkv")
+        raw_video.write_bytes(np.ascontiguousarray(video, dtype=np.uint8).tobytes())
+        raw_audio.write_bytes(np.ascontiguousarray(audio, dtype="<f4").tobytes())
+        command = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error",
+                   "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{fps:.6f}",
+                   "-i", str(raw_video), "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", str(raw_audio),
+                   "-c:v", "ffv1", "-pix_fmt", "bgr0", "-c:a", "pcm_f32le", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not write the clip: {done.stderr.strip()[-300:]}")
+        return out.read_bytes()
+
+
 def load_frames(paths: Sequence[str | Path]) -> list[Image.Image]:
     """Load frames as RGB PIL images, in order."""
     images = []

@@ -175,6 +175,24 @@ class ModelClient:
         ``ModelCallError`` subclass (see the module doc)."""
         standard = {k: v for k, v in self.sampling.items() if k in ("temperature", "top_p", "max_tokens", "seed", "stop")}
         extra = {k: v for k, v in self.sampling.items() if k not in standard}
+
+        def body() -> dict[str, Any]:
+            return {"model": self.model, "messages": messages() if callable(messages) else messages, **standard, **extra,
+                    **(extra_body or {})}
+
+        url, response = await self._send(body)
+        return self._result(url, response)
+
+    async def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion from a whole request body (``model`` added), as the server's JSON answer
+        (every choice, logprobs, token ids); same retries and errors as ``chat``."""
+        url, response = await self._send(lambda: {"model": self.model, **body})
+        if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
+            raise EndpointError(url, "does not speak the OpenAI chat protocol (no 'choices' in the answer)")
+        return response
+
+    async def _send(self, make_body: Callable[[], dict[str, Any]]) -> tuple[str, Any]:
+        """POST ``/chat/completions`` with retries over the replicas; ``(replica url, parsed JSON)``."""
         started = time.monotonic()
         last_error, replica = "no attempt made", self._replicas[0]
         for attempt in range(1, self.retries + 2):
@@ -182,24 +200,21 @@ class ModelClient:
             replica.in_flight += 1
             try:
                 async with replica.limit:
-                    body = messages() if callable(messages) else messages
                     # The low-level post of the official client: same HTTP, timeout and error
                     # handling as chat.completions.create, without its per-call recursive walk of
                     # the (large, already valid) message payload, which cost ~6 ms per request;
                     # the body is serialised once, media parts as they were encoded. The answer
                     # comes back as parsed JSON (``cast_to=object``): ``_result`` reads the few
                     # fields it needs, without building the pydantic ``ChatCompletion`` tree.
-                    payload = dumps_body({"model": self.model, "messages": body, **standard, **extra,
-                                          **(extra_body or {})})
+                    payload = dumps_body(make_body())
                     try:
                         response = await replica.client.post("/chat/completions", cast_to=object, **{_BODY_ARG: payload})
                     except json.JSONDecodeError as err:  # a JSON content type whose body is not JSON
                         raise EndpointError(replica.url, "does not speak the OpenAI chat protocol (the answer is not "
                                                          f"JSON: {self._scrub(err.doc)[:120]!r})") from None
-                    del body
-                result = self._result(replica.url, response)
+                    del payload
                 replica.last_success = time.monotonic()
-                return result
+                return replica.url, response
             except TRANSIENT as err:
                 last_error = self._describe(err)
             except openai.APIStatusError as err:

@@ -33,7 +33,8 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     finish_reason: str = "stop"
-    body: str | None = None  # sent as it is, said to be JSON (a malformed answer), instead of a chat completion
+    # the whole answer, sent as it is: a dict as JSON (vLLM-specific fields), a str as it is (a malformed answer)
+    body: dict[str, Any] | str | None = None
 
 
 Handler = Callable[[dict[str, Any]], "Reply | str"]
@@ -62,6 +63,7 @@ class ScriptedServer:
         self.requests: list[dict[str, Any]] = []
         self.completed: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, request) of answered calls
         self.spans: list[tuple[str, float, float]] = []  # (model, start, end) monotonic times of every POST
+        self.other_posts: list[tuple[str, dict[str, Any]]] = []  # (path, body) of POSTs to other routes
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", 0), self._make_handler())
         self._httpd.daemon_threads = True
@@ -133,6 +135,11 @@ class ScriptedServer:
                         server.counts["unauthorized"] += 1
                     self._send(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
                     return
+                if not self.path.rstrip("/").endswith("/chat/completions"):  # vLLM's dev routes, say
+                    with server._lock:
+                        server.other_posts.append((self.path, request))
+                    self._send(200, {})
+                    return
                 model = request.get("model", "")
                 with server._lock:
                     server.in_flight[model] += 1
@@ -153,11 +160,11 @@ class ScriptedServer:
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": f"scripted {reply.status}", "code": reply.status}})
                     return
+                with server._lock:
+                    server.completed.append((time.monotonic(), request))
                 if reply.body is not None:
                     self._send(200, reply.body)
                     return
-                with server._lock:
-                    server.completed.append((time.monotonic(), request))
                 message: dict[str, Any] = {"role": "assistant", "content": reply.content}
                 if reply.reasoning is not None:
                     message[reply.reasoning_field] = reply.reasoning

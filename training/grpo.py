@@ -18,13 +18,19 @@ tokens while the run looks healthy. ``AVGRPOTrainer`` fixes that:
 * the per-row media ride in the batch under ``av_media`` (a list, one entry per row), so TRL's
   shuffle and split keep them aligned with their rows; every log-prob forward
   (``_get_per_token_logps_and_entropies``) collates the media of exactly its rows and checks, row
-  by row, that the media belong to that row's prompt tokens.
+  by row, that the media belong to that row's prompt tokens;
+* with ``grpo.rollout: vllm`` the completions come from vLLM servers instead of ``generate``
+  (``training.rollout``: one request of ``n`` = G per prompt, the policy's weights pushed to the
+  servers after every optimizer step), and TRL's importance-sampling correction weighs the loss by
+  the policy's over the engine's sampling probabilities.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from training.encoders import EncodedMedia, enable_encoded_audio, encode_media, encoded_kwargs, thinker
 from training.rewards import accuracy_reward, format_reward, make_length_reward
+from training.rollout import RolloutEngine, RolloutServerError, rollout_request
 from training.runtime import (
     JsonlMetrics,
     MediaLoader,
@@ -45,7 +52,9 @@ from training.runtime import (
     memory_plan,
     resume_point,
     save_final,
+    say,
     trl_config,
+    use_bf16,
     use_encoder_cache,
     write_plan,
 )
@@ -91,13 +100,20 @@ class AVGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` that feeds the student's audio and frames to generation and to every log-prob forward."""
 
     def __init__(self, *args, media_loader: MediaLoader, system_prompt: str | None = None,
-                 layout: Layout = "aligned", cache_encoders: bool = True, **kwargs):
+                 layout: Layout = "aligned", cache_encoders: bool = True, rollout_engine: RolloutEngine | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.media_loader = media_loader
         self.system_prompt = system_prompt
         self.layout = layout
         self.cache_encoders = cache_encoders
         self._row_media: list[dict[str, Any]] | None = None
+        self.rollout_engine = rollout_engine
+        self._synced_step: int | None = None  # the global step whose weights the engine holds
+        if rollout_engine is not None:
+            # TRL's importance-sampling correction and its mismatch metrics key on `use_vllm`; our engine
+            # takes the place of TRL's own vLLM client (built only when args.use_vllm, which stays False).
+            self.use_vllm = True
         if cache_encoders:
             for model in (self.model, getattr(self, "ref_model", None)):
                 if model is not None:
@@ -111,8 +127,11 @@ class AVGRPOTrainer(GRPOTrainer):
         for row in inputs:
             key = row["id"]
             if key not in cache:
-                prompt = encode_prompt(self.processing_class, self.media_loader(row), self.system_prompt, self.layout)
+                sample = self.media_loader(row)
+                prompt = encode_prompt(self.processing_class, sample, self.system_prompt, self.layout)
                 entry = {k: prompt[k] for k in MEDIA_KEYS if k in prompt}
+                if self.rollout_engine is not None:
+                    entry["sample"] = sample  # the engine's request carries the same media
                 entry["prompt_ids"] = tuple(prompt["input_ids"].tolist())
                 entry["positions"] = prompt["position_ids"]
                 if self.cache_encoders:
@@ -136,6 +155,8 @@ class AVGRPOTrainer(GRPOTrainer):
         return [list(r["prompt_ids"]) for r in rows], None, tensors
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+        if self.rollout_engine is not None:
+            return self._engine_rollouts(num_generations)
         rows = self._row_media
         width = max(len(p) for p in prompt_ids)
         if self.pad_to_multiple_of:
@@ -147,6 +168,35 @@ class AVGRPOTrainer(GRPOTrainer):
         with generate_kwargs(self.model, **{k: v for k, v in extra.items() if v is not None}):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  *args, **kwargs)
+
+    # -- rollouts from vLLM ------------------------------------------------------------------
+    def _engine_rollouts(self, num_generations: int) -> tuple[list[list[int]], list[list[float]]]:
+        """Completion ids and sampling log-probs of every row from the engine: one request (``n`` =
+        G) per prompt, after pushing the policy's weights if an optimizer step happened since."""
+        if self._synced_step != self.state.global_step:
+            seconds = self.rollout_engine.sync(self.model)
+            self._synced_step = self.state.global_step
+            self._metrics["train"]["rollout/sync_seconds"].append(seconds)
+        rows = self._row_media
+        groups = [rows[i:i + num_generations] for i in range(0, len(rows), num_generations)]
+        if any(len(g) != num_generations or any(r is not g[0] for r in g) for g in groups):
+            raise RuntimeError("AVGRPOTrainer: rows do not come in groups of G copies of one prompt")
+        sampling = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_completion_length}
+        if self.top_k:
+            sampling["top_k"] = self.top_k
+        if self.repetition_penalty != 1.0:
+            sampling["repetition_penalty"] = self.repetition_penalty
+        suppress = generation_suppress_tokens(self.processing_class)
+        bodies = [rollout_request(g[0]["sample"], self.system_prompt, self.layout, n=num_generations,
+                                  sampling=sampling, suppress_ids=suppress, processor=self.processing_class)
+                  for g in groups]
+        started = time.perf_counter()
+        answers = self.rollout_engine.generate(bodies)
+        self._metrics["train"]["rollout/generate_seconds"].append(time.perf_counter() - started)
+        completions = [c for answer in answers for c in answer]
+        if len(completions) != len(rows):
+            raise RolloutServerError(f"the engine returned {len(completions)} completions for {len(rows)} rows")
+        return [c.ids for c in completions], [c.logprobs for c in completions]
 
     def _compute_loss(self, model, inputs):
         self._row_media = inputs["av_media"]
@@ -217,12 +267,17 @@ def reward_functions(config: TrainConfig) -> tuple[list, list[float]]:
     return funcs, weights
 
 
-def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> AVGRPOTrainer:
-    """The configured ``AVGRPOTrainer`` on the corpus, policy loaded from ``model_path``."""
+def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path,
+                       rollout_engine: RolloutEngine | None = None) -> AVGRPOTrainer:
+    """The configured ``AVGRPOTrainer`` on the corpus, policy loaded from ``model_path``; with
+    ``grpo.rollout: vllm`` its completions come from ``rollout_engine`` (``open_rollout_engine``)."""
     stage = config.grpo
     if stage.beta > 0 and not Path(model_path).is_dir():
         raise ValueError("GRPO with beta > 0 rebuilds the reference model from the policy's directory: "
                          f"{model_path} is not a local directory (run SFT first or set grpo.beta=0)")
+    if (stage.rollout == "vllm") != (rollout_engine is not None):
+        raise ValueError(f"grpo.rollout is {stage.rollout!r}: "
+                         + ("give the rollout engine" if rollout_engine is None else "no rollout engine expected"))
     frame = load_corpus(config.corpus, config.data)
     processor = load_processor(model_path)
     model = load_student(model_path, config)
@@ -243,12 +298,47 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> A
         processing_class=processor,
         callbacks=[JsonlMetrics(out_dir / "metrics.jsonl"), NoLastStepCheckpoint()],
         media_loader=MediaLoader(config.corpus, config.data, config.seed), system_prompt=config.system_prompt,
-        layout=config.av_layout, cache_encoders=use_encoder_cache(config),
+        layout=config.av_layout, cache_encoders=use_encoder_cache(config), rollout_engine=rollout_engine,
     )
+
+
+def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, stack: ExitStack) -> RolloutEngine | None:
+    """The rollout engine of ``grpo.rollout: vllm`` (None for ``hf``): the servers of ``grpo.rollout_urls``,
+    else a dev-mode server started here on an export of ``model_path`` (stopped when ``stack`` closes)."""
+    stage = config.grpo
+    if stage.rollout != "vllm":
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("grpo.rollout=vllm runs in a single training process for now (one process syncs the "
+                         "servers' weights); launch without accelerate/torchrun")
+    urls, server = list(stage.rollout_urls), None
+    if not urls:
+        from training.rollout import sigterm_as_exit, start_rollout_server
+
+        stack.enter_context(sigterm_as_exit())  # a SIGTERM'd trainer still stops its server
+        say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")
+        server = start_rollout_server(model_path, out_dir, stage.rollout_gpu_memory, stage.rollout_server_timeout_s,
+                                      dtype="bfloat16" if use_bf16(config) else "float32")
+        stack.callback(server.stop)
+        urls = [server.base_url]
+    engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s, sync_dir=stage.rollout_sync_dir)
+    engine.server = server
+    stack.callback(engine.close)
+    return engine
 
 
 def run_grpo(config: TrainConfig, model_path: str, out_dir: Path) -> Path:
     """Train stage 2 from ``model_path`` (a directory when beta > 0) into ``out_dir``; returns ``out_dir/final``."""
-    trainer = build_grpo_trainer(config, model_path, out_dir)
-    trainer.train(resume_from_checkpoint=resume_point(out_dir))
+    with ExitStack() as stack:
+        engine = open_rollout_engine(config, model_path, out_dir, stack)
+        trainer = build_grpo_trainer(config, model_path, out_dir, engine)
+        try:
+            trainer.train(resume_from_checkpoint=resume_point(out_dir))
+        except RolloutServerError as err:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            last = get_last_checkpoint(str(out_dir))
+            raise RolloutServerError(f"GRPO stopped at step {trainer.state.global_step}: {err}. The last checkpoint "
+                                     f"is kept ({last or 'none yet'}); run the same command again to resume from it"
+                                     ) from None
     return save_final(trainer, out_dir)

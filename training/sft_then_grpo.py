@@ -84,7 +84,12 @@ def run(config: TrainConfig) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
     config = load_config(args.config, overrides)
-    results = run(config)
+    from training.rollout import RolloutServerError
+
+    try:
+        results = run(config)
+    except RolloutServerError as err:
+        raise SystemExit(f"error: {err}") from None
     say("summary: " + "; ".join(f"{stage} -> {path}" for stage, path in results.items()))
 
 

@@ -102,7 +102,10 @@ class LengthRewardConfig(_Strict):
 class GRPOStageConfig(OptimConfig):
     """Stage 2: GRPO from the SFT result."""
 
-    OURS: ClassVar[frozenset[str]] = frozenset({"rewards", "length_reward"})  # become TRL's reward_funcs/weights
+    # become TRL's reward_funcs/weights, or configure the rollout engine (training.rollout)
+    OURS: ClassVar[frozenset[str]] = frozenset({"rewards", "length_reward", "rollout", "rollout_urls",
+                                                "rollout_gpu_memory", "rollout_sync_dir",
+                                                "rollout_server_timeout_s"})
 
     learning_rate: float = 1e-6  # not given by the paper; Omni-R1's value for this student family
     warmup_steps: int = 0
@@ -119,6 +122,26 @@ class GRPOStageConfig(OptimConfig):
     rewards: RewardWeights = RewardWeights()
     length_reward: LengthRewardConfig = LengthRewardConfig()
     log_completions: bool = False
+    # Who samples the completions: Hugging Face `generate` in the trainer ("hf"), or vLLM ("vllm",
+    # training.rollout): the servers in `rollout_urls` (replicas, dev mode), else one the trainer starts
+    # itself from .venv-vllm on the same GPU with `rollout_gpu_memory` of its memory.
+    rollout: Literal["hf", "vllm"] = "hf"
+    rollout_urls: list[str] = []  # e.g. [http://gpu1:8000/v1, http://gpu2:8000/v1]
+    rollout_gpu_memory: float = Field(0.3, gt=0.0, lt=1.0)  # vLLM's --gpu-memory-utilization when started here
+    rollout_sync_dir: str | None = None  # folder for the weights the servers reload (default: a tmpfs one)
+    rollout_server_timeout_s: float = 600.0  # start-up of a server started here, and each request
+    # Truncated importance sampling on the engine's sampling log-probs (TRL's names; on with vllm):
+    # per-token ratio policy/engine, clipped at clip_max.
+    vllm_importance_sampling_correction: bool = True
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate",
+                                           "sequence_mask"] = "token_truncate"
+    vllm_importance_sampling_clip_max: float = 3.0
+
+    @model_validator(mode="after")
+    def _rollout_urls_need_vllm(self) -> "GRPOStageConfig":
+        if self.rollout_urls and self.rollout != "vllm":
+            raise ValueError("grpo.rollout_urls is set but grpo.rollout is not vllm")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -1,0 +1,181 @@
+"""The vLLM rollout engine's logic against the scripted server: requests, parsing, weight sync, failures,
+and a GRPO step whose completions all come from the engine (the real-vLLM tests: test_rollout_vllm.py)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.corpus_fixture import write_corpus
+from tests.scripted_server import Reply, ScriptedServer
+from training.rollout import (
+    Rollout,
+    RolloutEngine,
+    RolloutServerError,
+    export_weights,
+    parse_rollouts,
+    rollout_request,
+)
+from training.student import StudentSample
+from training.train_config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "train" / "tiny.yaml"
+
+
+def _sample(duration: float = 4.0, audio_s: float = 4.0) -> StudentSample:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)) for _ in range(8)]
+    audio = (rng.standard_normal(int(16000 * audio_s)) * 0.1).astype(np.float32)
+    return StudentSample("Which colour?", ["red", "green", "blue", "grey"], frames, audio, duration=duration)
+
+
+def _decode(clip: bytes, tmp: Path, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    path = tmp / "clip.mkv"
+    path.write_bytes(clip)
+    video = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                           capture_output=True, check=True).stdout
+    audio = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(path), "-f", "f32le", "-"],
+                           capture_output=True, check=True).stdout
+    return np.frombuffer(video, np.uint8).reshape(-1, *shape, 3), np.frombuffer(audio, np.float32)
+
+
+def test_aligned_request_is_one_lossless_clip_with_its_sound(tiny_models, tmp_path):
+    from training.runtime import load_processor
+    from training.student import frame_kwargs
+
+    sample, processor = _sample(), load_processor(tiny_models["omni"])
+    body = rollout_request(sample, None, "aligned", n=4, sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 8},
+                           suppress_ids=[5, 7], processor=processor)
+    (video, text) = body["messages"][-1]["content"]
+    assert video["type"] == "video_url" and text["type"] == "text" and "Which colour?" in text["text"]
+    url = video["video_url"]["url"]
+    assert url.startswith("data:video/x-matroska;base64,")
+    assert body["mm_processor_kwargs"] == {**frame_kwargs(processor, sample), "use_audio_in_video": True,
+                                           "fps": 2.0, "second_per_grid_ts": [1.0]}, "the trainer's frame settings"
+    assert (body["n"], body["logprobs"], body["return_token_ids"], body["max_tokens"]) == (4, True, True, 8)
+    assert body["logit_bias"] == {"5": -100.0, "7": -100.0}
+    frames, audio = _decode(base64.b64decode(url.split(",", 1)[1]), tmp_path, (32, 48))
+    assert np.array_equal(frames, np.stack([np.asarray(f) for f in sample.frames])), "pixels changed"
+    assert np.array_equal(audio[: len(sample.audio)], sample.audio), "audio samples changed"
+
+
+def test_separate_layout_and_short_audio_send_frames_and_audio_apart():
+    for sample, layout in ((_sample(), "separate"), (_sample(duration=10.0, audio_s=3.0), "aligned")):
+        body = rollout_request(sample, "Be brief.", layout, n=2, sampling={"temperature": 1.0})
+        kinds = [p["type"] for p in body["messages"][-1]["content"]]
+        assert kinds == ["video_url", "input_audio", "text"] and "mm_processor_kwargs" not in body, "no processor given"
+        assert body["messages"][-1]["content"][0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
+        assert body["messages"][0]["role"] == "system"
+
+
+def _answer(*completions: tuple[list[int], list[float]]) -> dict:
+    return {"choices": [{"index": i, "message": {"role": "assistant", "content": "x"}, "token_ids": ids,
+                         "logprobs": {"content": [{"token": f"token_id:{t}", "logprob": lp} for t, lp in zip(ids, lps)]}}
+                        for i, (ids, lps) in enumerate(completions)]}
+
+
+def test_parse_rollouts_reads_ids_and_logprobs_and_refuses_other_answers():
+    rollouts = parse_rollouts(_answer(([3, 4], [-0.5, -1.0]), ([5], [-2.0])))
+    assert rollouts == [Rollout([3, 4], [-0.5, -1.0]), Rollout([5], [-2.0])]
+    with pytest.raises(RolloutServerError, match="token_ids"):
+        parse_rollouts({"choices": [{"index": 0, "message": {"content": "hi"}}]})
+
+
+def test_engine_spreads_requests_syncs_weights_and_reports_a_dead_server(tiny_models, tmp_path):
+    from training.runtime import load_student
+
+    config = load_config(TINY, [f"model={tiny_models['omni']}"])
+    model = load_student(tiny_models["omni"], config)
+    with ScriptedServer() as one, ScriptedServer() as two:
+        for server in (one, two):
+            server.set_handler("policy", lambda request: Reply(body=_answer(([1, 2], [-0.1, -0.2]))))
+        engine = RolloutEngine([one.url, two.url], sync_dir=tmp_path / "sync")
+        assert engine.model == "policy", "the served name comes from /v1/models"
+        answers = engine.generate([{"messages": [], "n": 1}] * 6)
+        assert [a[0].ids for a in answers] == [[1, 2]] * 6 and one.counts["policy"] + two.counts["policy"] == 6
+        assert one.counts["policy"] and two.counts["policy"], "requests are spread over the replicas"
+        seconds = engine.sync(model)
+        assert seconds > 0
+        for server in (one, two):
+            paths = [p for p, _ in server.other_posts]
+            assert paths == ["/collective_rpc", "/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache"]
+            rpc = server.other_posts[0][1]
+            assert rpc["method"] == "reload_weights" and Path(rpc["kwargs"]["weights_path"]).is_dir()
+    written = load_file(str(Path(rpc["kwargs"]["weights_path"]) / "model.safetensors"))
+    on_disk = {"thinker." + k: v for k, v in load_file(str(tiny_models["omni"] / "model.safetensors")).items()}
+    assert set(written) < set(on_disk), "checkpoint names in the full-model naming (what vLLM loads)"
+    assert all(torch.equal(written[k], on_disk[k]) for k in written), "the model's own values"
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(t.numel() for t in written.values()) == trainable, "exactly the tensors training can change"
+    assert not any(".audio_tower." in k or ".visual." in k for k in written), "frozen encoders are not sent"
+    everything = load_file(str(export_weights(model, tmp_path / "all", everything=True) / "model.safetensors"))
+    assert set(everything) == set(on_disk), "everything: the whole checkpoint"
+    engine.close()
+    assert not (tmp_path / "sync").exists()
+    # the servers are gone: a clear error naming them, after the client's retries
+    dead = RolloutEngine([one.url], model="policy", retries=0, timeout_s=5)
+    with pytest.raises(RolloutServerError, match="rollout server"):
+        dead.generate([{"messages": []}])
+    with pytest.raises(RolloutServerError, match="unreachable for the weight update"):
+        dead.load_weights(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def corpus(synthetic_data, tmp_path_factory) -> Path:
+    return write_corpus(synthetic_data, tmp_path_factory.mktemp("corpus"), n=3)
+
+
+def test_grpo_step_takes_every_completion_from_the_engine(tiny_models, corpus, tmp_path):
+    """One GRPO step with rollout=vllm on the scripted server: no HF generate, one request (n=G) per
+    prompt, a weight sync before it, TRL's importance-sampling metrics logged."""
+    from training.grpo import build_grpo_trainer
+    from training.runtime import load_processor
+
+    tokenizer = load_processor(tiny_models["omni"]).tokenizer
+    ids = tokenizer("<think>red</think><answer>A</answer><|im_end|>", add_special_tokens=False)["input_ids"]
+    config = load_config(TINY, [f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={tmp_path}",
+                                "grpo.beta=0", "grpo.max_steps=1", "grpo.rollout=vllm"])
+    with ScriptedServer() as server:
+        server.set_handler("policy", lambda request: Reply(body=_answer(*[(ids, [-1.0] * len(ids))] * request["n"])))
+        engine = RolloutEngine([server.url], sync_dir=tmp_path / "sync")
+        trainer = build_grpo_trainer(config, str(tiny_models["omni"]), tmp_path / "grpo", engine)
+
+        def no_hf_generate(*args, **kwargs):
+            raise AssertionError("HF generate was called")
+
+        trainer.model.generate = no_hf_generate
+        trainer.train()
+        requests = list(server.requests)
+        posts = [p for p, _ in server.other_posts]
+    assert trainer.state.global_step == 1
+    assert len(requests) == 1 and requests[0]["n"] == config.grpo.num_generations, "one request of G per prompt"
+    assert requests[0]["max_tokens"] == config.grpo.max_completion_length
+    assert posts == ["/collective_rpc", "/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache"], \
+        "weights synced before the rollout"
+    logged = {k for record in trainer.state.log_history for k in record}
+    assert {"sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max",
+            "sampling/importance_sampling_ratio/max", "rollout/sync_seconds"} <= logged
+
+
+def test_sigterm_runs_the_cleanup_that_stops_a_rollout_server(tmp_path):
+    """A trainer stopped with SIGTERM (a scheduler's stop) still runs the ExitStack that stops its server."""
+    code = (f"import os, signal, time\nfrom contextlib import ExitStack\nfrom training.rollout import sigterm_as_exit\n"
+            f"with ExitStack() as stack:\n    stack.enter_context(sigterm_as_exit())\n"
+            f"    stack.callback(lambda: open({str(tmp_path / 'stopped')!r}, 'w').close())\n"
+            f"    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert (tmp_path / "stopped").exists(), "the server's stop did not run"

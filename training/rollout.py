@@ -1,0 +1,339 @@
+"""GRPO rollouts from vLLM servers, with the policy's weights pushed to them after every optimizer step.
+
+``grpo.rollout: vllm`` makes ``training.grpo.AVGRPOTrainer`` sample every completion from vLLM
+(``RolloutEngine``) instead of Hugging Face ``generate``; the trainer still computes the policy's
+and the reference model's log-probs itself, and TRL's truncated importance sampling corrects for
+the difference between the engine's sampling log-probs and its own.
+
+**A request** (``rollout_request``) carries the sample's own frames, audio and question, as the
+policy sees them (``evaluation.api_generator.api_messages`` with the run's ``av_layout``), ``n`` = G,
+GRPO's temperature, top_p and completion length, ``logit_bias`` -100 on the multimodal special
+tokens (the HF path suppresses them too), and asks for the sampled token ids (``return_token_ids``)
+and their log-probs. Layouts, next to the trainer's:
+
+* ``aligned`` clips (the default): the trainer interleaves audio and frames on one TMRoPE time axis
+  (``<|vision_bos|><|audio_bos|>``, frame grids and audio in 2 s chunks). vLLM does the same for a
+  video with its own sound track and ``mm_processor_kwargs={"use_audio_in_video": true}``: the
+  request sends the frames and the audio as one lossless Matroska clip (FFV1 + float PCM: vLLM
+  decodes the same pixels and samples, bit for bit) at the clip's frame rate ``len(frames) /
+  duration``, with the trainer's frame size, ``fps`` and ``second_per_grid_ts`` (without it vLLM
+  interleaves by 1 s per frame grid). vLLM's prompt token ids then equal the trainer's (checked on a
+  6 s clip).
+* ``separate`` (and audio that does not cover its clip): the frames as a ``video/jpeg`` frame list,
+  the audio as an ``input_audio`` float WAV after it, as in the trainer: the same token ids too.
+
+What remains different: vLLM's Qwen2.5-Omni processing re-samples the frames of a video file at its
+video processor's default 2 fps whatever the request says, so a clip shorter than 4 s (8 frames at
+more than 2 fps) reaches vLLM with fewer frames (6 of 8 for a 3 s clip; AVQA's 10 s clips keep all
+8); and vLLM's kernels round differently from the trainer's. Both show in the logged mismatch
+(``sampling/sampling_logp_difference/*``), which the importance-sampling correction is for.
+
+**Weights** (``export_weights`` + ``RolloutEngine.load_weights``, together ``sync_weights``): the
+thinker's tensors that can change (those that require grad: the frozen encoders never change) are
+written in the full Qwen2.5-Omni naming (``thinker.<name>``, ``evaluation.export_student.renamed``)
+as one safetensors file in a fresh folder on tmpfs (``/dev/shm``), then every server is asked
+``POST /collective_rpc {"method": "reload_weights", "kwargs": {"weights_path": folder}}`` (vLLM's dev
+mode), and its encoder, prefix and multimodal caches are reset. The folder must be readable by the servers:
+same host, or a shared filesystem (``grpo.rollout_sync_dir``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evaluation.api_generator import api_messages, processor_kwargs
+from evaluation.export_student import renamed
+from training.encoders import thinker
+
+WEIGHTS_FILE = "model.safetensors"
+CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
+
+
+class RolloutServerError(RuntimeError):
+    """The rollout servers cannot give completions or take weights (the message says which and why)."""
+
+
+@dataclass
+class Rollout:
+    """One sampled completion: its token ids (end-of-turn token included) and their sampling log-probs."""
+
+    ids: list[int]
+    logprobs: list[float]
+
+
+def rollout_request(sample: Any, system: str | None, layout: str, *, n: int, sampling: dict[str, Any],
+                    suppress_ids: Sequence[int] = (), processor: Any = None) -> dict[str, Any]:
+    """The chat-completion body (without ``model``) that samples ``n`` completions for ``sample``.
+
+    ``sampling``: ``temperature``, ``top_p``, ``max_tokens`` and optionally ``top_k``,
+    ``repetition_penalty``; ``processor``: the trainer's, whose frame settings vLLM's processor then
+    uses too (``evaluation.api_generator.processor_kwargs``).
+    """
+    body: dict[str, Any] = {"messages": api_messages(sample, system, layout),
+                            **processor_kwargs(processor, sample, layout),
+                            "n": n, **sampling, "logprobs": True, "top_logprobs": 0, "return_token_ids": True,
+                            "skip_special_tokens": False}
+    if suppress_ids:
+        body["logit_bias"] = {str(i): -100.0 for i in suppress_ids}
+    return body
+
+
+def parse_rollouts(response: dict[str, Any]) -> list[Rollout]:
+    """The ``n`` completions of a vLLM chat answer, in choice order."""
+    out = []
+    for choice in sorted(response.get("choices") or [], key=lambda c: c.get("index", 0)):
+        ids = choice.get("token_ids")
+        content = (choice.get("logprobs") or {}).get("content")
+        if ids is None or content is None:
+            raise RolloutServerError("the server's answer has no token_ids or logprobs: a rollout server must be "
+                                     "vLLM with return_token_ids (0.32 was tested)")
+        logprobs = [float("nan") if t.get("logprob") is None else float(t["logprob"]) for t in content]
+        if len(logprobs) != len(ids):
+            raise RolloutServerError(f"{len(ids)} token ids but {len(logprobs)} log-probs in one completion")
+        out.append(Rollout(list(ids), logprobs))
+    if not out:
+        raise RolloutServerError("the server answered without choices")
+    return out
+
+
+# -- weights -------------------------------------------------------------------------------------
+
+def changing_tensors(model, everything: bool = False) -> dict[str, torch.Tensor]:
+    """The thinker's tensors that training can change (parameters that require grad), or all of its
+    state with ``everything``, under their checkpoint names in the full Qwen2.5-Omni naming.
+
+    transformers names modules in memory differently from its checkpoints
+    (``model.language_model.layers.0`` is ``model.layers.0`` on disk): the model's own
+    ``revert_weight_conversion`` gives the names ``save_pretrained`` writes, which vLLM loads.
+    """
+    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+    model = thinker(model)
+    if everything:
+        named = dict(model.state_dict())
+    else:
+        named = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    named = revert_weight_conversion(model, remove_tied_weights_from_state_dict(named, model))
+    names = renamed(list(named))
+    return {names[name]: tensor.detach().contiguous() for name, tensor in named.items()}
+
+
+def export_weights(model, folder: str | Path, everything: bool = False) -> Path:
+    """Write ``model``'s changing thinker tensors (``changing_tensors``) to ``folder/model.safetensors``
+    (replacing the folder's content); returns the folder. Callable alone (a bench can time it)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    tensors = {k: v.cpu() for k, v in changing_tensors(model, everything).items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    return folder
+
+
+def default_sync_dir() -> Path:
+    """A private folder on tmpfs (``/dev/shm``) when there is one, else in the temp directory."""
+    base = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="avrt-rollout-weights-", dir=base))
+
+
+# -- the servers ---------------------------------------------------------------------------------
+
+def _server_root(url: str) -> str:
+    """``http://host:port/v1`` -> ``http://host:port`` (vLLM's dev routes are not under ``/v1``)."""
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+def _post(url: str, body: dict[str, Any] | None = None, timeout: float = 600.0) -> Any:
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        text = response.read().decode() or "null"
+    return json.loads(text)
+
+
+class RolloutEngine:
+    """Completions and weight updates against one or more vLLM servers serving the policy.
+
+    Requests are spread over the replicas by ``teachers.client.ModelClient`` (fewest in flight first,
+    retries with backoff); a server that stops answering raises ``RolloutServerError``.
+    """
+
+    def __init__(self, urls: Sequence[str], model: str | None = None, timeout_s: float = 600.0,
+                 max_in_flight: int = 64, retries: int = 2, sync_dir: str | Path | None = None):
+        if not urls:
+            raise ValueError("RolloutEngine needs at least one server URL")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.timeout_s, self.max_in_flight, self.retries = timeout_s, max_in_flight, retries
+        self.model = model or self.served_model()
+        self.sync_dir = Path(sync_dir) if sync_dir else None
+        self.requests_sent = 0
+        self.server = None  # the serving.vllm_server.VllmServer behind ``urls`` when the trainer started it
+
+    def _failed(self, what: str) -> RolloutServerError:
+        """The error for a failure; names the exit code and log of a server started here that has died."""
+        server = self.server
+        if server is not None and server.exit_code() is not None:
+            what += f" (the rollout server exited with code {server.exit_code()}; its log: {server.log_path})"
+        return RolloutServerError(what)
+
+    def served_model(self) -> str:
+        """The model name the first server lists on ``/v1/models``."""
+        try:
+            with urllib.request.urlopen(self.urls[0] + "/models", timeout=30) as response:
+                return json.loads(response.read())["data"][0]["id"]
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            raise RolloutServerError(f"rollout server {self.urls[0]} does not list a model: {err}") from None
+
+    def generate(self, bodies: Sequence[dict[str, Any]]) -> list[list[Rollout]]:
+        """Send every request body at once; each answer's completions, in request order."""
+        self.requests_sent += len(bodies)
+        return asyncio.run(self._generate(list(bodies)))
+
+    async def _generate(self, bodies: list[dict[str, Any]]) -> list[list[Rollout]]:
+        from teachers.client import ModelCallError, ModelClient
+
+        client = ModelClient(model=self.model, base_urls=self.urls, sampling={}, timeout_s=self.timeout_s,
+                             max_in_flight=self.max_in_flight, retries=self.retries)
+        try:
+            results = await asyncio.gather(*(client.request(body) for body in bodies), return_exceptions=True)
+        finally:
+            await client.close()
+        out = []
+        for result in results:
+            if isinstance(result, ModelCallError):
+                raise self._failed(f"rollout server(s) {', '.join(self.urls)} failed: {result}") from None
+            if isinstance(result, BaseException):
+                raise result
+            out.append(parse_rollouts(result))
+        return out
+
+    def load_weights(self, folder: str | Path) -> None:
+        """Every server reloads its weights from ``folder`` and drops its prefix and multimodal caches."""
+        for url in self.urls:
+            root = _server_root(url)
+            try:
+                _post(root + "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(folder)}},
+                      timeout=self.timeout_s)
+                # reload_weights empties the worker's encoder cache but not the scheduler's record of it
+                # (a repeated clip then crashes the engine: "Encoder cache miss"): reset both
+                for route in CACHE_RESETS:
+                    answer = _post(root + route)
+                    if isinstance(answer, dict) and answer.get("success") is False:
+                        raise RolloutServerError(f"rollout server {root}: {route} failed (requests still running?)")
+            except urllib.error.HTTPError as err:
+                hint = " (is it in dev mode? start it with VLLM_SERVER_DEV_MODE=1)" if err.code == 404 else ""
+                raise self._failed(f"rollout server {root} refused the weight update: HTTP {err.code}"
+                                   f"{hint}: {err.read()[:300]!r}") from None
+            except OSError as err:
+                raise self._failed(f"rollout server {root} is unreachable for the weight update: {err}") from None
+
+    def sync(self, model) -> float:
+        """Push ``model``'s changing weights to every server (``sync_weights``); returns the seconds it took."""
+        if self.sync_dir is None:
+            self.sync_dir = default_sync_dir()
+        return sync_weights(model, self, self.sync_dir)
+
+    def close(self) -> None:
+        """Remove the weight folder (the servers are not ours to stop here)."""
+        if self.sync_dir is not None:
+            shutil.rmtree(self.sync_dir, ignore_errors=True)
+
+
+def sync_weights(model, engine: RolloutEngine, folder: str | Path) -> float:
+    """Export ``model``'s changing weights to ``folder`` and have ``engine``'s servers load them; seconds."""
+    started = time.perf_counter()
+    engine.load_weights(export_weights(model, Path(folder) / "current"))
+    return time.perf_counter() - started
+
+
+# -- a server of our own -------------------------------------------------------------------------
+
+SERVED_NAME = "policy"
+
+
+def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list[str]:
+    """vLLM flags of a rollout server started by the trainer (after ``--model DIR``)."""
+    flags = ["--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
+             "--dtype", dtype,  # the policy's: vLLM on CPU would otherwise serve an fp32 checkpoint in bf16
+             "--trust-request-mm-kwargs",  # the aligned layout's per-request use_audio_in_video
+             "--logprobs-mode", "processed_logprobs",  # sampling log-probs after temperature (TRL's advice)
+             "--generation-config", "vllm",  # requests carry every sampling parameter
+             # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
+             # audio track", vllm#36800): process every request afresh
+             "--mm-processor-cache-gb", "0"]
+    if on_gpu:
+        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}"]
+    else:
+        flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
+    return flags
+
+
+def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: float = 0.3,
+                         timeout_s: float = 600.0, dtype: str = "float32", vllm_python: str | None = None):
+    """Start a dev-mode vLLM server from ``.venv-vllm`` on an export of ``model_path`` (a thinker
+    checkpoint), on a free port, serving in ``dtype`` (the policy's), logging to
+    ``stage_dir/rollout/server.log``; returns the ready ``serving.vllm_server.VllmServer`` (call its
+    ``stop()``)."""
+    from evaluation.export_student import export_student
+    from serving.vllm_server import VllmServer, find_launcher, server_env
+
+    launcher = find_launcher(vllm_python)
+    folder = stage_dir / "rollout"
+    export = folder / "model"
+    if export.exists():
+        shutil.rmtree(export)
+    export_student(model_path, export)
+    port = free_port()
+    on_gpu = torch.cuda.is_available()
+    # on a GPU the server inherits the trainer's CUDA_VISIBLE_DEVICES: it shares the trainer's GPU
+    env = {"VLLM_SERVER_DEV_MODE": "1", **({} if on_gpu else server_env(None))}
+    server = VllmServer(name="rollout", argv=launcher.serve(str(export)) + server_flags(port, gpu_memory, on_gpu, dtype),
+                        port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
+                        ready_timeout_s=timeout_s)
+    return server.__enter__()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread, so that cleanup (the
+    rollout server's stop) runs as it does for Ctrl-C; outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
