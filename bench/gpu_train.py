@@ -17,13 +17,16 @@ tensors written in the full ``thinker.*`` naming to tmpfs and read back onto the
 Settings: ``sft_old`` (batch 1 x 8 accumulation, checkpointing on: the earlier default on CUDA),
 ``sft_b1_nockpt`` (1 x 8, off), ``sft_default`` (the config as shipped: 4 x 2, checkpointing and
 micro-batch from the memory plan, length-grouped batches), ``grpo_old`` (checkpointing on),
-``grpo_default`` (as shipped). Needs only torch on the GPU host, plus the project's wheels
-(``docs/performance.md`` says which).
+``grpo_default`` (as shipped), and, where vLLM is installed (``.venv-vllm``, ``$VLLM_BIN`` or ``vllm`` on
+``PATH``), ``grpo_vllm`` (``grpo.rollout: vllm``: a rollout server started on the same GPU, the weights
+synced before every step; the sync's seconds come from the trainer's ``rollout/sync_seconds``). Needs
+only torch on the GPU host, plus the project's wheels (``docs/performance.md`` says which).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -44,6 +47,7 @@ SETTINGS = {
     "sft_default": ("sft", []),
     "grpo_old": ("grpo", ["activation_checkpointing=true"]),
     "grpo_default": ("grpo", []),
+    "grpo_vllm": ("grpo", ["grpo.rollout=vllm"]),  # run by default where vLLM is found (serving.vllm_server)
 }
 SENTENCE = "The frames and the sound together point to one option. "
 
@@ -100,7 +104,7 @@ def run_setting(name: str, model: str, corpus: str, out_dir: str, steps: int, co
     from transformers import TrainerCallback
 
     from bench.train_step import fixed_length
-    from training.grpo import build_grpo_trainer
+    from training.grpo import build_grpo_trainer, open_rollout_engine
     from training.sft import build_sft_trainer
     from training.train_config import load_config
 
@@ -116,7 +120,10 @@ def run_setting(name: str, model: str, corpus: str, out_dir: str, steps: int, co
         overrides += ["activation_checkpointing=null"] if not extra else []
     config = load_config(config_file, overrides)
     build = build_sft_trainer if stage == "sft" else build_grpo_trainer
-    trainer = build(config, model, Path(out_dir) / name)
+    stack = contextlib.ExitStack()
+    engine = open_rollout_engine(config, model, Path(out_dir) / name, stack) if stage == "grpo" else None
+    trainer = build(config, model, Path(out_dir) / name) if engine is None else build(config, model,
+                                                                                        Path(out_dir) / name, engine)
     windows, tokens, rollouts = [], [], []
 
     class Timer(TrainerCallback):
@@ -145,7 +152,8 @@ def run_setting(name: str, model: str, corpus: str, out_dir: str, steps: int, co
         trainer._generate_single_turn = timed_generate
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    with stack:
+        trainer.train()
     measured = windows[1:] or windows
     step_s = [b - a for a, b in measured]
     rollout_s = sum(b - a for a, b in rollouts if a >= measured[0][0])
@@ -167,6 +175,9 @@ def run_setting(name: str, model: str, corpus: str, out_dir: str, steps: int, co
         result["tokens_per_s"] = round(sum(timed_tokens) / sum(step_s))
     else:
         result["rollout_share"] = round(rollout_s / sum(step_s), 2)
+        syncs = [r["rollout/sync_seconds"] for r in trainer.state.log_history if "rollout/sync_seconds" in r]
+        if syncs:
+            result["sync_s"] = round(statistics.median(syncs[1:] or syncs), 2)
     if stage == "grpo" and name == "grpo_default":
         result["sync"] = time_portable_sync(trainer.model, Path(out_dir))
     return result
@@ -208,14 +219,21 @@ def time_portable_sync(model, fallback: Path) -> dict:
 
 
 def build_model(out: Path, smoke: bool) -> str:
-    """The 3B-shaped student (36 text layers, bf16) built on the GPU, or the tiny one for ``--smoke``."""
+    """The 3B-shaped student (36 text layers, bf16) built on the GPU, or for ``--smoke`` the tiny one with
+    head_dim 64 (vLLM's CPU attention needs it)."""
     code = ("import torch, sys\n"
             "torch.set_default_device('cuda' if torch.cuda.is_available() else 'cpu')\n"
             "from training.tiny_models import main\n"
             "main(sys.argv[1:])\n")
-    args = ["--out", str(out)] if smoke else ["--preset", "omni-3b-shape", "--text-layers", "36", "--out", str(out)]
+    args = ["--preset", "vllm-tiny", "--out", str(out)] if smoke else ["--preset", "omni-3b-shape", "--text-layers", "36", "--out", str(out)]
     subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, check=True)
     return str(out / "omni") if smoke else str(out)
+
+
+def default_settings() -> list[str]:
+    from serving.vllm_server import find_launcher
+
+    return [name for name in SETTINGS if name != "grpo_vllm" or find_launcher(must_exist=False).exists()]
 
 
 def print_table(results: list[dict]) -> None:
@@ -233,6 +251,9 @@ def print_table(results: list[dict]) -> None:
         print(f"SFT tokens/s, default vs old: {base['sft_default']['tokens_per_s'] / base['sft_old']['tokens_per_s']:.2f}x")
     if "grpo_old" in base and "grpo_default" in base:
         print(f"GRPO s/step, default vs old: {base['grpo_default']['step_s'] / base['grpo_old']['step_s']:.2f}x")
+    if "grpo_vllm" in base and "grpo_default" in base:
+        print(f"GRPO s/step, vllm vs hf rollouts: {base['grpo_vllm']['step_s'] / base['grpo_default']['step_s']:.2f}x "
+              f"(sync {base['grpo_vllm'].get('sync_s')} s per step)")
     for r in results:
         if "sync" in r:
             print(f"portable sync at this size: {r['sync']}")
@@ -243,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_train", help="work folder and results.json")
     parser.add_argument("--model", help="an existing student directory (default: build the 3B shape)")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {', '.join(SETTINGS)}")
+    parser.add_argument("--settings", help=f"comma-separated, from {', '.join(SETTINGS)} (default: all; grpo_vllm "
+                                           "only where vLLM is found)")
     parser.add_argument("--sft-steps", type=int, default=5, help="SFT steps per setting (the first is warm-up)")
     parser.add_argument("--grpo-steps", type=int, default=3, help="GRPO steps per setting (the first is warm-up)")
     parser.add_argument("--completion-tokens", type=int, default=256, help="new tokens per GRPO completion")
@@ -267,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {model}, corpus {corpus}: ready in {time.time() - started:.0f}s", flush=True)
     sampler = GpuSampler()
     results = []
-    for name in args.settings.split(","):
+    for name in (args.settings.split(",") if args.settings else default_settings()):
         t = time.time()
         command = [sys.executable, __file__, "--run-one", name, "--model", model, "--corpus", str(corpus),
                    "--out", str(args.out), "--sft-steps", str(args.sft_steps), "--grpo-steps", str(args.grpo_steps),
