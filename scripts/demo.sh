@@ -88,9 +88,11 @@ wait_for() {  # wait_for URL SECONDS NAME
 }
 
 step "task, tiny student" "1/5 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
-[ -f "$OUT/tiny/omni/config.json" ] || python -m training.tiny_models --out "$OUT/tiny"
+[ -f "$OUT/tiny/omni/config.json" ] || python -m training.tiny_models --out "$OUT/tiny" &  # alongside the clips
+TINY=$!
 TASK="$OUT/demo/av-n$CLIPS"
 [ -f "$TASK/manifest_test.jsonl" ] || python -m demo.task --n "$CLIPS" --out "$TASK"
+wait "$TINY"
 echo "$(wc -l <"$TASK/manifest_train.jsonl") train and $(wc -l <"$TASK/manifest_test.jsonl") test questions in $TASK"
 
 step "teachers and merger" "2/5 the teachers (vision: frames only, audio: audio only) and the merger, trained or reused"
