@@ -184,37 +184,32 @@ def run_setting(name: str, model: str, corpus: str, out_dir: str, steps: int, co
 
 
 def time_portable_sync(model, fallback: Path) -> dict:
-    """Seconds to write the thinker's tensors as ``thinker.*`` safetensors to tmpfs (``/dev/shm`` when it has
-    room, else ``fallback``), and to read them back onto the device."""
+    """Seconds for the portable sync's disk half at this size: the trainer's own ``training.rollout.export_weights``
+    (all thinker tensors, ``thinker.*`` checkpoint names) to tmpfs (``/dev/shm`` when it has room, else
+    ``fallback``), and reading the file back onto the device."""
     import shutil
 
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from evaluation.export_student import PREFIX
     from training.encoders import thinker
+    from training.rollout import WEIGHTS_FILE, export_weights
 
     need = 2 * sum(p.numel() * p.element_size() for p in thinker(model).parameters())
     shm = Path("/dev/shm")
     root = shm if shm.is_dir() and shutil.disk_usage(shm).free > need else fallback
-    folder = root / "avrt-sync-bench"
-    folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    state = {PREFIX + k: v.detach().to("cpu", non_blocking=True).contiguous() for k, v in thinker(model).state_dict().items()}
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    copied = time.perf_counter()
-    save_file(state, str(folder / "model.safetensors"))
+    folder = export_weights(model, root / "avrt-sync-bench", everything=True)
     written = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_file(str(folder / "model.safetensors"), device=device)
+    loaded = load_file(str(folder / WEIGHTS_FILE), device=device)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     read = time.perf_counter()
-    size = (folder / "model.safetensors").stat().st_size
+    size = (folder / WEIGHTS_FILE).stat().st_size
     del loaded
     shutil.rmtree(folder, ignore_errors=True)
-    return {"folder": str(root), "gib": round(size / 2**30, 2), "to_host_s": round(copied - start, 2), "write_s": round(written - copied, 2),
+    return {"folder": str(root), "gib": round(size / 2**30, 2), "write_s": round(written - start, 2),
             "read_to_device_s": round(read - written, 2), "total_s": round(read - start, 2)}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.vllm_server import free_port  # noqa: F401  (tests import it from here)
 from tests.scripted_server import ScriptedServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,12 +69,6 @@ def corpus(synthetic_data, tmp_path_factory) -> Path:
 def scripted_server():
     with ScriptedServer() as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 120.0, process: subprocess.Popen | None = None) -> None:

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from training.runtime import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"
 ACCELERATE = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("path", [p for p in ACCELERATE if "DEEPSPEED" in p.read_text()], ids=lambda p: p.name)
@@ -69,7 +63,7 @@ def test_accelerate_launch_line_starts_the_processes_it_promises(tmp_path):
     probe.write_text("import os; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n")
     done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                            str(ROOT / "configs/accelerate/multi_gpu.yaml"), "--num_processes", "2",
-                           "--main_process_port", str(_free_port()), str(probe)],
+                           "--main_process_port", str(free_port()), str(probe)],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank")) == ["rank 0 of 2",
@@ -80,7 +74,7 @@ def test_accelerate_launch_line_starts_the_processes_it_promises(tmp_path):
 def test_two_processes_train_write_once_and_resume_after_a_kill(tiny_models, corpus, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(_free_port()), str(ROOT / "tests" / "dist_worker.py"),
+               "--master_port", str(free_port()), str(ROOT / "tests" / "dist_worker.py"),
                "--config", str(TINY), "--model", str(tiny_models["omni"]), "--corpus", str(corpus),
                "--output-dir", str(out), "sft.max_steps=3", "sft.save_steps=1", "sft.per_device_train_batch_size=2",
                "grpo.max_steps=2", "grpo.save_steps=1", "grpo.per_device_train_batch_size=4",

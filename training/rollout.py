@@ -44,7 +44,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -296,7 +295,7 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: fl
     ``stage_dir/rollout/server.log``; returns the ready ``serving.vllm_server.VllmServer`` (call its
     ``stop()``)."""
     from evaluation.export_student import export_student
-    from serving.vllm_server import VllmServer, find_launcher, server_env
+    from serving.vllm_server import VllmServer, find_launcher, free_port, server_env
 
     launcher = find_launcher(vllm_python)
     folder = stage_dir / "rollout"
@@ -312,13 +311,6 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: fl
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
                         ready_timeout_s=timeout_s)
     return server.__enter__()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
