@@ -128,3 +128,23 @@ def prompt_lengths(batch) -> list[int]:
         target = (labels != IGNORE_INDEX).nonzero()
         lengths.append(int(target[0]) if len(target) else int(mask.sum()))
     return lengths
+
+
+def assert_positions_are_the_models(model, processor, samples, aligned, completions=None) -> dict:
+    """Each row of ``build_inputs(samples)`` carries the model's own rope index for that row alone with its
+    layout (``aligned[row]``); returns the batch."""
+    import torch
+
+    from training.student import build_inputs
+
+    batch = build_inputs(processor, samples, completions)
+    for row, (sample, flag) in enumerate(zip(samples, aligned)):
+        alone = build_inputs(processor, [sample], None if completions is None else completions[:1])
+        mask = alone["attention_mask"]
+        expected, _ = model.model.get_rope_index(
+            alone["input_ids"], alone.get("image_grid_thw"), alone.get("video_grid_thw"), mask, flag,
+            alone["feature_attention_mask"].sum(-1) if "feature_attention_mask" in alone else None,
+            alone.get("video_second_per_grid"))
+        assert torch.equal(batch["position_ids"][:, row][:, batch["attention_mask"][row].bool()],
+                           expected[:, 0][:, mask[0].bool()].long()), f"row {row}"
+    return batch

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import prompt_lengths
+from tests.conftest import assert_positions_are_the_models, prompt_lengths
 from training.student import (
     IGNORE_INDEX,
     StudentSample,
@@ -185,16 +185,7 @@ def test_positions_are_the_models_and_per_row_in_mixed_batches(processor, tiny_m
     samples = [_av(10.0), still, silent, long_clip, StudentSample("q?", ["a", "b"])]
     aligned = [True, False, False, False, False]  # a 60 s clip with its centred 10 s of audio is not aligned
     for completions in (None, ["<think>t</think><answer>A</answer>"] * len(samples)):
-        batch = build_inputs(processor, samples, completions)
-        for row, (sample, flag) in enumerate(zip(samples, aligned)):
-            alone = build_inputs(processor, [sample], None if completions is None else completions[:1])
-            mask = alone["attention_mask"]
-            expected, _ = model.model.get_rope_index(
-                alone["input_ids"], alone.get("image_grid_thw"), alone.get("video_grid_thw"), mask, flag,
-                alone["feature_attention_mask"].sum(-1) if "feature_attention_mask" in alone else None,
-                alone.get("video_second_per_grid"))
-            assert torch.equal(batch["position_ids"][:, row][:, batch["attention_mask"][row].bool()],
-                               expected[:, 0][:, mask[0].bool()]), f"row {row}"
+        batch = assert_positions_are_the_models(model, processor, samples, aligned, completions)
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss)
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from serving.vllm_server import VllmServer, find_launcher, project_python, server_env
-from tests.conftest import STUDENT_FAMILIES, free_port
+from tests.conftest import STUDENT_FAMILIES, assert_positions_are_the_models, free_port
 from training.runtime import read_metrics
 from training.student import StudentSample, build_inputs
 from training.student_family import FAMILIES, QWEN2_5_OMNI, QWEN3_OMNI, UnknownStudentError, family_of
@@ -92,16 +92,8 @@ def test_qwen3_positions_are_the_models_own_per_row_in_mixed_batches(tiny_qwen3_
     silent = StudentSample("q?", ["a", "b", "c", "d"], _frames(seed=2), None, duration=10.0)
     samples = [_clip(10.0), still, silent, StudentSample("q?", ["a", "b"], None, _audio(4.0))]
     aligned = [True, False, False, False]
-    batch = build_inputs(processor, samples, ["<think>t</think><answer>A</answer>"] * len(samples))
-    for row, (sample, flag) in enumerate(zip(samples, aligned)):
-        alone = build_inputs(processor, [sample], ["<think>t</think><answer>A</answer>"])
-        mask = alone["attention_mask"]
-        expected, _ = model.model.get_rope_index(
-            alone["input_ids"], alone.get("image_grid_thw"), alone.get("video_grid_thw"), mask, flag,
-            alone["feature_attention_mask"].sum(-1) if "feature_attention_mask" in alone else None,
-            alone.get("video_second_per_grid"))
-        assert torch.equal(batch["position_ids"][:, row][:, batch["attention_mask"][row].bool()],
-                           expected[:, 0][:, mask[0].bool()].long()), f"row {row}"
+    batch = assert_positions_are_the_models(model, processor, samples, aligned,
+                                            ["<think>t</think><answer>A</answer>"] * len(samples))
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss)
 
