@@ -184,7 +184,7 @@ def run_setting(name: str, model: str, corpus: str, out_dir: str, steps: int, co
 
 
 def time_portable_sync(model, fallback: Path) -> dict:
-    """Seconds for the portable sync's disk half at this size: the trainer's own ``training.rollout.export_weights``
+    """Seconds for the portable sync's disk half at this size: the trainer's own ``training.weight_sync.export_weights``
     (all thinker tensors, ``thinker.*`` checkpoint names) to tmpfs (``/dev/shm`` when it has room, else
     ``fallback``), and reading the file back onto the device."""
     import shutil
@@ -193,7 +193,7 @@ def time_portable_sync(model, fallback: Path) -> dict:
     from safetensors.torch import load_file
 
     from training.encoders import thinker
-    from training.rollout import WEIGHTS_FILE, export_weights
+    from training.weight_sync import WEIGHTS_FILE, export_weights
 
     need = 2 * sum(p.numel() * p.element_size() for p in thinker(model).parameters())
     shm = Path("/dev/shm")

@@ -8,7 +8,7 @@ the same model go through the trainer's own two rollout paths (``training.grpo.A
 ``grpo.rollout=hf`` (``generate`` in the trainer) and ``grpo.rollout=vllm`` (``training.rollout``:
 one request of ``n`` = G per prompt). Each path runs ``--repeats`` times after one warm-up; the
 report gives completion tokens per second (median), the ratio vllm / hf, and the sync: exporting
-the trainable weights to tmpfs (``training.rollout.export_weights``) and the server's reload
+the trainable weights to tmpfs (``training.weight_sync.export_weights``) and the server's reload
 (``RolloutEngine.load_weights``), median seconds each.
 
 Without ``--model`` the vLLM-servable tiny student (``training.tiny_models --preset vllm-tiny``) is
@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     from contextlib import ExitStack
 
     from training.grpo import build_grpo_trainer, grpo_dataset
-    from training.rollout import RolloutEngine, export_weights, start_rollout_server
+    from training.rollout import RolloutEngine, start_rollout_server
     from training.runtime import load_corpus
     from training.train_config import load_config
+    from training.weight_sync import export_weights
 
     report: dict = {"machine": platform.platform(), "prompts": args.prompts, "generations": args.generations,
                     "max_tokens": args.max_tokens}

@@ -64,6 +64,7 @@ class ScriptedServer:
         self.completed: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, request) of answered calls
         self.spans: list[tuple[str, float, float]] = []  # (model, start, end) monotonic times of every POST
         self.other_posts: list[tuple[str, dict[str, Any]]] = []  # (path, body) of POSTs to other routes
+        self.routes: dict[str, Callable[[dict[str, Any]], Reply]] = {}  # answers of other routes (else 200 {})
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", 0), self._make_handler())
         self._httpd.daemon_threads = True
@@ -75,6 +76,18 @@ class ScriptedServer:
 
     def set_handler(self, model: str, handler: Handler) -> None:
         self.handlers[model] = handler
+
+    def set_route(self, path: str, handler: Callable[[dict[str, Any]], Reply]) -> None:
+        """Answer GET or POST ``path`` (a route other than chat completions) with ``handler(body)``."""
+        self.routes[path] = handler
+
+    def _route(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | str] | None:
+        handler = self.routes.get(path.split("?")[0])
+        if handler is None:
+            return None
+        reply = handler(body)
+        time.sleep(reply.delay)
+        return reply.status, reply.body if reply.body is not None else {}
 
     def queue(self, model: str, *replies: Reply | str) -> None:
         self.queues[model].extend(Reply(r) if isinstance(r, str) else r for r in replies)
@@ -118,7 +131,9 @@ class ScriptedServer:
                     pass
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/_spans"):  # for benchmarks in another process
+                if (routed := server._route(self.path, {})) is not None:
+                    self._send(*routed)
+                elif self.path.rstrip("/").endswith("/_spans"):  # for benchmarks in another process
                     with server._lock:
                         spans = list(server.spans)
                     self._send(200, {"spans": spans})
@@ -138,7 +153,7 @@ class ScriptedServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):  # vLLM's dev routes, say
                     with server._lock:
                         server.other_posts.append((self.path, request))
-                    self._send(200, {})
+                    self._send(*(server._route(self.path, request) or (200, {})))
                     return
                 model = request.get("model", "")
                 with server._lock:

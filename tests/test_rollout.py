@@ -21,12 +21,12 @@ from training.rollout import (
     Rollout,
     RolloutEngine,
     RolloutServerError,
-    export_weights,
     parse_rollouts,
     rollout_request,
 )
 from training.student import StudentSample
 from training.train_config import load_config
+from training.weight_sync import export_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"

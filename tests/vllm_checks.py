@@ -7,7 +7,9 @@ It imports nothing from this project (vLLM's environment does not have it). ``IN
 * ``requests``: ``{name: body}``, chat completion bodies validated by vLLM's ``ChatCompletionRequest``;
 * ``architectures``: names that must be in vLLM's model registry;
 * ``exports``: ``{name: safetensors file}``, weights whose names the registered implementation's
-  ``hf_to_vllm_mapper`` must keep (``{"file": ..., "module": ..., "cls": ...}``).
+  ``hf_to_vllm_mapper`` must keep (``{"file": ..., "module": ..., "cls": ...}``);
+* ``weight_transfer``: ``{name: {"init": init_info, "update": update_info}}``, the bodies of the NCCL
+  weight-transfer routes, parsed by the NCCL engine's own ``parse_init_info``/``parse_update_info``.
 
 It prints one JSON object: per item, what vLLM made of it (or the error it raised).
 """
@@ -57,7 +59,8 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
                                   "max_num_batched_tokens": args.max_num_batched_tokens,
                                   "generation_config": args.generation_config,
                                   "override_generation_config": args.override_generation_config,
-                                  "served_model_name": args.served_model_name}
+                                  "served_model_name": args.served_model_name,
+                                  "weight_transfer_backend": getattr(args.weight_transfer_config, "backend", None)}
         except BaseException as error:  # argparse exits with SystemExit
             out["serve"][name] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     request_class = _protocol()
@@ -85,6 +88,21 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
             mapped = {key: mapper._map_name(key) for key in weights.keys()}
         out["exports"][name] = {"dropped": sorted(k for k, v in mapped.items() if v is None),
                                 "prefixes": sorted({v.split(".")[0] for v in mapped.values() if v})}
+    if spec.get("weight_transfer"):
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+        engine = NCCLWeightTransferEngine.__new__(NCCLWeightTransferEngine)  # the parsers need no set-up
+        out["weight_transfer"] = {}
+        for name, bodies in spec["weight_transfer"].items():
+            try:
+                init = engine.parse_init_info(bodies["init"])
+                update = engine.parse_update_info(bodies["update"])
+                out["weight_transfer"][name] = {
+                    "ok": True, "world_size": init.world_size, "rank_offset": init.rank_offset, "packed": init.packed,
+                    "unique_id_bytes": len(init.nccl_unique_id_bytes or b""), "names": update.names,
+                    "dtype_names": update.dtype_names, "shapes": update.shapes}
+            except Exception as error:
+                out["weight_transfer"][name] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     return out
 
 

@@ -69,6 +69,7 @@ from training.student import (
     student_prompt,
 )
 from training.train_config import TrainConfig
+from training.weight_sync import weight_sync
 
 
 def row_forward_kwargs(rows: list[dict[str, Any]], device: torch.device | str | None = None) -> dict[str, Any]:
@@ -321,8 +322,11 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
                                       dtype="bfloat16" if use_bf16(config) else "float32")
         stack.callback(server.stop)
         urls = [server.base_url]
-    engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s, sync_dir=stage.rollout_sync_dir)
+    engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s)
     engine.server = server
+    engine.weight_sync = weight_sync(stage.rollout_weight_sync, engine, on_gpu=torch.cuda.is_available(),
+                                     own_server=server is not None, sync_dir=stage.rollout_sync_dir)
+    say(f"[grpo] the policy's weights reach the rollout server(s) after every step by {engine.weight_sync.name}")
     stack.callback(engine.close)
     return engine
 

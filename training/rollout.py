@@ -28,23 +28,17 @@ more than 2 fps) reaches vLLM with fewer frames (6 of 8 for a 3 s clip; AVQA's 1
 8); and vLLM's kernels round differently from the trainer's. Both show in the logged mismatch
 (``sampling/sampling_logp_difference/*``), which the importance-sampling correction is for.
 
-**Weights** (``export_weights`` + ``RolloutEngine.load_weights``, together ``sync_weights``): the
-thinker's tensors that can change (those that require grad: the frozen encoders never change) are
-written in the full Qwen2.5-Omni naming (``thinker.<name>``, ``evaluation.export_student.renamed``)
-as one safetensors file in a fresh folder on tmpfs (``/dev/shm``), then every server is asked
-``POST /collective_rpc {"method": "reload_weights", "kwargs": {"weights_path": folder}}`` (vLLM's dev
-mode), and its encoder, prefix and multimodal caches are reset. The folder must be readable by the servers:
-same host, or a shared filesystem (``grpo.rollout_sync_dir``).
+**Weights**: after every optimizer step the policy's changing tensors reach every server before its
+next rollout (``RolloutEngine.sync``), through files on tmpfs or over NCCL (``training.weight_sync``,
+``grpo.rollout_weight_sync``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import urllib.error
@@ -58,10 +52,8 @@ from typing import Any
 import torch
 
 from evaluation.api_generator import api_messages, processor_kwargs
-from evaluation.export_student import renamed
-from training.encoders import thinker
+from training.weight_sync import NCCL_SERVER_FLAGS, FileSync, WeightSync
 
-WEIGHTS_FILE = "model.safetensors"
 CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
 
 
@@ -112,63 +104,12 @@ def parse_rollouts(response: dict[str, Any]) -> list[Rollout]:
     return out
 
 
-# -- weights -------------------------------------------------------------------------------------
-
-def changing_tensors(model, everything: bool = False) -> dict[str, torch.Tensor]:
-    """The thinker's tensors that training can change (parameters that require grad), or all of its
-    state with ``everything``, under their checkpoint names in the full Qwen2.5-Omni naming.
-
-    transformers names modules in memory differently from its checkpoints
-    (``model.language_model.layers.0`` is ``model.layers.0`` on disk): the model's own
-    ``revert_weight_conversion`` gives the names ``save_pretrained`` writes, which vLLM loads.
-    """
-    from transformers.core_model_loading import revert_weight_conversion
-    from transformers.modeling_utils import remove_tied_weights_from_state_dict
-
-    model = thinker(model)
-    if everything:
-        named = dict(model.state_dict())
-    else:
-        named = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    named = revert_weight_conversion(model, remove_tied_weights_from_state_dict(named, model))
-    names = renamed(list(named))
-    return {names[name]: tensor.detach().contiguous() for name, tensor in named.items()}
-
-
-def export_weights(model, folder: str | Path, everything: bool = False) -> Path:
-    """Write ``model``'s changing thinker tensors (``changing_tensors``) to ``folder/model.safetensors``
-    (replacing the folder's content); returns the folder. Callable alone (a bench can time it)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    tensors = {k: v.cpu() for k, v in changing_tensors(model, everything).items()}
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    return folder
-
-
-def default_sync_dir() -> Path:
-    """A private folder on tmpfs (``/dev/shm``) when there is one, else in the temp directory."""
-    base = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="avrt-rollout-weights-", dir=base))
-
-
 # -- the servers ---------------------------------------------------------------------------------
 
 def _server_root(url: str) -> str:
     """``http://host:port/v1`` -> ``http://host:port`` (vLLM's dev routes are not under ``/v1``)."""
     url = url.rstrip("/")
     return url[:-3] if url.endswith("/v1") else url
-
-
-def _post(url: str, body: dict[str, Any] | None = None, timeout: float = 600.0) -> Any:
-    data = json.dumps(body or {}).encode()
-    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        text = response.read().decode() or "null"
-    return json.loads(text)
 
 
 class RolloutEngine:
@@ -185,9 +126,15 @@ class RolloutEngine:
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s, self.max_in_flight, self.retries = timeout_s, max_in_flight, retries
         self.model = model or self.served_model()
-        self.sync_dir = Path(sync_dir) if sync_dir else None
         self.requests_sent = 0
         self.server = None  # the serving.vllm_server.VllmServer behind ``urls`` when the trainer started it
+        # how weights reach the servers (training.weight_sync.weight_sync picks one from the config)
+        self.weight_sync: WeightSync = FileSync(self, sync_dir)
+
+    @property
+    def roots(self) -> list[str]:
+        """The servers' roots (``http://host:port``): vLLM's dev routes are not under ``/v1``."""
+        return [_server_root(url) for url in self.urls]
 
     def _failed(self, what: str) -> RolloutServerError:
         """The error for a failure; names the exit code and log of a server started here that has died."""
@@ -227,43 +174,48 @@ class RolloutEngine:
             out.append(parse_rollouts(result))
         return out
 
+    def call(self, root: str, route: str, body: dict[str, Any] | None = None, method: str = "POST",
+             what: str = "the weight update") -> Any:
+        """One of vLLM's dev routes on the server at ``root``; its JSON answer. A refusal or an unreachable
+        server is a ``RolloutServerError`` that names ``what`` was being done."""
+        request = urllib.request.Request(root + route, method=method, headers={"Content-Type": "application/json"},
+                                         data=json.dumps(body or {}).encode() if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read().decode() or "null")
+        except urllib.error.HTTPError as err:
+            hint = " (is it in dev mode? start it with VLLM_SERVER_DEV_MODE=1)" if err.code == 404 else ""
+            raise self._failed(f"rollout server {root} refused {what} ({route}): HTTP {err.code}{hint}: "
+                               f"{err.read()[:300]!r}") from None
+        except (OSError, ValueError) as err:
+            raise self._failed(f"rollout server {root} is unreachable for {what} ({route}): {err}") from None
+
+    def reset_caches(self, root: str) -> None:
+        """Drop the server's encoder, prefix and multimodal caches (after its weights changed).
+
+        A weight reload empties the worker's encoder cache but not the scheduler's record of it (a
+        repeated clip then crashes the engine: "Encoder cache miss"): reset both."""
+        for route in CACHE_RESETS:
+            answer = self.call(root, route)
+            if isinstance(answer, dict) and answer.get("success") is False:
+                raise RolloutServerError(f"rollout server {root}: {route} failed (requests still running?)")
+
     def load_weights(self, folder: str | Path) -> None:
-        """Every server reloads its weights from ``folder`` and drops its prefix and multimodal caches."""
-        for url in self.urls:
-            root = _server_root(url)
-            try:
-                _post(root + "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(folder)}},
-                      timeout=self.timeout_s)
-                # reload_weights empties the worker's encoder cache but not the scheduler's record of it
-                # (a repeated clip then crashes the engine: "Encoder cache miss"): reset both
-                for route in CACHE_RESETS:
-                    answer = _post(root + route)
-                    if isinstance(answer, dict) and answer.get("success") is False:
-                        raise RolloutServerError(f"rollout server {root}: {route} failed (requests still running?)")
-            except urllib.error.HTTPError as err:
-                hint = " (is it in dev mode? start it with VLLM_SERVER_DEV_MODE=1)" if err.code == 404 else ""
-                raise self._failed(f"rollout server {root} refused the weight update: HTTP {err.code}"
-                                   f"{hint}: {err.read()[:300]!r}") from None
-            except OSError as err:
-                raise self._failed(f"rollout server {root} is unreachable for the weight update: {err}") from None
+        """Every server reloads its weights from ``folder`` (safetensors in checkpoint naming) and drops
+        its caches."""
+        for root in self.roots:
+            self.call(root, "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(folder)}})
+            self.reset_caches(root)
 
     def sync(self, model) -> float:
-        """Push ``model``'s changing weights to every server (``sync_weights``); returns the seconds it took."""
-        if self.sync_dir is None:
-            self.sync_dir = default_sync_dir()
-        return sync_weights(model, self, self.sync_dir)
+        """Push ``model``'s changing weights to every server (``weight_sync``); returns the seconds it took."""
+        started = time.perf_counter()
+        self.weight_sync.push(model)
+        return time.perf_counter() - started
 
     def close(self) -> None:
-        """Remove the weight folder (the servers are not ours to stop here)."""
-        if self.sync_dir is not None:
-            shutil.rmtree(self.sync_dir, ignore_errors=True)
-
-
-def sync_weights(model, engine: RolloutEngine, folder: str | Path) -> float:
-    """Export ``model``'s changing weights to ``folder`` and have ``engine``'s servers load them; seconds."""
-    started = time.perf_counter()
-    engine.load_weights(export_weights(model, Path(folder) / "current"))
-    return time.perf_counter() - started
+        """Release what the weight sync holds (the servers are not ours to stop here)."""
+        self.weight_sync.close()
 
 
 # -- a server of our own -------------------------------------------------------------------------
@@ -281,8 +233,8 @@ def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list
              # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
              # audio track", vllm#36800): process every request afresh
              "--mm-processor-cache-gb", "0"]
-    if on_gpu:
-        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}"]
+    if on_gpu:  # and weights can come over NCCL (training.weight_sync)
+        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}", *NCCL_SERVER_FLAGS]
     else:
         flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
     return flags
