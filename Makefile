@@ -33,8 +33,11 @@ $(VLLM_STAMP): $(VLLM_PINS) scripts/vllm_env.sh
 vllm-lock: ## re-resolve serving/vllm-env/*.in into the pinned *.txt that vllm-env installs
 	bash scripts/vllm_env.sh lock
 
+# pytest-xdist workers for `make test`, each taking whole modules (longest first: tests/conftest.py)
+TEST_WORKERS ?= 2
+
 test: install lint vllm-env ## run the whole test suite (slow integration tests, real vLLM included)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 lint: install ## undefined names, unused imports and variables, import order (ruff)
 	$(BIN)/ruff check --no-cache .

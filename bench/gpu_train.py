@@ -19,7 +19,8 @@ Settings: ``sft_old`` (batch 1 x 8 accumulation, checkpointing on: the earlier d
 micro-batch from the memory plan, length-grouped batches), ``grpo_old`` (checkpointing on),
 ``grpo_default`` (as shipped), and, where vLLM is installed (``.venv-vllm``, ``$VLLM_BIN`` or ``vllm`` on
 ``PATH``), ``grpo_vllm`` (``grpo.rollout: vllm``: a rollout server started on the same GPU, the weights
-synced before every step; the sync's seconds come from the trainer's ``rollout/sync_seconds``). Needs
+synced before every step, over NCCL on a GPU) and ``grpo_vllm_files`` (the same, weights through tmpfs);
+the sync's seconds come from the trainer's ``rollout/sync_seconds``. Needs
 only torch on the GPU host, plus the project's wheels (``docs/performance.md`` says which).
 """
 
@@ -47,8 +48,11 @@ SETTINGS = {
     "sft_default": ("sft", []),
     "grpo_old": ("grpo", ["activation_checkpointing=true"]),
     "grpo_default": ("grpo", []),
-    "grpo_vllm": ("grpo", ["grpo.rollout=vllm"]),  # run by default where vLLM is found (serving.vllm_server)
+    # run by default where vLLM is found (serving.vllm_server); weights over NCCL on a GPU (auto)
+    "grpo_vllm": ("grpo", ["grpo.rollout=vllm", "grpo.rollout_weight_sync=auto"]),
+    "grpo_vllm_files": ("grpo", ["grpo.rollout=vllm", "grpo.rollout_weight_sync=files"]),  # weights through tmpfs
 }
+VLLM_SETTINGS = ("grpo_vllm", "grpo_vllm_files")
 SENTENCE = "The frames and the sound together point to one option. "
 
 
@@ -228,7 +232,7 @@ def build_model(out: Path, smoke: bool) -> str:
 def default_settings() -> list[str]:
     from serving.vllm_server import find_launcher
 
-    return [name for name in SETTINGS if name != "grpo_vllm" or find_launcher(must_exist=False).exists()]
+    return [name for name in SETTINGS if name not in VLLM_SETTINGS or find_launcher(must_exist=False).exists()]
 
 
 def print_table(results: list[dict]) -> None:
@@ -249,6 +253,9 @@ def print_table(results: list[dict]) -> None:
     if "grpo_vllm" in base and "grpo_default" in base:
         print(f"GRPO s/step, vllm vs hf rollouts: {base['grpo_vllm']['step_s'] / base['grpo_default']['step_s']:.2f}x "
               f"(sync {base['grpo_vllm'].get('sync_s')} s per step)")
+    if "grpo_vllm" in base and "grpo_vllm_files" in base:
+        print(f"weight sync per step: {base['grpo_vllm'].get('sync_s')} s (auto: nccl on a GPU) vs "
+              f"{base['grpo_vllm_files'].get('sync_s')} s through tmpfs")
     for r in results:
         if "sync" in r:
             print(f"portable sync at this size: {r['sync']}")

@@ -7,7 +7,7 @@ Builds the ``vllm-tiny`` models (``training.tiny_models``; the Omni student expo
 other, through ``serving.vllm_server`` (vLLM) or as a plain process (``transformers serve``), and
 measures the seconds until it is ready (``/health`` and ``/v1/models``) and until its first chat
 answer. vLLM runs as the tiny profiles run it (``--enforce-eager``, fp32), with its engine in other
-processes (vLLM's default) and in the API server's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
+processes (vLLM's default) and with the model in the engine's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
 Ratios are against ``transformers serve`` on the same text model in the same run. The load of the
 machine (other work) is recorded with the figures: rerun on a quiet machine before comparing runs.
 """
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = {
             "transformers serve, text": time_transformers_serve(models["text"], work),
             "vLLM, text, engine in other processes": time_vllm(models["text"], "tiny-text", work, False),
-            "vLLM, text, one process": time_vllm(models["text"], "tiny-text", work, True),
-            "vLLM, Omni, one process": time_vllm(export, "tiny-omni", work, True),
+            "vLLM, text, no worker process": time_vllm(models["text"], "tiny-text", work, True),
+            "vLLM, Omni, no worker process": time_vllm(export, "tiny-omni", work, True),
         }
     baseline = runs["transformers serve, text"]["ready_s"]
     print(f"{'server':42} {'ready s':>8} {'answer s':>9} {'ready / transformers serve':>27}")

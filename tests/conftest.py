@@ -19,6 +19,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from offline test servers
 
+# The longest modules (minutes each on 2 cores), longest first. `make test` runs two pytest-xdist
+# workers, one module at a time each (--dist loadscope --no-loadscope-reorder): these start first
+# and overlap, and the short modules fill in behind them. Only the order depends on this list.
+LONGEST_FIRST = ("test_demo_miniature", "test_rollout_vllm", "test_build_safety", "test_real_vllm",
+                 "test_student_families", "test_resume_and_runners", "test_pipeline", "test_distributed")
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each, no oversubscription
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))  # stable
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:

@@ -257,8 +257,10 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: fl
     export_student(model_path, export)
     port = free_port()
     on_gpu = torch.cuda.is_available()
-    # on a GPU the server inherits the trainer's CUDA_VISIBLE_DEVICES: it shares the trainer's GPU
-    env = {"VLLM_SERVER_DEV_MODE": "1", **({} if on_gpu else server_env(None))}
+    # on a GPU the server inherits the trainer's CUDA_VISIBLE_DEVICES: it shares the trainer's GPU; on
+    # CPU (tiny models) the model runs in the engine's process, which starts about 18 s sooner
+    cpu_env = {**server_env(None), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    env = {"VLLM_SERVER_DEV_MODE": "1", **({} if on_gpu else cpu_env)}
     server = VllmServer(name="rollout", argv=launcher.serve(str(export)) + server_flags(port, gpu_memory, on_gpu, dtype),
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
                         ready_timeout_s=timeout_s)
