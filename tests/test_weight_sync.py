@@ -90,7 +90,7 @@ def test_nccl_sync_broadcasts_what_each_update_names_while_the_workers_receive(m
         engine = RolloutEngine([one.url, two.url])
         ids = iter([b"\x01" * 128, b"\x02" * 128])
         by_root = {root: workers[url] for root, url in zip(engine.roots, engine.urls)}
-        sync = NcclSync(engine, open_group=lambda uid, world: StandInGroup(
+        sync = NcclSync(engine, open_group=lambda uid, world, device: StandInGroup(
             next(w for w in by_root.values() if not w.joined.is_set()), uid, world), unique_id=lambda: next(ids))
         engine.weight_sync = sync
         assert engine.sync(model) > 0
@@ -122,14 +122,14 @@ def test_a_server_that_refuses_nccl_stops_the_sync_with_its_reason(model):
             status=500, body="Weight transfer not configured. Please set weight_transfer_config"))
         engine = RolloutEngine([server.url], timeout_s=5)
         never = threading.Event()
-        sync = NcclSync(engine, open_group=lambda uid, world: never.wait(), unique_id=lambda: b"\x00" * 128)
+        sync = NcclSync(engine, open_group=lambda uid, world, device: never.wait(), unique_id=lambda: b"\x00" * 128)
         with pytest.raises(RolloutServerError, match=r"refused the NCCL weight-transfer set-up.*not configured"):
             sync.push(model)  # does not wait for a join whose peers never come
 
         workers = Workers()
         _vllm_like(server, workers)
         server.set_route("/update_weights", lambda body: Reply(status=500, body="worker failed"))
-        sync = NcclSync(engine, open_group=lambda uid, world: StandInGroup(workers, uid, world, delay=0.02),
+        sync = NcclSync(engine, open_group=lambda uid, world, device: StandInGroup(workers, uid, world, delay=0.02),
                         unique_id=lambda: b"\x00" * 128)
         with pytest.raises(RolloutServerError, match=r"refused the weight update \(/update_weights\).*worker failed"):
             sync.push(model)
@@ -170,7 +170,7 @@ def test_vllms_nccl_engine_parses_the_trainers_bodies_and_the_servers_flag(model
         workers = Workers()
         _vllm_like(server, workers, tp=1)
         engine = RolloutEngine([server.url])
-        NcclSync(engine, open_group=lambda uid, world: StandInGroup(workers, uid, world),
+        NcclSync(engine, open_group=lambda uid, world, device: StandInGroup(workers, uid, world),
                  unique_id=lambda: os.urandom(128)).push(model)
     bodies = dict(server.other_posts)
     spec = {"weight_transfer": {"trainer": {"init": bodies["/init_weight_transfer_engine"]["init_info"],

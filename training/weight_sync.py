@@ -131,15 +131,16 @@ class Group(Protocol):
 
 
 class TorchNcclGroup:
-    """An NCCL communicator of ``torch.cuda.nccl`` on the current GPU, joined as rank 0 of ``world``."""
+    """An NCCL communicator of ``torch.cuda.nccl`` on ``device``, joined as rank 0 of ``world``."""
 
-    def __init__(self, unique_id: bytes, world: int):
+    def __init__(self, unique_id: bytes, world: int, device: torch.device):
         import torch.cuda.nccl as nccl
 
-        self.nccl, self.device = nccl, torch.device("cuda", torch.cuda.current_device())
-        self.comm = nccl.init_rank(world, unique_id, 0)
-        # vLLM's workers all-reduce one float32 zero right after joining; every rank must take part
-        nccl.all_reduce([torch.zeros(1, device=self.device)], comms=[self.comm])
+        self.nccl, self.device = nccl, device
+        with torch.cuda.device(device):  # joined on a side thread, whose current device is not the trainer's
+            self.comm = nccl.init_rank(world, unique_id, 0)
+            # vLLM's workers all-reduce one float32 zero right after joining; every rank must take part
+            nccl.all_reduce([torch.zeros(1, device=device)], comms=[self.comm])
 
     def broadcast(self, tensor: torch.Tensor) -> None:
         self.nccl.broadcast([tensor], root=0, comms=[self.comm])
@@ -177,18 +178,18 @@ class NcclSync:
 
     name = "nccl"
 
-    def __init__(self, engine: RolloutEngine, open_group: Callable[[bytes, int], Group] = TorchNcclGroup,
+    def __init__(self, engine: RolloutEngine, open_group: Callable[[bytes, int, torch.device], Group] = TorchNcclGroup,
                  unique_id: Callable[[], bytes] = mint_unique_id):
         self.engine, self.open_group, self.unique_id = engine, open_group, unique_id
         self.groups: dict[str, Group] = {}
 
-    def _join(self, root: str) -> Group:
+    def _join(self, root: str, device: torch.device) -> Group:
         """Form the group with ``root``'s workers: they join (ranks 1..) inside the HTTP call while this
         process joins as rank 0 on a side thread (a daemon: an NCCL join whose peers never come
         cannot be interrupted)."""
         world = 1 + int(self.engine.call(root, "/get_world_size", method="GET")["world_size"])
         unique_id = self.unique_id()
-        joined = in_background(self.open_group, unique_id, world)
+        joined = in_background(self.open_group, unique_id, world, device)
         self.engine.call(root, "/init_weight_transfer_engine", {"init_info": {
             "nccl_unique_id_b64": base64.b64encode(unique_id).decode(), "rank_offset": 1, "world_size": world,
             "packed": False}}, what="the NCCL weight-transfer set-up")
@@ -196,11 +197,12 @@ class NcclSync:
 
     def push(self, model) -> None:
         tensors = changing_tensors(model)
+        device = next(iter(tensors.values())).device
         update = {"names": list(tensors), "dtype_names": [str(t.dtype).removeprefix("torch.") for t in tensors.values()],
                   "shapes": [list(t.shape) for t in tensors.values()]}
         for root in self.engine.roots:
             if root not in self.groups:
-                self.groups[root] = self._join(root)
+                self.groups[root] = self._join(root, device)
             group = self.groups[root]
             self.engine.call(root, "/start_weight_update", what="the weight update")
             # the workers receive inside the /update_weights call, while this thread broadcasts
