@@ -38,6 +38,17 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect server per test process (Prefect's own ``prefect_test_harness``); yields
+    its API URL. Flows run in this process report to it; CLI subprocesses get it as ``PREFECT_API_URL``."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """The tiny Omni thinker (``omni``) and Qwen2 text model (``text``), built once per session."""
     from training.tiny_models import build_all

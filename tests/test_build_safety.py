@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build_avrt import build_avrt
 from prompts import load_prompt
@@ -24,14 +23,6 @@ from tests.pipeline_helpers import merger_handler, question_index, teacher_handl
 from tests.scripted_server import Reply, ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.settings import PREFECT_API_URL
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
 
 
 def _manifest(synthetic_data: Path, folder: Path, n: int, clips: int = 6, name: str = "manifest.jsonl") -> tuple[Path, list[dict]]:

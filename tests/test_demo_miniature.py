@@ -34,8 +34,7 @@ GRPO_STEPS = 2
 
 
 def _build(manifest: Path, models: Path, server: str, student_base: Path, out: Path, cache: Path) -> dict:
-    from prefect.testing.utilities import prefect_test_harness
-
+    """build-avrt with the demo's build config (flows report to the session's ``prefect_api``)."""
     from flows.build_avrt import build_avrt
 
     overrides = {f"{role}.{key}": value for role, name in (("vision_teacher", "vision"), ("audio_teacher", "audio"),
@@ -43,9 +42,8 @@ def _build(manifest: Path, models: Path, server: str, student_base: Path, out: P
                  for key, value in (("model", str(models / name)), ("base_url", server))}
     overrides["stats_tokenizer"] = str(student_base)
     overrides["cache_dir"] = str(cache)  # where the teachers' training extracted the clips, as in the demo
-    with prefect_test_harness(server_startup_timeout=120):
-        return build_avrt(manifest=str(manifest), out=str(out), config=str(ROOT / "configs/build/demo.yaml"),
-                          overrides=overrides)
+    return build_avrt(manifest=str(manifest), out=str(out), config=str(ROOT / "configs/build/demo.yaml"),
+                      overrides=overrides)
 
 
 def _longest_trace_tokens(corpus: Path, tokenizer_path: Path) -> int:
@@ -58,7 +56,7 @@ def _longest_trace_tokens(corpus: Path, tokenizer_path: Path) -> int:
 
 
 @pytest.mark.timeout(1500)  # about 5 min alone on 2 cores; twice that under load
-def test_student_trained_on_the_miniature_needs_both_modalities(transformers_server, tiny_models, tmp_path):
+def test_student_trained_on_the_miniature_needs_both_modalities(transformers_server, tiny_models, prefect_api, tmp_path):
     from demo.models import DemoModelSettings, train_models
     from demo.student import TRAIN_CONFIG, run_student
     from demo.task import write_task

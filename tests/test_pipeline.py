@@ -6,7 +6,6 @@ import json
 
 import pandas as pd
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from corpus.stats import STAGES
 from flows.build_avrt import build_avrt
@@ -14,10 +13,9 @@ from tests.pipeline_helpers import merger_handler, numbered_manifest, teacher_ha
 from tests.scripted_server import Reply
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+@pytest.fixture(autouse=True)
+def prefect_backend(prefect_api):
+    """Every flow here reports to the session's temporary Prefect server."""
 
 
 def _corpus(out) -> pd.DataFrame:

@@ -36,9 +36,7 @@ def test_tiny_text_model_answers(transformers_server, tiny_models):
     assert isinstance(response.choices[0].message.content, str)
 
 
-def test_build_avrt_through_transformers_serve(transformers_server, tiny_models, synthetic_data, tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_build_avrt_through_transformers_serve(transformers_server, tiny_models, synthetic_data, prefect_api, tmp_path):
     from flows.build_avrt import build_avrt
 
     def endpoint(model, prompt):
@@ -56,8 +54,7 @@ def test_build_avrt_through_transformers_serve(transformers_server, tiny_models,
         "stats_tokenizer": str(tiny_models["omni"]),
     }))
     out = tmp_path / "out"
-    with prefect_test_harness(server_startup_timeout=120):
-        stats = build_avrt(manifest=str(synthetic_data / "manifest.jsonl"), out=str(out), config=str(config), limit=2)
+    stats = build_avrt(manifest=str(synthetic_data / "manifest.jsonl"), out=str(out), config=str(config), limit=2)
     # Random tiny models: every teacher call reaches the server and is recorded; the LLM merger's
     # random text cannot pass validation, so both samples are dropped at the merger with a reason.
     assert stats["samples_in"] == 2

@@ -108,14 +108,11 @@ def test_check_gets_an_answer_from_every_endpoint(launched, clips, capsys):
     assert all(line[0] in ("ok", "WARN") for line in lines)  # random models: an answer, maybe no option
 
 
-def test_build_avrt_runs_eight_samples_through_real_request_shapes(launched, clips, tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_build_avrt_runs_eight_samples_through_real_request_shapes(launched, clips, prefect_api, tmp_path):
     from flows.build_avrt import build_avrt
 
     out = tmp_path / "out"
-    with prefect_test_harness(server_startup_timeout=120):
-        stats = build_avrt(manifest=str(clips / "manifest.jsonl"), out=str(out), config=str(launched["config"]))
+    stats = build_avrt(manifest=str(clips / "manifest.jsonl"), out=str(out), config=str(launched["config"]))
     assert stats["samples_in"] == 8
     assert stats["calls_sent"]["vision"] == 8 and stats["calls_sent"]["audio"] == 8  # 8 images + a WAV each
     assert stats["pending"]["samples"] == 0, stats["pending"]  # nothing failed for transport

@@ -84,9 +84,7 @@ def test_kill_minus_nine_and_resume(synthetic_data, tmp_path):
     assert "calls sent" in output
 
 
-def test_dask_task_runner_spreads_shards(synthetic_data, scripted_server, tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_dask_task_runner_spreads_shards(synthetic_data, scripted_server, prefect_api, tmp_path):
     from flows.build_avrt import build_avrt
 
     manifest, rows = _manifest(synthetic_data, tmp_path, 6)
@@ -97,8 +95,7 @@ def test_dask_task_runner_spreads_shards(synthetic_data, scripted_server, tmp_pa
     config = write_config(tmp_path / "config.yaml", scripted_server.url, shard_size=2, task_runner="dask", dask_workers=2)
     config.write_text(config.read_text().replace("max_in_flight: 8", "max_in_flight: 2"))
     scripted_server.latency = 0.2
-    with prefect_test_harness(server_startup_timeout=120):
-        stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
+    stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
     assert stats["samples_kept"] == 6 and stats["shards"]["total"] == 3
     assert scripted_server.counts == {"vision": 6, "audio": 6, "merger": 6}
     # Two worker processes, each with max_in_flight // 2 = 1 per replica: the cluster stays within 2.
