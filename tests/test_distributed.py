@@ -102,3 +102,39 @@ def test_two_processes_train_write_once_and_resume_after_a_kill(tiny_models, cor
             assert counts["steps"] == steps and counts["prepared"] > 0, ranks
             assert counts["visual"] == counts["audio"] == counts["prepared"], ranks
             assert counts["outputs_requiring_grad"] == 0
+
+
+@pytest.mark.slow
+def test_two_processes_sample_from_shared_rollout_servers_after_one_push_per_step(tiny_models, corpus, tmp_path):
+    """grpo.rollout=vllm with 2 ranks (torchrun, gloo) and a shared server (the scripted one): every rank
+    samples its own prompts from it; rank 0 alone pushes the weights, once per step, before any rank samples."""
+    from tests.scripted_server import Reply, ScriptedServer
+    from training.runtime import load_processor
+
+    tokenizer = load_processor(tiny_models["omni"]).tokenizer
+    ids = tokenizer("<think>red</think><answer>A</answer><|im_end|>", add_special_tokens=False)["input_ids"]
+
+    def answer(request: dict) -> Reply:
+        return Reply(body={"choices": [{"index": i, "message": {"role": "assistant", "content": "x"}, "token_ids": ids,
+                                        "logprobs": {"content": [{"token": "t", "logprob": -1.0} for _ in ids]}}
+                                       for i in range(request["n"])]})
+
+    with ScriptedServer() as server:
+        server.set_handler("policy", answer)
+        sampled_before_push: list[int] = []  # chat requests the server had answered at each weight push
+        server.set_route("/collective_rpc", lambda body: sampled_before_push.append(len(server.requests)) or Reply())
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                   "--master_port", str(free_port()), str(ROOT / "tests" / "dist_worker.py"),
+                   "--config", str(TINY), "--stages", "grpo", "--model", str(tiny_models["omni"]),
+                   "--corpus", str(corpus), "--output-dir", str(tmp_path / "run"), "grpo.max_steps=2",
+                   "grpo.per_device_train_batch_size=4", "grpo.beta=0", "grpo.rollout=vllm",
+                   f"grpo.rollout_urls=[{server.url}]", "grpo.rollout_weight_sync=files"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "AVRT_TEST_OUT": str(tmp_path), "HF_HUB_OFFLINE": "1",
+               "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+        requests = list(server.requests)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"counts-grpo-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(counts["steps"] == 2 and counts["prepared"] == 2 for counts in ranks), ranks  # 1 prompt a step each
+    assert len(requests) == 2 * 2 and all(r["n"] == 4 for r in requests), "each rank's prompt, each step, n = G"
+    assert sampled_before_push == [0, 2], "one push per step, before either rank sampled that step"

@@ -179,3 +179,18 @@ def test_sigterm_runs_the_cleanup_that_stops_a_rollout_server(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert (tmp_path / "stopped").exists(), "the server's stop did not run"
+
+
+def test_several_processes_need_shared_servers_and_whole_weights(tiny_models, monkeypatch, tmp_path):
+    from contextlib import ExitStack
+
+    from training.grpo import open_rollout_engine
+
+    config = load_config(TINY, [f"model={tiny_models['omni']}", "grpo.rollout=vllm"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with ExitStack() as stack, pytest.raises(ValueError, match="give grpo.rollout_urls"):
+        open_rollout_engine(config, str(tiny_models["omni"]), tmp_path, stack)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    config = load_config(TINY, [f"model={tiny_models['omni']}", "grpo.rollout=vllm", "grpo.rollout_urls=[http://x:1/v1]"])
+    with ExitStack() as stack, pytest.raises(ValueError, match="ZeRO-3"):
+        open_rollout_engine(config, str(tiny_models["omni"]), tmp_path, stack)

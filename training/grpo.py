@@ -171,11 +171,31 @@ class AVGRPOTrainer(GRPOTrainer):
                                                  *args, **kwargs)
 
     # -- rollouts from vLLM ------------------------------------------------------------------
+    def _sync_engine(self) -> float:
+        """Push the policy's weights to the engine; seconds it took (0 on other ranks).
+
+        With several processes the servers are shared: every rank holds the same weights after an
+        optimizer step, so rank 0 alone pushes them, and the other ranks wait for it (and learn
+        whether it failed) before they sample."""
+        failure, seconds = None, 0.0
+        if self.accelerator.is_main_process:
+            try:
+                seconds = self.rollout_engine.sync(self.model)
+            except RolloutServerError as err:
+                failure = str(err)
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            failure = broadcast_object_list([failure], from_process=0)[0]
+        if failure is not None:
+            raise RolloutServerError(failure)
+        return seconds
+
     def _engine_rollouts(self, num_generations: int) -> tuple[list[list[int]], list[list[float]]]:
         """Completion ids and sampling log-probs of every row from the engine: one request (``n`` =
         G) per prompt, after pushing the policy's weights if an optimizer step happened since."""
         if self._synced_step != self.state.global_step:
-            seconds = self.rollout_engine.sync(self.model)
+            seconds = self._sync_engine()
             self._synced_step = self.state.global_step
             self._metrics["train"]["rollout/sync_seconds"].append(seconds)
         rows = self._row_media
@@ -310,8 +330,11 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
     if stage.rollout != "vllm":
         return None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("grpo.rollout=vllm runs in a single training process for now (one process syncs the "
-                         "servers' weights); launch without accelerate/torchrun")
+        if not stage.rollout_urls:
+            raise ValueError("grpo.rollout=vllm with several training processes samples from shared servers: start "
+                             "them and give grpo.rollout_urls (docs/training.md), or launch one process")
+        if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+            raise ValueError("grpo.rollout=vllm needs each rank to hold the whole policy (ZeRO-2, not ZeRO-3)")
     urls, server = list(stage.rollout_urls), None
     if not urls:
         from training.rollout import sigterm_as_exit, start_rollout_server
