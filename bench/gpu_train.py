@@ -19,7 +19,7 @@ Settings: ``sft_old`` (batch 1 x 8 accumulation, checkpointing on: the earlier d
 micro-batch from the memory plan, length-grouped batches), ``grpo_old`` (checkpointing on),
 ``grpo_default`` (as shipped), and, where vLLM is installed (``.venv-vllm``, ``$VLLM_BIN`` or ``vllm`` on
 ``PATH``), ``grpo_vllm`` (``grpo.rollout: vllm``: a rollout server started on the same GPU, the weights
-synced before every step, over NCCL on a GPU) and ``grpo_vllm_files`` (the same, weights through tmpfs);
+synced before every step, through CUDA IPC on a GPU) and ``grpo_vllm_files`` (the same, weights through tmpfs);
 the sync's seconds come from the trainer's ``rollout/sync_seconds``. Needs
 only torch on the GPU host, plus the project's wheels (``docs/performance.md`` says which).
 """
@@ -48,7 +48,7 @@ SETTINGS = {
     "sft_default": ("sft", []),
     "grpo_old": ("grpo", ["activation_checkpointing=true"]),
     "grpo_default": ("grpo", []),
-    # run by default where vLLM is found (serving.vllm_server); weights over NCCL on a GPU (auto)
+    # run by default where vLLM is found (serving.vllm_server); weights through CUDA IPC on a GPU (auto)
     "grpo_vllm": ("grpo", ["grpo.rollout=vllm", "grpo.rollout_weight_sync=auto"]),
     "grpo_vllm_files": ("grpo", ["grpo.rollout=vllm", "grpo.rollout_weight_sync=files"]),  # weights through tmpfs
 }
@@ -254,7 +254,7 @@ def print_table(results: list[dict]) -> None:
         print(f"GRPO s/step, vllm vs hf rollouts: {base['grpo_vllm']['step_s'] / base['grpo_default']['step_s']:.2f}x "
               f"(sync {base['grpo_vllm'].get('sync_s')} s per step)")
     if "grpo_vllm" in base and "grpo_vllm_files" in base:
-        print(f"weight sync per step: {base['grpo_vllm'].get('sync_s')} s (auto: nccl on a GPU) vs "
+        print(f"weight sync per step: {base['grpo_vllm'].get('sync_s')} s (auto: CUDA IPC on a GPU) vs "
               f"{base['grpo_vllm_files'].get('sync_s')} s through tmpfs")
     for r in results:
         if "sync" in r:

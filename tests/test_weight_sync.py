@@ -1,13 +1,14 @@
-"""Weight sync over NCCL (``training.weight_sync.NcclSync``): the control plane against the scripted
-server, the data plane through a stand-in group (NCCL needs GPUs), and the bodies parsed by vLLM's own
-NCCL weight-transfer engine in ``.venv-vllm``. The files path is tested in test_rollout.py and, with
-real vLLM, in test_rollout_vllm.py."""
+"""Weight sync through CUDA IPC and over NCCL (``training.weight_sync.IpcSync``, ``NcclSync``): the
+control plane against the scripted server, the data plane through stand-ins (both need GPUs), and the
+bodies parsed by vLLM's own IPC and NCCL weight-transfer engines in ``.venv-vllm``. The files path is
+tested in test_rollout.py and, with real vLLM, in test_rollout_vllm.py."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import pickle
 import subprocess
 import threading
 import time
@@ -20,7 +21,7 @@ from serving.vllm_server import project_python
 from tests.scripted_server import Reply, ScriptedServer
 from training.rollout import RolloutEngine, RolloutServerError, server_flags
 from training.train_config import load_config
-from training.weight_sync import NCCL_SERVER_FLAGS, FileSync, NcclSync, changing_tensors, weight_sync
+from training.weight_sync import IPC_SERVER_FLAGS, FileSync, IpcSync, NcclSync, changing_tensors, weight_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"
@@ -136,19 +137,41 @@ def test_a_server_that_refuses_nccl_stops_the_sync_with_its_reason(model):
         assert len(workers.received) < len(changing_tensors(model)), "broadcasting stopped at the refusal"
 
 
-def test_auto_is_nccl_only_for_a_gpu_policy_with_its_own_server():
+def test_ipc_sync_hands_the_server_a_handle_per_tensor_in_the_updates_order(model):
     with ScriptedServer() as server:
         server.set_handler("policy", lambda request: Reply("x"))
         engine = RolloutEngine([server.url])
-        assert isinstance(weight_sync("auto", engine, on_gpu=True, own_server=True), NcclSync)
+        shared: list[torch.Tensor] = []
+        sync = IpcSync(engine, share=lambda tensor: shared.append(tensor) or {"GPU-0": (len(shared) - 1,)})
+        sync.push(model)
+        sync.push(model)
+    routes = ["/start_weight_update", "/update_weights", "/finish_weight_update",
+              "/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache"]
+    assert [p for p, _ in server.other_posts] == ["/init_weight_transfer_engine", *routes, *routes]
+    assert server.other_posts[0][1] == {"init_info": {"packed": False}}
+    update = server.other_posts[2][1]["update_info"]
+    sent = changing_tensors(model)
+    assert update["names"] == list(sent) and update["shapes"] == [list(t.shape) for t in sent.values()]
+    handles = pickle.loads(base64.b64decode(update["ipc_handles_pickled"]))
+    assert handles == [{"GPU-0": (i,)} for i in range(len(sent))], "one handle per tensor, in the update's order"
+    assert all(torch.equal(t, sent[name]) for t, name in zip(shared, update["names"]))
+
+
+def test_auto_is_ipc_for_a_gpu_policy_with_its_own_server():
+    with ScriptedServer() as server:
+        server.set_handler("policy", lambda request: Reply("x"))
+        engine = RolloutEngine([server.url])
+        assert isinstance(weight_sync("auto", engine, on_gpu=True, own_server=True), IpcSync), \
+            "the trainer's own server shares its GPU, where NCCL cannot have two ranks"
         assert isinstance(weight_sync("auto", engine, on_gpu=True, own_server=False), FileSync), \
-            "servers given by URL may lack the flag or share no GPU fabric: files unless nccl is asked for"
+            "servers given by URL may lack the flag or share no GPU: files unless ipc or nccl is asked for"
         assert isinstance(weight_sync("auto", engine, on_gpu=False, own_server=True), FileSync)
         assert isinstance(weight_sync("nccl", engine, on_gpu=True, own_server=False), NcclSync)
-        with pytest.raises(ValueError, match="needs the policy on a GPU"):
-            weight_sync("nccl", engine, on_gpu=False, own_server=True)
+        for method in ("ipc", "nccl"):
+            with pytest.raises(ValueError, match="needs the policy on a GPU"):
+                weight_sync(method, engine, on_gpu=False, own_server=True)
     gpu, cpu = server_flags(8000, 0.3, True, "bfloat16"), server_flags(8000, 0.3, False, "float32")
-    assert " ".join(NCCL_SERVER_FLAGS) in " ".join(gpu) and NCCL_SERVER_FLAGS[0] not in cpu
+    assert " ".join(IPC_SERVER_FLAGS) in " ".join(gpu) and IPC_SERVER_FLAGS[0] not in cpu
 
 
 def test_the_project_and_vllms_cuda_lock_pin_the_same_nccl():
@@ -165,24 +188,37 @@ def test_the_project_and_vllms_cuda_lock_pin_the_same_nccl():
 
 @pytest.mark.slow
 @pytest.mark.skipif(project_python() is None, reason="no .venv-vllm: run `make vllm-env`")
-def test_vllms_nccl_engine_parses_the_trainers_bodies_and_the_servers_flag(model, tmp_path):
+def test_vllms_engines_parse_the_trainers_bodies_and_the_servers_flag(model, tmp_path):
+    """vLLM's NCCL and IPC engines parse what the trainer sends (the IPC handles are stand-ins: real ones
+    need a GPU), and vLLM's serve parser takes the flag of the trainer's own server."""
     with ScriptedServer() as server:
         workers = Workers()
         _vllm_like(server, workers, tp=1)
         engine = RolloutEngine([server.url])
         NcclSync(engine, open_group=lambda uid, world, device: StandInGroup(workers, uid, world),
                  unique_id=lambda: os.urandom(128)).push(model)
-    bodies = dict(server.other_posts)
-    spec = {"weight_transfer": {"trainer": {"init": bodies["/init_weight_transfer_engine"]["init_info"],
-                                            "update": bodies["/update_weights"]["update_info"]}},
+        nccl = dict(server.other_posts)
+        server.other_posts.clear()
+        IpcSync(engine, share=lambda tensor: {"GPU-0": (0, 1)}).push(model)
+        ipc = dict(server.other_posts)
+    spec = {"weight_transfer": {
+                "nccl": {"backend": "nccl", "init": nccl["/init_weight_transfer_engine"]["init_info"],
+                         "update": nccl["/update_weights"]["update_info"]},
+                "ipc": {"backend": "ipc", "init": ipc["/init_weight_transfer_engine"]["init_info"],
+                        "update": ipc["/update_weights"]["update_info"]}},
             "serve": {"rollout": ["--model", "/weights", *server_flags(8000, 0.3, True, "bfloat16")]}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     done = subprocess.run([project_python(), str(ROOT / "tests" / "vllm_checks.py"), str(tmp_path / "spec.json")],
-                          capture_output=True, text=True, timeout=500, env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+                          capture_output=True, text=True, timeout=500,
+                          env={**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    parsed = result["weight_transfer"]["trainer"]
+    names = list(changing_tensors(model))
+    parsed = result["weight_transfer"]["nccl"]
     assert parsed["ok"], parsed
     assert (parsed["world_size"], parsed["rank_offset"], parsed["packed"], parsed["unique_id_bytes"]) == (2, 1, False, 128)
-    assert parsed["names"] == list(changing_tensors(model))
-    assert result["serve"]["rollout"]["ok"] and result["serve"]["rollout"]["weight_transfer_backend"] == "nccl"
+    assert parsed["names"] == names
+    parsed = result["weight_transfer"]["ipc"]
+    assert parsed["ok"], parsed
+    assert parsed["packed"] is False and parsed["names"] == names and parsed["handles"] == len(names)
+    assert result["serve"]["rollout"]["ok"] and result["serve"]["rollout"]["weight_transfer_backend"] == "ipc"

@@ -8,8 +8,9 @@ It imports nothing from this project (vLLM's environment does not have it). ``IN
 * ``architectures``: names that must be in vLLM's model registry;
 * ``exports``: ``{name: safetensors file}``, weights whose names the registered implementation's
   ``hf_to_vllm_mapper`` must keep (``{"file": ..., "module": ..., "cls": ...}``);
-* ``weight_transfer``: ``{name: {"init": init_info, "update": update_info}}``, the bodies of the NCCL
-  weight-transfer routes, parsed by the NCCL engine's own ``parse_init_info``/``parse_update_info``.
+* ``weight_transfer``: ``{name: {"backend": "nccl" | "ipc", "init": init_info, "update": update_info}}``,
+  the bodies of the weight-transfer routes, parsed by that engine's own ``parse_init_info`` and
+  ``parse_update_info``.
 
 It prints one JSON object: per item, what vLLM made of it (or the error it raised).
 """
@@ -43,6 +44,16 @@ def _protocol():
         except (ImportError, AttributeError):
             continue
     raise ImportError("vLLM's ChatCompletionRequest was not found")
+
+
+def _weight_transfer_engine(backend: str):
+    if backend == "ipc":
+        from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
+
+        return IPCWeightTransferEngine
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+    return NCCLWeightTransferEngine
 
 
 def check(spec: dict[str, Any]) -> dict[str, Any]:
@@ -89,18 +100,19 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
         out["exports"][name] = {"dropped": sorted(k for k, v in mapped.items() if v is None),
                                 "prefixes": sorted({v.split(".")[0] for v in mapped.values() if v})}
     if spec.get("weight_transfer"):
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
-
-        engine = NCCLWeightTransferEngine.__new__(NCCLWeightTransferEngine)  # the parsers need no set-up
         out["weight_transfer"] = {}
         for name, bodies in spec["weight_transfer"].items():
             try:
+                engine_class = _weight_transfer_engine(bodies["backend"])
+                engine = engine_class.__new__(engine_class)  # the parsers need no set-up
                 init = engine.parse_init_info(bodies["init"])
                 update = engine.parse_update_info(bodies["update"])
                 out["weight_transfer"][name] = {
-                    "ok": True, "world_size": init.world_size, "rank_offset": init.rank_offset, "packed": init.packed,
-                    "unique_id_bytes": len(init.nccl_unique_id_bytes or b""), "names": update.names,
-                    "dtype_names": update.dtype_names, "shapes": update.shapes}
+                    "ok": True, "packed": init.packed, "names": update.names, "dtype_names": update.dtype_names,
+                    "shapes": update.shapes, "world_size": getattr(init, "world_size", None),
+                    "rank_offset": getattr(init, "rank_offset", None),
+                    "unique_id_bytes": len(getattr(init, "nccl_unique_id_bytes", None) or b""),
+                    "handles": len(getattr(update, "ipc_handles", None) or [])}
             except Exception as error:
                 out["weight_transfer"][name] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     return out

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 
 from evaluation.api_generator import api_messages, processor_kwargs
-from training.weight_sync import NCCL_SERVER_FLAGS, FileSync, WeightSync
+from training.weight_sync import IPC_SERVER_ENV, IPC_SERVER_FLAGS, FileSync, WeightSync
 
 CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
 
@@ -233,8 +233,8 @@ def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list
              # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
              # audio track", vllm#36800): process every request afresh
              "--mm-processor-cache-gb", "0"]
-    if on_gpu:  # and weights can come over NCCL (training.weight_sync)
-        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}", *NCCL_SERVER_FLAGS]
+    if on_gpu:  # and weights can come through CUDA IPC (training.weight_sync)
+        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}", *IPC_SERVER_FLAGS]
     else:
         flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
     return flags
@@ -260,7 +260,7 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: fl
     # on a GPU the server inherits the trainer's CUDA_VISIBLE_DEVICES: it shares the trainer's GPU; on
     # CPU (tiny models) the model runs in the engine's process, which starts about 18 s sooner
     cpu_env = {**server_env(None), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    env = {"VLLM_SERVER_DEV_MODE": "1", **({} if on_gpu else cpu_env)}
+    env = {"VLLM_SERVER_DEV_MODE": "1", **(IPC_SERVER_ENV if on_gpu else cpu_env)}
     server = VllmServer(name="rollout", argv=launcher.serve(str(export)) + server_flags(port, gpu_memory, on_gpu, dtype),
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
                         ready_timeout_s=timeout_s)

@@ -128,9 +128,10 @@ class GRPOStageConfig(OptimConfig):
     rollout: Literal["hf", "vllm"] = "hf"
     rollout_urls: list[str] = []  # e.g. [http://gpu1:8000/v1, http://gpu2:8000/v1]
     rollout_gpu_memory: float = Field(0.3, gt=0.0, lt=1.0)  # vLLM's --gpu-memory-utilization when started here
-    # how weights reach the servers (training.weight_sync): auto is nccl for a GPU policy with its own
-    # server, else files (tmpfs; the servers must be able to read rollout_sync_dir)
-    rollout_weight_sync: Literal["auto", "nccl", "files"] = "auto"
+    # how weights reach the servers (training.weight_sync): auto is ipc (CUDA IPC) for a GPU policy with
+    # its own server, else files (tmpfs: the servers must be able to read rollout_sync_dir); nccl for
+    # servers on other GPUs started with the flag
+    rollout_weight_sync: Literal["auto", "ipc", "nccl", "files"] = "auto"
     rollout_sync_dir: str | None = None  # folder for the weights the servers reload (default: a tmpfs one)
     rollout_server_timeout_s: float = 600.0  # start-up of a server started here, and each request
     # Truncated importance sampling on the engine's sampling log-probs (TRL's names; on with vllm):

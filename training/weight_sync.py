@@ -1,6 +1,6 @@
 """How the policy's weights reach the vLLM rollout servers after every optimizer step (``grpo.rollout_weight_sync``).
 
-Both ways send the same tensors: the thinker's that training can change (``changing_tensors``: those
+Every way sends the same tensors: the thinker's that training can change (``changing_tensors``: those
 that require grad; the frozen encoders never change), under their checkpoint names in the full
 Qwen2.5-Omni naming that vLLM loads (``thinker.<name>``, ``evaluation.export_student.renamed``).
 Each server loads them in place with its model's own ``load_weights`` (vLLM's layer-wise reload),
@@ -10,24 +10,31 @@ then its encoder, prefix and multimodal caches are reset (``RolloutEngine.reset_
   (``/dev/shm``; ``grpo.rollout_sync_dir`` for another place), and every server is asked
   ``POST /collective_rpc {"method": "reload_weights", ...}``. The folder must be readable by the
   servers: the same host, or a shared filesystem.
-* ``nccl`` (``NcclSync``, GPUs): the trainer broadcasts the tensors straight from GPU memory to the
-  server's workers through vLLM's weight-transfer routes: ``/init_weight_transfer_engine`` once per
-  server, then ``/start_weight_update``, ``/update_weights`` (names, dtypes, shapes) and
-  ``/finish_weight_update`` per sync. The trainer joins one NCCL group per server as rank 0 with an
-  NCCL unique id it mints itself (``torch.cuda.nccl``; vLLM's unique-id rendezvous, meant for
-  trainers that do not import vLLM), answers the workers' one-element warm-up all-reduce, and then
-  broadcasts tensor by tensor in the order the update names them (vLLM's unpacked mode). The servers
-  must run in dev mode with ``--weight-transfer-config '{"backend": "nccl"}'`` (a server the trainer
-  starts itself on a GPU does) on GPUs that this process's NCCL can reach; the project's environment
-  and ``.venv-vllm``'s CUDA lock pin the same NCCL (``nvidia-nccl-cu13``), which NCCL requires.
-* ``auto`` (the default): ``nccl`` when the policy is on a GPU and the trainer started the server
-  itself, else ``files``.
+* ``ipc`` (``IpcSync``, a server on the policy's own GPU): the server's workers map the policy's GPU
+  memory through CUDA IPC handles (``torch.multiprocessing.reductions.reduce_tensor``, one per
+  tensor, pickled) and copy from it, through vLLM's weight-transfer routes
+  (``/init_weight_transfer_engine`` once per server, then ``/start_weight_update``,
+  ``/update_weights``, ``/finish_weight_update`` per sync). The server needs
+  ``--weight-transfer-config '{"backend": "ipc"}'`` and ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` to
+  read pickled handles; the server the trainer starts on a GPU has both (it listens on loopback only).
+* ``nccl`` (``NcclSync``, servers on other GPUs): the trainer broadcasts the tensors straight from
+  GPU memory to the server's workers through the same routes. The trainer joins one NCCL group per
+  server as rank 0 with an NCCL unique id it mints itself (``torch.cuda.nccl``; vLLM's unique-id
+  rendezvous, meant for trainers that do not import vLLM), answers the workers' one-element warm-up
+  all-reduce, and then broadcasts tensor by tensor in the order the update names them (vLLM's
+  unpacked mode). NCCL refuses two ranks on one GPU, so the servers must sit on other GPUs that this
+  process's NCCL can reach, started in dev mode with ``--weight-transfer-config '{"backend":
+  "nccl"}'``; the project's environment and ``.venv-vllm``'s CUDA lock pin the same NCCL
+  (``nvidia-nccl-cu13``), which NCCL requires.
+* ``auto`` (the default): ``ipc`` when the policy is on a GPU and the trainer started the server
+  itself (on the policy's GPU), else ``files``.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import pickle
 import shutil
 import tempfile
 import threading
@@ -47,9 +54,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 WEIGHTS_FILE = "model.safetensors"
-SyncMethod = Literal["auto", "nccl", "files"]
-# the flag that lets a vLLM server receive weights over NCCL (the trainer's own server on a GPU has it)
-NCCL_SERVER_FLAGS = ("--weight-transfer-config", '{"backend": "nccl"}')
+SyncMethod = Literal["auto", "ipc", "nccl", "files"]
+# what lets a vLLM server on the policy's GPU take weights through CUDA IPC (the trainer's own server has it)
+IPC_SERVER_FLAGS = ("--weight-transfer-config", '{"backend": "ipc"}')
+IPC_SERVER_ENV = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}  # the handles travel pickled
 
 
 def changing_tensors(model, everything: bool = False) -> dict[str, torch.Tensor]:
@@ -93,6 +101,12 @@ def default_sync_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="avrt-rollout-weights-", dir=base))
 
 
+def update_info(tensors: dict[str, torch.Tensor]) -> dict[str, list]:
+    """The names, dtypes and shapes vLLM's ``/update_weights`` expects, in the order the tensors are sent."""
+    return {"names": list(tensors), "dtype_names": [str(t.dtype).removeprefix("torch.") for t in tensors.values()],
+            "shapes": [list(t.shape) for t in tensors.values()]}
+
+
 class WeightSync(Protocol):
     name: str  # the grpo.rollout_weight_sync value it implements
 
@@ -118,6 +132,43 @@ class FileSync:
     def close(self) -> None:
         if self.sync_dir is not None:
             shutil.rmtree(self.sync_dir, ignore_errors=True)
+
+
+def cuda_ipc_handle(tensor: torch.Tensor) -> dict[str, tuple]:
+    """What a process on the same GPU needs to map ``tensor``: its GPU's UUID -> ``reduce_tensor``'s
+    arguments for ``rebuild_cuda_tensor`` (the form vLLM's IPC engine reads)."""
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    _, args = reduce_tensor(tensor)
+    return {str(torch.cuda.get_device_properties(tensor.device).uuid): args}
+
+
+class IpcSync:
+    """``ipc``: the server's workers copy the tensors out of the policy's own GPU memory (see the module's
+    docstring)."""
+
+    name = "ipc"
+
+    def __init__(self, engine: RolloutEngine, share: Callable[[torch.Tensor], dict] = cuda_ipc_handle):
+        self.engine, self.share = engine, share
+        self.ready: set[str] = set()  # servers whose weight-transfer engine is set up
+
+    def push(self, model) -> None:
+        tensors = changing_tensors(model)  # kept alive until every server has copied them
+        handles = base64.b64encode(pickle.dumps([self.share(t) for t in tensors.values()])).decode()
+        update = {**update_info(tensors), "ipc_handles_pickled": handles}
+        for root in self.engine.roots:
+            if root not in self.ready:
+                self.engine.call(root, "/init_weight_transfer_engine", {"init_info": {"packed": False}},
+                                 what="the CUDA IPC weight-transfer set-up")
+                self.ready.add(root)
+            for route, body in (("/start_weight_update", None), ("/update_weights", {"update_info": update}),
+                                ("/finish_weight_update", None)):
+                self.engine.call(root, route, body, what="the weight update")
+            self.engine.reset_caches(root)
+
+    def close(self) -> None:
+        self.ready.clear()
 
 
 class Group(Protocol):
@@ -198,8 +249,7 @@ class NcclSync:
     def push(self, model) -> None:
         tensors = changing_tensors(model)
         device = next(iter(tensors.values())).device
-        update = {"names": list(tensors), "dtype_names": [str(t.dtype).removeprefix("torch.") for t in tensors.values()],
-                  "shapes": [list(t.shape) for t in tensors.values()]}
+        update = update_info(tensors)
         for root in self.engine.roots:
             if root not in self.groups:
                 self.groups[root] = self._join(root, device)
@@ -226,13 +276,15 @@ class NcclSync:
 
 
 def weight_sync(method: SyncMethod, engine: RolloutEngine, *, on_gpu: bool, own_server: bool,
-                sync_dir: str | Path | None = None) -> FileSync | NcclSync:
-    """The ``WeightSync`` that ``method`` names; ``auto`` is ``nccl`` for a policy on a GPU with a server
-    the trainer started itself (which has the flag), else ``files``."""
+                sync_dir: str | Path | None = None) -> FileSync | IpcSync | NcclSync:
+    """The ``WeightSync`` that ``method`` names; ``auto`` is ``ipc`` for a policy on a GPU with a server the
+    trainer started itself (on the policy's GPU, with the flag), else ``files``."""
     if method == "auto":
-        method = "nccl" if on_gpu and own_server else "files"
+        method = "ipc" if on_gpu and own_server else "files"
+    if method in ("ipc", "nccl") and not on_gpu:
+        raise ValueError(f"grpo.rollout_weight_sync={method} needs the policy on a GPU; use files (or auto)")
+    if method == "ipc":
+        return IpcSync(engine)
     if method == "nccl":
-        if not on_gpu:
-            raise ValueError("grpo.rollout_weight_sync=nccl needs the policy on a GPU; use files (or auto)")
         return NcclSync(engine)
     return FileSync(engine, sync_dir)
