@@ -210,6 +210,14 @@ class ScriptedServer:
         self.stop()
 
 
+def rollout_answer(*completions: tuple[list[int], list[float]]) -> dict[str, Any]:
+    """A vLLM chat answer carrying each completion's sampled token ids and their log-probs (what the
+    rollout engine asks for), for ``Reply(body=...)``."""
+    return {"choices": [{"index": i, "message": {"role": "assistant", "content": "x"}, "token_ids": ids,
+                         "logprobs": {"content": [{"token": f"token_id:{t}", "logprob": lp} for t, lp in zip(ids, lps)]}}
+                        for i, (ids, lps) in enumerate(completions)]}
+
+
 def plausible_handler(request: dict[str, Any]) -> Reply:
     """Teachers answer (A); a merger prompt gets a valid trace ending in its 'Correct Answer' letter."""
     import re

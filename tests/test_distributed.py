@@ -108,19 +108,14 @@ def test_two_processes_train_write_once_and_resume_after_a_kill(tiny_models, cor
 def test_two_processes_sample_from_shared_rollout_servers_after_one_push_per_step(tiny_models, corpus, tmp_path):
     """grpo.rollout=vllm with 2 ranks (torchrun, gloo) and a shared server (the scripted one): every rank
     samples its own prompts from it; rank 0 alone pushes the weights, once per step, before any rank samples."""
-    from tests.scripted_server import Reply, ScriptedServer
+    from tests.scripted_server import Reply, ScriptedServer, rollout_answer
     from training.runtime import load_processor
 
     tokenizer = load_processor(tiny_models["omni"]).tokenizer
     ids = tokenizer("<think>red</think><answer>A</answer><|im_end|>", add_special_tokens=False)["input_ids"]
 
-    def answer(request: dict) -> Reply:
-        return Reply(body={"choices": [{"index": i, "message": {"role": "assistant", "content": "x"}, "token_ids": ids,
-                                        "logprobs": {"content": [{"token": "t", "logprob": -1.0} for _ in ids]}}
-                                       for i in range(request["n"])]})
-
     with ScriptedServer() as server:
-        server.set_handler("policy", answer)
+        server.set_handler("policy", lambda request: Reply(body=rollout_answer(*[(ids, [-1.0] * len(ids))] * request["n"])))
         sampled_before_push: list[int] = []  # chat requests the server had answered at each weight push
         server.set_route("/collective_rpc", lambda body: sampled_before_push.append(len(server.requests)) or Reply())
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

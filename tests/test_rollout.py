@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.corpus_fixture import write_corpus
-from tests.scripted_server import Reply, ScriptedServer
+from tests.scripted_server import Reply, ScriptedServer, rollout_answer
 from training.rollout import (
     Rollout,
     RolloutEngine,
@@ -80,14 +80,8 @@ def test_separate_layout_and_short_audio_send_frames_and_audio_apart():
         assert body["messages"][0]["role"] == "system"
 
 
-def _answer(*completions: tuple[list[int], list[float]]) -> dict:
-    return {"choices": [{"index": i, "message": {"role": "assistant", "content": "x"}, "token_ids": ids,
-                         "logprobs": {"content": [{"token": f"token_id:{t}", "logprob": lp} for t, lp in zip(ids, lps)]}}
-                        for i, (ids, lps) in enumerate(completions)]}
-
-
 def test_parse_rollouts_reads_ids_and_logprobs_and_refuses_other_answers():
-    rollouts = parse_rollouts(_answer(([3, 4], [-0.5, -1.0]), ([5], [-2.0])))
+    rollouts = parse_rollouts(rollout_answer(([3, 4], [-0.5, -1.0]), ([5], [-2.0])))
     assert rollouts == [Rollout([3, 4], [-0.5, -1.0]), Rollout([5], [-2.0])]
     with pytest.raises(RolloutServerError, match="token_ids"):
         parse_rollouts({"choices": [{"index": 0, "message": {"content": "hi"}}]})
@@ -100,7 +94,7 @@ def test_engine_spreads_requests_syncs_weights_and_reports_a_dead_server(tiny_mo
     model = load_student(tiny_models["omni"], config)
     with ScriptedServer() as one, ScriptedServer() as two:
         for server in (one, two):
-            server.set_handler("policy", lambda request: Reply(body=_answer(([1, 2], [-0.1, -0.2]))))
+            server.set_handler("policy", lambda request: Reply(body=rollout_answer(([1, 2], [-0.1, -0.2]))))
         engine = RolloutEngine([one.url, two.url], sync_dir=tmp_path / "sync")
         assert engine.model == "policy", "the served name comes from /v1/models"
         answers = engine.generate([{"messages": [], "n": 1}] * 6)
@@ -148,7 +142,7 @@ def test_grpo_step_takes_every_completion_from_the_engine(tiny_models, corpus, t
     config = load_config(TINY, [f"model={tiny_models['omni']}", f"corpus={corpus}", f"output_dir={tmp_path}",
                                 "grpo.beta=0", "grpo.max_steps=1", "grpo.rollout=vllm"])
     with ScriptedServer() as server:
-        server.set_handler("policy", lambda request: Reply(body=_answer(*[(ids, [-1.0] * len(ids))] * request["n"])))
+        server.set_handler("policy", lambda request: Reply(body=rollout_answer(*[(ids, [-1.0] * len(ids))] * request["n"])))
         engine = RolloutEngine([server.url], sync_dir=tmp_path / "sync")
         trainer = build_grpo_trainer(config, str(tiny_models["omni"]), tmp_path / "grpo", engine)
 

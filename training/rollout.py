@@ -29,8 +29,8 @@ more than 2 fps) reaches vLLM with fewer frames (6 of 8 for a 3 s clip; AVQA's 1
 (``sampling/sampling_logp_difference/*``), which the importance-sampling correction is for.
 
 **Weights**: after every optimizer step the policy's changing tensors reach every server before its
-next rollout (``RolloutEngine.sync``), through files on tmpfs or over NCCL (``training.weight_sync``,
-``grpo.rollout_weight_sync``).
+next rollout (``RolloutEngine.sync``), through files on tmpfs, CUDA IPC or NCCL
+(``training.weight_sync``, ``grpo.rollout_weight_sync``).
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class IpcSync:
                 self.ready.add(root)
             for route, body in (("/start_weight_update", None), ("/update_weights", {"update_info": update}),
                                 ("/finish_weight_update", None)):
-                self.engine.call(root, route, body, what="the weight update")
+                self.engine.call(root, route, body)
             self.engine.reset_caches(root)
 
     def close(self) -> None:
@@ -254,10 +254,9 @@ class NcclSync:
             if root not in self.groups:
                 self.groups[root] = self._join(root, device)
             group = self.groups[root]
-            self.engine.call(root, "/start_weight_update", what="the weight update")
+            self.engine.call(root, "/start_weight_update")
             # the workers receive inside the /update_weights call, while this thread broadcasts
-            receiving = in_background(self.engine.call, root, "/update_weights", {"update_info": update},
-                                      what="the weight update")
+            receiving = in_background(self.engine.call, root, "/update_weights", {"update_info": update})
 
             def failed() -> None:
                 if receiving.done():
@@ -268,7 +267,7 @@ class NcclSync:
                 group.broadcast(tensor)
             group.wait(failed)
             receiving.result()
-            self.engine.call(root, "/finish_weight_update", what="the weight update")
+            self.engine.call(root, "/finish_weight_update")
             self.engine.reset_caches(root)
 
     def close(self) -> None:
