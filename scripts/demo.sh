@@ -88,7 +88,7 @@ wait_for() {  # wait_for URL SECONDS NAME
 }
 
 step "task, tiny student" "1/5 the AV task (coloured screen x tone pitch, train/test), a fresh tiny student"
-[ -f "$OUT/tiny/omni/config.json" ] || python -m training.tiny_models --out "$OUT/tiny" &  # alongside the clips
+python -m training.tiny_models --out "$OUT/tiny" --if-changed &  # alongside the clips
 TINY=$!
 TASK="$OUT/demo/av-n$CLIPS"
 [ -f "$TASK/manifest_test.jsonl" ] || python -m demo.task --n "$CLIPS" --out "$TASK"

@@ -56,30 +56,29 @@ def test_the_stub_server_reports_every_request_span_to_another_process():
     assert 0.0 < busy_while_work_remains(spans, 4) <= 1.0
 
 
-def test_demo_student_bench_subsets_are_seeded_and_share_the_media(tmp_path):
-    import pandas as pd
+def test_demo_student_bench_tells_which_property_a_chosen_option_got_right(tmp_path):
+    import json
 
-    from bench.demo_student import write_subset
+    from bench.demo_student import property_hits
+    from evaluation.evaluate import PREDICTIONS
 
-    corpus = tmp_path / "built"
-    (corpus / "corpus").mkdir(parents=True)
-    (corpus / "cache" / "media").mkdir(parents=True)
-    pd.DataFrame({"id": [f"s{i}" for i in range(12)], "answer": list("ABCD") * 3}).to_parquet(
-        corpus / "corpus" / "train.parquet")
-    answers = write_subset(corpus, 5, seed=1, out=tmp_path / "one")
-    again = write_subset(corpus, 5, seed=1, out=tmp_path / "again")
-    write_subset(corpus, 5, seed=2, out=tmp_path / "other")
-    ids = {name: list(pd.read_parquet(tmp_path / name / "corpus" / "train.parquet")["id"])
-           for name in ("one", "again", "other")}
-    assert sum(answers.values()) == 5 and answers == again
-    assert ids["one"] == ids["again"] != ids["other"]
-    assert (tmp_path / "one" / "cache" / "media").is_dir()  # the subset reads the built corpus's media
-    write_subset(corpus, 50, seed=1, out=tmp_path / "all")  # larger than the corpus: every row
-    assert len(pd.read_parquet(tmp_path / "all" / "corpus" / "train.parquet")) == 12
+    # gold D is blue + high: D both right, C (blue + low) the colour only, B (red + high) the pitch
+    # only, A neither; a row with no letter counts for neither
+    rows = [{"modality": "av", "gold": "D", "letter": letter} for letter in "DCBA"] + \
+           [{"modality": "av", "gold": "D", "letter": None}, {"modality": "a", "gold": "A", "letter": "B"}]
+    (tmp_path / PREDICTIONS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert property_hits(tmp_path) == {"a": {"colour": 1.0, "pitch": 0.0}, "av": {"colour": 0.4, "pitch": 0.4}}
 
 
-def test_demo_student_bench_refuses_a_folder_without_a_corpus(tmp_path):
-    from bench.demo_student import write_subset
+def test_demo_student_bench_finds_when_the_sft_batches_became_perfect(tmp_path):
+    import json
 
-    with pytest.raises(SystemExit, match="no kept rows under .*build-avrt output folder"):
-        write_subset(tmp_path, 5, seed=1, out=tmp_path / "subset")
+    from bench.demo_student import first_perfect_step
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"step": 20, "mean_token_accuracy": 0.97}, {"step": 40, "loss": 0.1}, {"step": 60, "mean_token_accuracy": 1.0},
+            {"step": 80, "mean_token_accuracy": 0.99}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert first_perfect_step(metrics) == 60
+    metrics.write_text(json.dumps(rows[0]) + "\n")
+    assert first_perfect_step(metrics) is None

@@ -119,3 +119,42 @@ def test_checks_catch_what_is_missing():
     assert LINK.findall(sample) == ["docs/nope.md"]
     assert _commands(sample) == ["build-avrt", "accelerate", "make", "avrt-x"]
     assert "avrt-nope" in CODE_SPAN.findall(sample)
+
+
+
+DEPLOYMENT_RUN = re.compile(r"prefect deployment run ([\w-]+)/([\w-]+)")
+PARAMS = re.compile(r"--params '(\{.*?\})'", re.S)
+
+
+def _deployment_runs(text: str) -> list[tuple[str, str, dict]]:
+    """(flow, deployment, --params) of each ``prefect deployment run`` in a page's code blocks."""
+    import json
+
+    runs = []
+    for _, body in FENCE.findall(text):
+        for run in DEPLOYMENT_RUN.finditer(body):
+            params = PARAMS.search(body, run.end())
+            runs.append((*run.groups(), json.loads(params.group(1)) if params else {}))
+    return runs
+
+
+def test_pages_run_the_deployment_that_flows_serve_registers(monkeypatch):
+    """Each `prefect deployment run` (the README shows one) names the flow and deployment that
+    `python -m flows.serve` registers and `prefect.yaml` deploys, with parameters the flow takes."""
+    import inspect
+
+    import yaml
+
+    import flows.serve
+    from flows.build_avrt import build_avrt
+
+    served = {}
+    monkeypatch.setattr(flows.serve, "build_avrt", type("Flow", (), {"serve": lambda *a, **kw: served.update(kw)})())
+    flows.serve.main([])
+    deployed = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    parameters = set(inspect.signature(build_avrt.fn).parameters)
+    assert _deployment_runs(_text(ROOT / "README.md")), "the README shows no `prefect deployment run`"
+    for page in PAGES:
+        for flow, deployment, params in _deployment_runs(_text(page)):
+            assert flow == build_avrt.name and deployment == served["name"] and deployment in deployed, page
+            assert {"manifest", "out"} <= set(params) <= parameters, (page, params)

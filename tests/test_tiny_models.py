@@ -77,3 +77,33 @@ def test_omni_3b_shape_preset_has_the_published_sizes(tmp_path):
     processor = build_processor(tokenizer, "omni-3b-shape")
     assert processor.feature_extractor.chunk_length == 300  # as released: the student must not pad to it
     assert processor.video_processor.size == {"shortest_edge": 3136, "longest_edge": 12845056}
+
+
+def test_the_random_audio_encoder_passes_a_tones_pitch_on(student):
+    """A 220 Hz and a 1760 Hz tone (the demo's low and high) come out of the fresh audio encoder as
+    far apart as a pretrained one would put them (at the config's init std, 0.02, they were at cosine
+    0.9998, and the demo's student learned the pitch late or never)."""
+    processor, model = student
+    t = np.arange(3 * 16_000) / 16_000
+
+    def encoded(hz: float) -> torch.Tensor:
+        features = processor.feature_extractor(0.4 * np.sin(2 * np.pi * hz * t).astype(np.float32), sampling_rate=16_000,
+                                               return_attention_mask=True, padding="max_length", return_tensors="pt")
+        with torch.no_grad():
+            out = model.get_audio_features(features["input_features"], feature_attention_mask=features["attention_mask"])
+        return (out.last_hidden_state if hasattr(out, "last_hidden_state") else out).mean(0)
+
+    low, high = encoded(220.0), encoded(1760.0)
+    assert torch.nn.functional.cosine_similarity(low, high, dim=0) < 0.95
+
+
+def test_the_tiny_folder_records_its_builder_version(tmp_path, monkeypatch):
+    from training import tiny_models
+
+    assert not tiny_models.built_by_this_version(tmp_path)
+    monkeypatch.setattr(tiny_models, "build_omni", lambda out, *a, **k: out)
+    monkeypatch.setattr(tiny_models, "build_text", lambda out, *a, **k: out)
+    tiny_models.build_all(tmp_path, seed=0)
+    assert tiny_models.built_by_this_version(tmp_path) and not tiny_models.built_by_this_version(tmp_path, seed=1)
+    monkeypatch.setattr(tiny_models, "BUILDER_VERSION", tiny_models.BUILDER_VERSION + 1)
+    assert not tiny_models.built_by_this_version(tmp_path)  # a newer builder rebuilds

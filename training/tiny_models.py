@@ -8,7 +8,11 @@
   student, and can also stand in for a vision or audio teacher behind ``transformers serve``.
 * ``text/``: a tiny Qwen2 causal LM with the same tokenizer: the stand-in merger.
 
-Both load with ``from_pretrained`` and are deterministic given the seed.
+Both load with ``from_pretrained`` and are deterministic given the seed. The tiny presets draw the
+audio encoder's convolution stem at a larger std than the config's (``AUDIO_STEM_STD``), so that a
+random audio encoder passes a tone's pitch on, as the random vision encoder passes a screen's colour.
+``build_all`` records the builder version in ``OUT/tiny_models.json``; ``--if-changed`` rebuilds only
+when that record differs (what ``make demo`` runs).
 
 ``python -m training.tiny_models --preset qwen3-omni-tiny --out outputs/tiny/omni3`` writes only a
 tiny **Qwen3-Omni** thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts
@@ -30,6 +34,7 @@ bf16 (about 4.3 GB with 2 text layers). It is for measuring the trainer at the r
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from training.student import MULTIMODAL_TOKENS
@@ -76,6 +81,15 @@ def chat_template(family: str = "qwen2.5-omni") -> str:
 
 TEXT_HIDDEN = 64
 NUM_MEL_BINS = 128
+# The tiny audio encoder's convolution stem is drawn at std 0.2 instead of the config's 0.02. At 0.02 its
+# output is ~4 % of the sinusoidal positions added to it, so a random encoder maps a 220 Hz and a
+# 1760 Hz tone to outputs at cosine 0.9998 (frames of a red and a blue screen: cosine -0.2), and a
+# student learns the pitch late or not at all (the demo's verdict failed on some teacher draws:
+# bench/demo_student.py). At 0.2 the two tones' outputs differ by 0.6 of their norm, as a pretrained
+# encoder's would: the tiny student then stands in for a real one, whose encoders carry the signal.
+AUDIO_STEM_STD = 0.2
+BUILDER_VERSION = 2  # of the tiny models' weights (2: the audio stem above); build_all records it
+BUILT_FILE = "tiny_models.json"  # in build_all's folder
 
 
 def _training_text() -> list[str]:
@@ -122,6 +136,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
         "pixels": {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16},
         "audio_window_s": {"chunk_length": 30},
+        "audio_stem_std": AUDIO_STEM_STD,
     },
     "vllm-tiny": {  # head_dim 64 (128 / 2 heads): the smallest vLLM's CPU attention serves (16 is refused)
         "text": {"hidden_size": 2 * TEXT_HIDDEN, "intermediate_size": 4 * TEXT_HIDDEN, "num_hidden_layers": 2,
@@ -131,6 +146,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "audio": {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
         "pixels": {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16},
         "audio_window_s": {"chunk_length": 30},
+        "audio_stem_std": AUDIO_STEM_STD,
     },
     "omni-3b-shape": {
         "text": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
@@ -209,6 +225,12 @@ def build_omni(out: Path, seed: int = 0, preset: str = "tiny", text_layers: int 
     config = thinker_config(tokenizer, preset, text_layers)
     dtype = torch.float32 if preset in TINY_PRESETS else torch.bfloat16
     model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=dtype)
+    stem_std = PRESETS[preset].get("audio_stem_std")
+    if stem_std is not None:
+        audio = model.model.audio_tower
+        with torch.no_grad():
+            for conv in (audio.conv1, audio.conv2):
+                conv.weight.normal_(0.0, stem_std)
     model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -321,11 +343,24 @@ def build_qwen3_omni(out: Path, seed: int = 0, vllm: bool = False) -> Path:
 
 
 def build_all(out: Path, seed: int = 0, preset: str = "tiny") -> dict[str, Path]:
-    """The student (``omni``) and the merger stand-in (``text``) at a tiny preset's sizes."""
+    """The student (``omni``) and the merger stand-in (``text``) at a tiny preset's sizes; ``out/BUILT_FILE``
+    records the builder version, seed and preset (``built_by_this_version``)."""
     out = Path(out)
     text = PRESETS[preset]["text"]
-    return {"omni": build_omni(out / "omni", seed, preset),
-            "text": build_text(out / "text", seed, text["hidden_size"], text["num_attention_heads"])}
+    built = {"omni": build_omni(out / "omni", seed, preset),
+             "text": build_text(out / "text", seed, text["hidden_size"], text["num_attention_heads"])}
+    (out / BUILT_FILE).write_text(json.dumps(_build_record(seed, preset)) + "\n")
+    return built
+
+
+def _build_record(seed: int, preset: str) -> dict:
+    return {"builder_version": BUILDER_VERSION, "seed": seed, "preset": preset}
+
+
+def built_by_this_version(out: Path, seed: int = 0, preset: str = "tiny") -> bool:
+    """Whether ``out`` holds what ``build_all(out, seed, preset)`` writes in this version of the builder."""
+    record = Path(out) / BUILT_FILE
+    return record.is_file() and json.loads(record.read_text()) == _build_record(seed, preset)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -339,7 +374,12 @@ def main(argv: list[str] | None = None) -> None:
                              "qwen3-omni-tiny: only a tiny Qwen3-Omni (MoE) student; qwen3-omni-vllm-tiny: the same "
                              "with head_dim 64")
     parser.add_argument("--text-layers", type=int, help="number of text layers (omni-3b-shape: default 36)")
+    parser.add_argument("--if-changed", action="store_true",
+                        help="tiny presets: build only if OUT does not hold this builder version's models")
     args = parser.parse_args(argv)
+    if args.if_changed and args.preset in TINY_PRESETS and built_by_this_version(args.out, args.seed, args.preset):
+        print(f"reusing the tiny models in {args.out} (same builder version, seed and preset)")
+        return
     if args.preset.startswith("qwen3-omni"):
         built = {"omni": build_qwen3_omni(args.out, args.seed, vllm=args.preset == "qwen3-omni-vllm-tiny")}
     elif args.preset in TINY_PRESETS and args.text_layers is None:
