@@ -15,7 +15,8 @@ Without ``--model`` the vLLM-servable tiny student (``training.tiny_models --pre
 built in a temporary folder; without ``--corpus`` a corpus of synthetic clips. Without
 ``--vllm-url`` a dev-mode server is started from ``.venv-vllm`` as the trainer starts it (its start-up
 time is reported too); a given server must serve ``--model`` in dev mode with
-``--trust-request-mm-kwargs``.
+``--trust-request-mm-kwargs``, behind the guard with the secret in ``$AVRT_ROLLOUT_SECRET``
+(docs/training.md).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, default=4, help="G: completions per prompt")
     parser.add_argument("--max-tokens", type=int, default=32, help="completion length")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path (after one warm-up)")
-    parser.add_argument("--vllm-url", help="a running dev-mode vLLM server (default: start one)")
+    parser.add_argument("--vllm-url", help="a running dev-mode vLLM server, its secret in $AVRT_ROLLOUT_SECRET "
+                                           "(default: start one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "rollout.json")
     return parser.parse_args(argv)
 
@@ -81,8 +83,10 @@ def measure(trainer, rows, generations: int, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    import os
     from contextlib import ExitStack
 
+    from serving.vllm_server import SECRET_ENV, new_secret
     from training.grpo import build_grpo_trainer, grpo_dataset
     from training.rollout import RolloutEngine, start_rollout_server
     from training.runtime import load_corpus
@@ -105,14 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
         report["hf"] = measure(hf, rows, args.generations, args.repeats)
         del hf
 
-        url = args.vllm_url
+        url, secret = args.vllm_url, os.environ.get(SECRET_ENV)
         if url is None:
             started = time.perf_counter()
-            server = start_rollout_server(model, work / "vllm", dtype="bfloat16" if _cuda() else "float32")
+            secret = new_secret()
+            server = start_rollout_server(model, work / "vllm", secret, dtype="bfloat16" if _cuda() else "float32")
             stack.callback(server.stop)
             report["server_start_s"] = round(time.perf_counter() - started, 1)
             url = server.base_url
-        engine = RolloutEngine([url], sync_dir=work / "sync")
+        engine = RolloutEngine([url], sync_dir=work / "sync", secret=secret)
         config = load_config(ROOT / "configs" / "train" / "tiny.yaml", [*common, "grpo.rollout=vllm"])
         trainer = build_grpo_trainer(config, str(model), work / "vllm", engine)
         report["vllm"] = measure(trainer, rows, args.generations, args.repeats)

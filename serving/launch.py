@@ -13,7 +13,9 @@ comes from the build config (its registry entry and ``model``, which becomes
 per replica, environment) from ``configs/teachers/vllm_profiles.yaml``. The
 server's default sampling is pinned to the config's (``--generation-config vllm`` plus
 ``--override-generation-config``), so a request that omits a parameter does not silently get the
-checkpoint's ``generation_config.json``.
+checkpoint's ``generation_config.json``. These servers never run in dev mode nor unpickle requests: a
+profile that sets ``VLLM_SERVER_DEV_MODE`` or ``VLLM_ALLOW_INSECURE_SERIALIZATION`` is refused, and
+neither is inherited from the launcher's environment (``serving.vllm_server.CONTROL_ENV``).
 
 It checks what would fail later with a less clear error: before starting anything, that local
 weights folders exist (anything given with ``--weights`` is a folder); while the servers load (the
@@ -51,12 +53,14 @@ from typing import Any
 import yaml
 
 from serving.vllm_server import (
+    CONTROL_ENV,
     Launcher,
     ServerFailed,
     VllmNotFound,
     VllmServer,
     find_launcher,
     first_exited,
+    opens_control,
     server_env,
     start_all,
     stop_all,
@@ -259,6 +263,9 @@ def plan(groups: list[Group], launcher: Launcher, gpus: list[str], host: str = "
             math.floor(group.profile.get("gpu_memory_utilization", 0.9) / share * 100 + 1e-6) / 100
         env = {**server_env(gpu_ids, group.profile.get("cpu_kvcache_gib")),
                **{k: str(v) for k, v in (group.profile.get("env") or {}).items()}}
+        if opens_control(env):  # nothing these servers do needs vLLM's control routes or pickles
+            raise PlanError(f"{'+'.join(group.roles)}: the profile {group.use!r} sets {' or '.join(CONTROL_ENV)}; "
+                            "teachers and the merger never run in dev mode or with insecure serialization")
         if group.api_key_env and os.environ.get(group.api_key_env):
             env["VLLM_API_KEY"] = os.environ[group.api_key_env]  # by env, so it never shows in `ps`
         servers.append(Server(group=group, replica=i, port=port, gpus=gpu_ids, gpu_memory_utilization=memory,

@@ -11,6 +11,12 @@ this module:
   script fails for want of package metadata); an executable runs ``vllm serve WEIGHTS``;
 * **the environment**: ``CUDA_VISIBLE_DEVICES`` on GPUs; on CPU ``VLLM_CPU_KVCACHE_SPACE`` (GiB of
   KV cache; vLLM's CPU default is far more than a test machine has), unless already set;
+* **the guard**: a server given a ``secret`` (the trainer's rollout servers) loads
+  ``serving/guard/avrt_guard.py`` as vLLM middleware (``--middleware avrt_guard.RolloutGuard``, the
+  folder on ``PYTHONPATH``, the secret in ``AVRT_ROLLOUT_SECRET``): every route then needs
+  ``Authorization: Bearer <secret>`` (``auth_headers``). Dev mode and insecure serialization
+  (``CONTROL_ENV``, which open the engine's control routes and pickles) are never inherited from
+  this process's environment, and a server that sets them without a secret is refused;
 * **readiness**: ``/health`` answers 200 and ``/v1/models`` lists the served name;
 * **logs**: one file per server; a server that dies or never gets ready is reported with its tail;
 * **stopping**: each server runs in its own process group; SIGTERM, then SIGKILL after a grace time.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -45,6 +52,11 @@ REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-vllm"  # built by `make vllm-env`
 API_MODULE = "vllm.entrypoints.openai.api_server"  # needs no package metadata (vllm-cpu's console script does)
 CPU_KVCACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE when unset: room for a few requests of a small model
+GUARD_DIR = REPO / "serving" / "guard"  # avrt_guard.py: needs only the standard library (vLLM's env has no avrt)
+GUARD_FLAGS = ("--middleware", "avrt_guard.RolloutGuard")
+SECRET_ENV = "AVRT_ROLLOUT_SECRET"  # where the guard reads the secret (avrt_guard.SECRET_ENV)
+# what opens vLLM's control routes (/collective_rpc, weight transfer, cache resets, sleep) and its pickles
+CONTROL_ENV = ("VLLM_SERVER_DEV_MODE", "VLLM_ALLOW_INSECURE_SERIALIZATION")
 
 
 class VllmNotFound(RuntimeError):
@@ -118,8 +130,29 @@ def server_env(gpus: Sequence[str] | None, kvcache_gib: int | None = None) -> di
     return {"VLLM_CPU_KVCACHE_SPACE": str(int(gib))}
 
 
+def new_secret() -> str:
+    """A fresh secret for one run's rollout server."""
+    return secrets.token_urlsafe(32)
+
+
+def auth_headers(secret: str | None) -> dict[str, str]:
+    """The header a guarded server (or vLLM's own API key) asks for; none without a secret."""
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
+
+
+def opens_control(env: dict[str, str]) -> bool:
+    """Does ``env`` put vLLM in dev mode or let it unpickle requests (``CONTROL_ENV``)?"""
+    return any(env.get(name, "0").strip() not in ("", "0") for name in CONTROL_ENV)
+
+
+def guard_env(secret: str) -> dict[str, str]:
+    """The environment that lets a server load the guard with ``secret`` (``GUARD_DIR`` first on its path)."""
+    path = os.pathsep.join(p for p in (str(GUARD_DIR), os.environ.get("PYTHONPATH")) if p)
+    return {SECRET_ENV: secret, "PYTHONPATH": path}
+
+
 def _get(url: str, api_key: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    request = urllib.request.Request(url, headers=auth_headers(api_key))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -153,7 +186,9 @@ def probe_host(bind_host: str) -> str:
 
 @dataclass
 class VllmServer:
-    """One vLLM server process: ``argv`` and ``env`` (added to this process's), serving ``model`` on ``port``."""
+    """One vLLM server process: ``argv`` and ``env`` (added to this process's, less ``CONTROL_ENV`` and
+    ``SECRET_ENV``), serving ``model`` on ``port``; with a ``secret``, behind the guard (see the module
+    doc). A server whose ``env`` opens the control routes needs a ``secret``."""
 
     name: str
     argv: list[str]
@@ -163,16 +198,31 @@ class VllmServer:
     env: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     ready_timeout_s: float = 600.0
+    secret: str | None = field(default=None, repr=False)
     process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if opens_control(self.env) and not self.secret:
+            raise ValueError(f"{self.name}: a vLLM server with {' or '.join(CONTROL_ENV)} must be guarded (give a secret)")
 
     @property
     def base_url(self) -> str:
         return f"http://{probe_host(self.host)}:{self.port}/v1"
 
+    def command(self) -> list[str]:
+        """``argv``, with the guard's middleware flag when the server has a secret."""
+        return [*self.argv, *GUARD_FLAGS] if self.secret else list(self.argv)
+
+    def process_env(self) -> dict[str, str]:
+        """The server's whole environment: this process's without ``CONTROL_ENV`` and ``SECRET_ENV``
+        (a teacher never inherits dev mode or a run's secret), then ``env``, then the guard's."""
+        inherited = {k: v for k, v in os.environ.items() if k not in (*CONTROL_ENV, SECRET_ENV)}
+        return {**inherited, **self.env, **(guard_env(self.secret) if self.secret else {})}
+
     def start(self) -> VllmServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=log,
+            self.process = subprocess.Popen(self.command(), env=self.process_env(), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         return self
@@ -183,9 +233,9 @@ class VllmServer:
     def is_ready(self) -> bool:
         """``/health`` answers 200 and ``/v1/models`` lists the served model name."""
         root = self.base_url[: -len("/v1")]
-        if _get(root + "/health")[0] != 200:
+        if _get(root + "/health", self.secret)[0] != 200:
             return False
-        status, body = _get(root + "/v1/models", self.env.get("VLLM_API_KEY"))
+        status, body = _get(root + "/v1/models", self.secret or self.env.get("VLLM_API_KEY"))
         try:
             return status == 200 and self.model in {m["id"] for m in json.loads(body)["data"]}
         except (ValueError, KeyError, TypeError):

@@ -25,7 +25,7 @@ Failures are classified, because only some of them say anything about the sample
   call). The run should stop; ``url`` and ``reason`` say where and why.
 
 All derive from ``ModelCallError``. The API key is read from the environment variable the config
-names and never appears in a reason.
+names (or given as ``api_key``) and never appears in a reason.
 """
 
 from __future__ import annotations
@@ -142,11 +142,12 @@ class ModelClient:
     max_in_flight: int = 16
     retries: int = 4
     backoff_s: float = 1.0
+    api_key: str | None = field(default=None, repr=False)  # the key itself (a rollout server's secret), else api_key_env's
     _replicas: list[_Replica] = field(default_factory=list, init=False)
     _key: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        self._key = self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
         for url in self.base_urls:
             self._replicas.append(_Replica(url, self._new_client(url), asyncio.Semaphore(max(1, self.max_in_flight))))
 

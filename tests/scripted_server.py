@@ -2,8 +2,8 @@
 
 It answers ``POST /v1/chat/completions`` with texts chosen per model by a handler or a queue, can
 inject latency (fixed, or seeded lognormal per request), slow replies (client timeouts) and HTTP
-errors, require an API key, and counts requests per model and the most in flight at once. It
-keeps every request's (model, start, end) in ``spans``, also served at ``GET /v1/_spans`` for a
+errors, require an API key on every route (as avrt's rollout guard does), and counts requests per
+model and the most in flight at once. It keeps every request's (model, start, end) in ``spans``, also served at ``GET /v1/_spans`` for a
 benchmark in another process::
 
     with ScriptedServer() as server:
@@ -54,7 +54,9 @@ class ScriptedServer:
                  api_key: str | None = None):
         self.default = handler
         self.latency = latency  # seconds, or a function of the request
-        self.api_key = api_key  # when set, requests without "Authorization: Bearer <api_key>" get 401
+        # when set, every request (GET or POST, any route) without "Authorization: Bearer <api_key>" gets 401,
+        # as a rollout server behind avrt's guard answers
+        self.api_key = api_key
         self.in_flight: Counter[str] = Counter()  # requests being answered now, per model
         self.peak: Counter[str] = Counter()  # the most in flight at once, per model
         self.handlers: dict[str, Handler] = {}
@@ -130,7 +132,18 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _refused(self) -> bool:
+                """Answer 401 (and count it) unless the request carries the key, when there is one."""
+                if not server.api_key or self.headers.get("Authorization") == f"Bearer {server.api_key}":
+                    return False
+                with server._lock:
+                    server.counts["unauthorized"] += 1
+                self._send(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
+                return True
+
             def do_GET(self) -> None:
+                if self._refused():
+                    return
                 if (routed := server._route(self.path, {})) is not None:
                     self._send(*routed)
                 elif self.path.rstrip("/").endswith("/_spans"):  # for benchmarks in another process
@@ -145,10 +158,7 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
-                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
-                    with server._lock:
-                        server.counts["unauthorized"] += 1
-                    self._send(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
+                if self._refused():
                     return
                 if not self.path.rstrip("/").endswith("/chat/completions"):  # vLLM's dev routes, say
                     with server._lock:

@@ -106,15 +106,18 @@ def test_two_processes_train_write_once_and_resume_after_a_kill(tiny_models, cor
 
 @pytest.mark.slow
 def test_two_processes_sample_from_shared_rollout_servers_after_one_push_per_step(tiny_models, corpus, tmp_path):
-    """grpo.rollout=vllm with 2 ranks (torchrun, gloo) and a shared server (the scripted one): every rank
-    samples its own prompts from it; rank 0 alone pushes the weights, once per step, before any rank samples."""
+    """grpo.rollout=vllm with 2 ranks (torchrun, gloo) and a shared server (the scripted one, refusing requests
+    without the secret that every rank reads from AVRT_ROLLOUT_SECRET): every rank samples its own prompts
+    from it; rank 0 alone pushes the weights, once per step, before any rank samples."""
+    from serving.vllm_server import SECRET_ENV, new_secret
     from tests.scripted_server import Reply, ScriptedServer, rollout_answer
     from training.runtime import load_processor
 
     tokenizer = load_processor(tiny_models["omni"]).tokenizer
     ids = tokenizer("<think>red</think><answer>A</answer><|im_end|>", add_special_tokens=False)["input_ids"]
 
-    with ScriptedServer() as server:
+    secret = new_secret()
+    with ScriptedServer(api_key=secret) as server:
         server.set_handler("policy", lambda request: Reply(body=rollout_answer(*[(ids, [-1.0] * len(ids))] * request["n"])))
         sampled_before_push: list[int] = []  # chat requests the server had answered at each weight push
         server.set_route("/collective_rpc", lambda body: sampled_before_push.append(len(server.requests)) or Reply())
@@ -125,10 +128,11 @@ def test_two_processes_sample_from_shared_rollout_servers_after_one_push_per_ste
                    "grpo.per_device_train_batch_size=4", "grpo.beta=0", "grpo.rollout=vllm",
                    f"grpo.rollout_urls=[{server.url}]", "grpo.rollout_weight_sync=files"]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "AVRT_TEST_OUT": str(tmp_path), "HF_HUB_OFFLINE": "1",
-               "OMP_NUM_THREADS": "1"}
+               "OMP_NUM_THREADS": "1", SECRET_ENV: secret}
         done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
         requests = list(server.requests)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert server.counts["unauthorized"] == 2, "only each rank's guard check came without the secret"
     ranks = [json.loads((tmp_path / f"counts-grpo-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(counts["steps"] == 2 and counts["prepared"] == 2 for counts in ranks), ranks  # 1 prompt a step each
     assert len(requests) == 2 * 2 and all(r["n"] == 4 for r in requests), "each rank's prompt, each step, n = G"

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from serving.vllm_server import GUARD_DIR, GUARD_FLAGS, SECRET_ENV, new_secret
 from tests.corpus_fixture import write_corpus
 from tests.scripted_server import Reply, ScriptedServer, rollout_answer
 from training.rollout import (
@@ -88,15 +89,19 @@ def test_parse_rollouts_reads_ids_and_logprobs_and_refuses_other_answers():
 
 
 def test_engine_spreads_requests_syncs_weights_and_reports_a_dead_server(tiny_models, tmp_path):
+    """Against two servers that refuse any request without the secret (as the guard does): every request
+    of the engine carries it."""
     from training.runtime import load_student
 
     config = load_config(TINY, [f"model={tiny_models['omni']}"])
     model = load_student(tiny_models["omni"], config)
-    with ScriptedServer() as one, ScriptedServer() as two:
+    secret = new_secret()
+    with ScriptedServer(api_key=secret) as one, ScriptedServer(api_key=secret) as two:
         for server in (one, two):
             server.set_handler("policy", lambda request: Reply(body=rollout_answer(([1, 2], [-0.1, -0.2]))))
-        engine = RolloutEngine([one.url, two.url], sync_dir=tmp_path / "sync")
+        engine = RolloutEngine([one.url, two.url], sync_dir=tmp_path / "sync", secret=secret)
         assert engine.model == "policy", "the served name comes from /v1/models"
+        assert engine.check_guarded() == [], "both refuse a control request without the secret"
         answers = engine.generate([{"messages": [], "n": 1}] * 6)
         assert [a[0].ids for a in answers] == [[1, 2]] * 6 and one.counts["policy"] + two.counts["policy"] == 6
         assert one.counts["policy"] and two.counts["policy"], "requests are spread over the replicas"
@@ -107,6 +112,7 @@ def test_engine_spreads_requests_syncs_weights_and_reports_a_dead_server(tiny_mo
             assert paths == ["/collective_rpc", "/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache"]
             rpc = server.other_posts[0][1]
             assert rpc["method"] == "reload_weights" and Path(rpc["kwargs"]["weights_path"]).is_dir()
+            assert server.counts["unauthorized"] == 1, "only the guard check's probe came without the secret"
     written = load_file(str(Path(rpc["kwargs"]["weights_path"]) / "model.safetensors"))
     on_disk = {"thinker." + k: v for k, v in load_file(str(tiny_models["omni"] / "model.safetensors")).items()}
     assert set(written) < set(on_disk), "checkpoint names in the full-model naming (what vLLM loads)"
@@ -188,3 +194,58 @@ def test_several_processes_need_shared_servers_and_whole_weights(tiny_models, mo
     config = load_config(TINY, [f"model={tiny_models['omni']}", "grpo.rollout=vllm", "grpo.rollout_urls=[http://x:1/v1]"])
     with ExitStack() as stack, pytest.raises(ValueError, match="ZeRO-3"):
         open_rollout_engine(config, str(tiny_models["omni"]), tmp_path, stack)
+
+
+def test_given_servers_must_refuse_requests_without_the_secret(tiny_models, monkeypatch, tmp_path, capsys):
+    """grpo.rollout_urls: the trainer reads the servers' secret from grpo.rollout_secret_env and checks at
+    start-up that each server refuses a control request without it; an open server stops the run unless
+    grpo.rollout_allow_unguarded, which warns."""
+    from contextlib import ExitStack
+
+    from training.grpo import open_rollout_engine
+
+    def engine_for(url: str, *overrides: str):
+        config = load_config(TINY, [f"model={tiny_models['omni']}", "grpo.rollout=vllm", f"grpo.rollout_urls=[{url}]",
+                                    "grpo.rollout_secret_env=TEST_ROLLOUT_SECRET", *overrides])
+        with ExitStack() as stack:
+            return open_rollout_engine(config, str(tiny_models["omni"]), tmp_path, stack)
+
+    secret = new_secret()
+    with ScriptedServer(api_key=secret) as server:  # guarded, then (api_key None) open to anyone
+        server.set_handler("policy", lambda request: Reply(body=rollout_answer(([1], [-0.1]))))
+        monkeypatch.delenv("TEST_ROLLOUT_SECRET", raising=False)
+        with pytest.raises(RolloutServerError, match="set TEST_ROLLOUT_SECRET"):
+            engine_for(server.url)
+        monkeypatch.setenv("TEST_ROLLOUT_SECRET", new_secret())
+        with pytest.raises(RolloutServerError, match="refused /v1/models: HTTP 401 .*the run's secret"):
+            engine_for(server.url)
+        monkeypatch.setenv("TEST_ROLLOUT_SECRET", secret)
+        assert engine_for(server.url).generate([{"messages": []}])[0][0].ids == [1]
+        assert server.other_posts == [] and server.counts["unauthorized"] == 2, "the wrong secret's, the probe"
+        server.api_key = None
+        with pytest.raises(RolloutServerError, match=r"answered a control request without the run's secret \(POST "
+                                                     r"/collective_rpc: HTTP 200\).*grpo.rollout_allow_unguarded") as err:
+            engine_for(server.url)
+        assert server.other_posts == [("/collective_rpc", {})], "the probe names no method: it runs nothing"
+        capsys.readouterr()
+        monkeypatch.delenv("TEST_ROLLOUT_SECRET")
+        assert engine_for(server.url, "grpo.rollout_allow_unguarded=true").generate([{"messages": []}])
+        said = capsys.readouterr().out
+    assert f"warning: rollout server {server.url[:-3]} answered a control request without" in said
+    assert "running anyway (grpo.rollout_allow_unguarded: true)" in said
+    assert secret not in str(err.value) + said
+
+
+def test_the_trainers_own_server_is_guarded_with_a_secret_it_never_shows(tiny_models, monkeypatch, tmp_path):
+    """The trainer's server: dev mode, the guard's middleware, the secret in its environment only."""
+    from serving.vllm_server import VllmServer
+    from training.rollout import start_rollout_server
+
+    monkeypatch.setattr(VllmServer, "__enter__", lambda self: self)  # not started: its command and environment
+    secret = new_secret()
+    server = start_rollout_server(tiny_models["omni"], tmp_path, secret, vllm_python=sys.executable)
+    command, env = server.command(), server.process_env()
+    assert env["VLLM_SERVER_DEV_MODE"] == "1" and command[-2:] == list(GUARD_FLAGS) and "--host" in command
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert env[SECRET_ENV] == secret and env["PYTHONPATH"].split(os.pathsep)[0] == str(GUARD_DIR)
+    assert secret not in " ".join(command) and secret not in repr(server)

@@ -7,6 +7,12 @@ sync the engine's greedy completion of a fixed prompt equals the policy's own, a
 policy having moved) it does not; at step 0 the engine's sampling log-probs match the trainer's
 within ``LOGP_TOL``; the server is killed before step 3, the stage stops with a clear message and
 keeps checkpoint-2, and the same call resumes from it on a fresh server.
+
+The server is behind the guard (issue 34): at step 1 requests without the run's secret, from this user
+and (when the test runs as root) from ``nobody``, try to reload other weights, update weights, reset a
+cache and sample; each gets 401, and the engine's greedy completion is still the policy's after them.
+The secret never shows in ``ps``, the server's log, the stage's files (``config.yaml``,
+``metrics.jsonl``, checkpoints) or the trainer's output.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +35,7 @@ import torch
 from serving.vllm_server import project_python
 from tests.corpus_fixture import write_corpus
 from training.runtime import read_metrics
-from training.train_config import load_config
+from training.train_config import dump_config, load_config
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(project_python() is None, reason="no .venv-vllm: run `make vllm-env`")]
@@ -41,14 +51,50 @@ NEW_TOKENS = 8
 LOGP_TOL = 0.05
 
 
-def _server_requests(base_url: str) -> float:
+def _server_requests(engine) -> float:
     """Requests vLLM has finished since it started (``vllm:request_success_total``, all reasons)."""
-    with urllib.request.urlopen(base_url[: -len("/v1")] + "/metrics", timeout=10) as response:
+    request = urllib.request.Request(engine.roots[0] + "/metrics", headers=engine.headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     return sum(float(v) for v in re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
 
 
-def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthetic_data, tmp_path, monkeypatch):
+def _attacks(weights: Path) -> list[tuple[str, dict]]:
+    """Requests another process could send: other weights, a weight update, a cache reset, a rollout."""
+    return [("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(weights)}}),
+            ("/update_weights", {"update_info": {"names": [], "dtype_names": [], "shapes": []}}),
+            ("/reset_prefix_cache", {}),
+            ("/v1/chat/completions", {"model": "policy", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})]
+
+
+def _status_without_secret(root: str, route: str, body: dict) -> int:
+    request = urllib.request.Request(root + route, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _status_as_nobody(root: str, route: str, body: dict) -> int | None:
+    """The same request sent by another user (``nobody``, with curl); None where this test cannot switch
+    users (not root, or no setpriv/curl)."""
+    if os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("curl")):
+        return None
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s", "-o",
+                           "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
+                           "-d", json.dumps(body), root + route], capture_output=True, text=True, timeout=60)
+    return int(done.stdout or 0)
+
+
+def _files_with(folder: Path, secret: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthetic_data, tmp_path, monkeypatch,
+                                                                         capfd):
+    from safetensors.torch import save_file
     from trl import GRPOTrainer
 
     from training import grpo
@@ -58,6 +104,7 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     from training.runtime import MediaLoader, load_corpus, load_processor
     from training.student import StudentSample, encode_prompt, generation_suppress_tokens, is_aligned
     from training.tiny_models import build_all
+    from training.weight_sync import changing_tensors
 
     model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
     corpus = write_corpus(synthetic_data, tmp_path / "corpus")
@@ -95,7 +142,7 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
         body = {"model": engine.model, **rollout_request(sample, None, "aligned", n=1, sampling=greedy,
                                                           processor=processor)}
         request = urllib.request.Request(engine.urls[0] + "/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **engine.headers})
         engine.requests_sent += 1
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())["prompt_token_ids"]
@@ -106,6 +153,21 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     rollouts: list[int] = []  # steps whose rollouts came from the engine
     counted: dict[str, float] = {}
     kill_at_step = 2
+    attack_at_step = 1
+    refusals: dict[str, list[int | None]] = {}  # who -> the statuses their requests without the secret got
+    run_secrets: list[str] = []  # each run's, for the leak checks
+    ps_lines: list[str] = []  # every process's command line while the server ran
+
+    def attack(engine, model) -> None:
+        """Send ``_attacks`` without the secret, from this process and from another user."""
+        weights = tmp_path / "other-weights"
+        weights.mkdir(exist_ok=True)
+        save_file({k: torch.randn_like(v).cpu() for k, v in changing_tensors(model).items()},
+                  str(weights / "model.safetensors"))  # what a reload would swap in: random weights
+        root = engine.roots[0]
+        refusals["same user"] = [_status_without_secret(root, *a) for a in _attacks(weights)]
+        refusals["nobody"] = [_status_as_nobody(root, *a) for a in _attacks(weights)]
+        ps_lines.extend(subprocess.run(["ps", "-eo", "args=", "-ww"], capture_output=True, text=True).stdout.splitlines())
     original = AVGRPOTrainer._engine_rollouts
 
     def engine_greedy(engine) -> list[int]:
@@ -116,8 +178,10 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
         engine, step = self.rollout_engine, self.state.global_step
         training = self.model.training
         self.model.eval()
+        if engine.secret not in run_secrets:
+            run_secrets.append(engine.secret)
         if step == kill_at_step and not counted:  # the first run: the server dies now
-            counted.update(sent=engine.requests_sent, served=_server_requests(engine.urls[0]))
+            counted.update(sent=engine.requests_sent, served=_server_requests(engine))
             os.killpg(engine.server.process.pid, signal.SIGKILL)
             engine.server.process.wait()
         elif step > 0:
@@ -126,6 +190,8 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
             layout.append(engine_prompt_ids(engine, clip) == encode_prompt(processor, clip)["input_ids"].tolist())
         result = original(self, num_generations)  # syncs the weights, then samples the step's rollouts
         rollouts.append(step)
+        if step == attack_at_step and not refusals:
+            attack(engine, self.model)  # then the check below: the engine must still hold the policy's weights
         checks.append((step, engine_greedy(engine), policy_greedy(self.model)))
         self.model.train(training)
         return result
@@ -141,14 +207,21 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     monkeypatch.setattr(AVGRPOTrainer, "_engine_rollouts", checked)
     monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", no_hf_generation)
 
+    dump_config(config, out / "config.yaml")  # as training.sft_then_grpo writes it
     with pytest.raises(RolloutServerError, match=r"(?s)stopped at step 2.*exited with code.*checkpoint-2.*same command"):
         run_grpo(config, str(model_dir), out)
+    first_log = (out / "rollout" / "server.log").read_text()  # the resumed run's server rewrites it
     assert (out / "checkpoint-2").is_dir() and not (out / "final").exists(), "the last checkpoint is kept"
     assert rollouts == [0, 1], "steps 0 and 1 sampled by the engine, then the server died"
     # sent before the kill: 2 rollouts (n = G each), 1 prompt-ids request, 3 greedy probes; vLLM counts sequences
     assert counted["sent"] == 2 + 1 + 3, counted
     assert counted["served"] == 2 * config.grpo.num_generations + 1 + 3, "every request was answered by vLLM"
     assert layout == [True], "vLLM's prompt token ids for an aligned clip differ from the trainer's"
+    assert refusals["same user"] == [401] * 4, refusals
+    if refusals["nobody"][0] is None:
+        warnings.warn("not root (or no setpriv/curl): requests from another user were not tried", stacklevel=1)
+    else:
+        assert refusals["nobody"] == [401] * 4, refusals
 
     final = run_grpo(config, str(model_dir), out)  # the same call: a fresh server, resumed from checkpoint-2
     assert final.is_dir() and rollouts == [0, 1, 2]
@@ -164,3 +237,12 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     assert first["sampling/sampling_logp_difference/max"] < LOGP_TOL, first
     assert all("rollout/sync_seconds" in r for r in metrics)
     assert any(r["grad_norm"] > 0 for r in metrics), "the policy was updated"
+
+    assert len(run_secrets) == 2 and len(set(run_secrets)) == 2 and all(len(s) >= 32 for s in run_secrets), \
+        "a fresh secret per run"
+    assert any("avrt_guard.RolloutGuard" in line for line in ps_lines), "ps saw the guarded server"
+    printed = "".join(capfd.readouterr())
+    for secret in run_secrets:
+        assert not any(secret in line for line in ps_lines), "the secret shows in ps"
+        assert secret not in first_log and not _files_with(out, secret), "the secret was written to disk"
+        assert secret not in printed, "the secret was printed"

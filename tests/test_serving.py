@@ -422,3 +422,92 @@ def test_cpu_plan_has_no_gpus_and_the_profiles_environment(capsys):
                and "--gpu-memory-utilization" not in line for line in lines)
     assert all("VLLM_ENABLE_V1_MULTIPROCESSING=0" in line for line in lines)
     assert "# vision+audio-0: tiny-omni-vision (tiny-omni) replica 1/1, CPU" in out
+
+
+# ------------------------------------------------------------------ the rollout guard (issue 34)
+
+
+def _import_guard(monkeypatch, secret: str | None):
+    """A fresh import of ``serving/guard/avrt_guard.py`` with ``secret`` in the environment, as vLLM
+    imports it (by file: vLLM's environment has no avrt)."""
+    import importlib.util
+
+    from serving.vllm_server import GUARD_DIR, SECRET_ENV
+
+    if secret is None:
+        monkeypatch.delenv(SECRET_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SECRET_ENV, secret)
+    spec = importlib.util.spec_from_file_location("avrt_guard", GUARD_DIR / "avrt_guard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _through(guard, scope_type: str, headers=()) -> tuple[list[dict], bool]:
+    """One connection of ``scope_type`` through the guard: what the client was sent, and whether the app
+    behind it was reached."""
+    import asyncio
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["type"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": scope_type, "method": "POST", "path": "/collective_rpc", "headers": list(headers)}
+    asyncio.run(guard.RolloutGuard(app)(scope, receive, send))
+    return sent, bool(reached)
+
+
+def test_the_guard_lets_only_requests_with_the_secret_through(monkeypatch):
+    from serving.vllm_server import SECRET_ENV, auth_headers, new_secret
+
+    secret = new_secret()
+    guard = _import_guard(monkeypatch, secret)
+    assert guard.SECRET_ENV == SECRET_ENV, "the guard reads the variable the trainer sets"
+    right = [(name.lower().encode(), value.encode()) for name, value in auth_headers(secret).items()]
+    assert _through(guard, "http", right) == ([], True)
+    for headers in ([], [(b"authorization", b"Bearer " + b"x" * len(secret))], [(b"authorization", secret.encode())],
+                    right * 2):
+        sent, reached = _through(guard, "http", headers)
+        assert not reached and sent[0]["status"] == 401, headers
+    assert _through(guard, "websocket") == ([{"type": "websocket.close", "code": 1008}], False)
+    assert _through(guard, "lifespan") == ([], True), "start-up and shutdown pass"
+    for missing in (None, "short"):  # a server started without a usable secret stops at start-up
+        with pytest.raises(RuntimeError, match=f"set {SECRET_ENV}"):
+            _import_guard(monkeypatch, missing)
+
+
+def test_teachers_and_the_merger_never_run_in_dev_mode(monkeypatch, tmp_path, capsys):
+    """They need no control routes: no dev mode, no insecure serialization, no guard and no run's secret
+    in their command lines and environments, whatever the launcher's own environment holds."""
+    from serving.vllm_server import CONTROL_ENV, SECRET_ENV, VllmServer, new_secret, opens_control
+
+    for name in CONTROL_ENV:
+        monkeypatch.setenv(name, "1")
+    secret = new_secret()
+    monkeypatch.setenv(SECRET_ENV, secret)
+    for config in ("paper.yaml", "qwen3.yaml", "tiny_vllm.yaml"):
+        args = launch.parse_args(["--config", str(REPO / "configs/teachers" / config), "--dry-run",
+                                  "--vllm-python", sys.executable, "--gpus", "0,1,2,3,4,5,6,7", "--colocate"])
+        for server in launch.build_plan(args)[0]:
+            process = VllmServer(server.name, list(server.argv), server.port, server.group.model, tmp_path / "log",
+                                 env=server.env)
+            command, env = " ".join(process.command()), process.process_env()
+            assert not opens_control(env) and not opens_control(server.env), server.name
+            assert not any(name in command for name in CONTROL_ENV) and "--middleware" not in command
+            assert SECRET_ENV not in env and secret not in command and secret not in json.dumps(env)
+    profile = {**PROFILES["qwen2.5-14b-instruct"], "env": {"VLLM_SERVER_DEV_MODE": 1}}
+    monkeypatch.setitem(PROFILES, "qwen2.5-14b-instruct", profile)
+    monkeypatch.setattr(launch, "load_profiles", lambda path: PROFILES)
+    capsys.readouterr()
+    assert launch.main(["--dry-run", "--gpus", "0,1,2"]) == 2, "a profile that opens the control routes is refused"
+    assert "merger: the profile 'qwen2.5-14b-instruct' sets VLLM_SERVER_DEV_MODE" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="must be guarded"):  # nor does any server open them without the guard
+        VllmServer("x", ["vllm"], 1, "m", tmp_path / "log", env={"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})

@@ -68,7 +68,7 @@ from training.student import (
     pad_positions,
     student_prompt,
 )
-from training.train_config import TrainConfig
+from training.train_config import GRPOStageConfig, TrainConfig
 from training.weight_sync import weight_sync
 
 
@@ -323,9 +323,21 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path,
     )
 
 
+def servers_secret(stage: GRPOStageConfig) -> str | None:
+    """The secret of the servers of ``grpo.rollout_urls``, from ``grpo.rollout_secret_env``; None only
+    with ``grpo.rollout_allow_unguarded``."""
+    secret = os.environ.get(stage.rollout_secret_env) or None
+    if secret is None and not stage.rollout_allow_unguarded:
+        raise RolloutServerError(f"grpo.rollout_urls: set {stage.rollout_secret_env} (grpo.rollout_secret_env) to the "
+                                 "secret the rollout servers were started with (docs/training.md, \"Guarding the "
+                                 "rollout servers\")")
+    return secret
+
+
 def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, stack: ExitStack) -> RolloutEngine | None:
     """The rollout engine of ``grpo.rollout: vllm`` (None for ``hf``): the servers of ``grpo.rollout_urls``,
-    else a dev-mode server started here on an export of ``model_path`` (stopped when ``stack`` closes)."""
+    else a dev-mode server started here on an export of ``model_path`` (stopped when ``stack`` closes);
+    every server checked to refuse a control request without the run's secret."""
     stage = config.grpo
     if stage.rollout != "vllm":
         return None
@@ -336,17 +348,23 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
         if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
             raise ValueError("grpo.rollout=vllm needs each rank to hold the whole policy (ZeRO-2, not ZeRO-3)")
     urls, server = list(stage.rollout_urls), None
-    if not urls:
+    if urls:
+        secret = servers_secret(stage)
+    else:
+        from serving.vllm_server import new_secret
         from training.rollout import sigterm_as_exit, start_rollout_server
 
         stack.enter_context(sigterm_as_exit())  # a SIGTERM'd trainer still stops its server
         say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")
-        server = start_rollout_server(model_path, out_dir, stage.rollout_gpu_memory, stage.rollout_server_timeout_s,
-                                      dtype="bfloat16" if use_bf16(config) else "float32")
+        secret = new_secret()  # this run's: held in memory here and in the server's environment only
+        server = start_rollout_server(model_path, out_dir, secret, stage.rollout_gpu_memory,
+                                      stage.rollout_server_timeout_s, dtype="bfloat16" if use_bf16(config) else "float32")
         stack.callback(server.stop)
         urls = [server.base_url]
-    engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s)
+    engine = RolloutEngine(urls, timeout_s=stage.rollout_server_timeout_s, secret=secret)
     engine.server = server
+    for warning in engine.check_guarded(stage.rollout_allow_unguarded):
+        say(f"[grpo] warning: {warning}")
     engine.weight_sync = weight_sync(stage.rollout_weight_sync, engine, on_gpu=torch.cuda.is_available(),
                                      own_server=server is not None, sync_dir=stage.rollout_sync_dir)
     say(f"[grpo] the policy's weights reach the rollout server(s) after every step by {engine.weight_sync.name}")

@@ -31,6 +31,14 @@ more than 2 fps) reaches vLLM with fewer frames (6 of 8 for a 3 s clip; AVQA's 1
 **Weights**: after every optimizer step the policy's changing tensors reach every server before its
 next rollout (``RolloutEngine.sync``), through files on tmpfs, CUDA IPC or NCCL
 (``training.weight_sync``, ``grpo.rollout_weight_sync``).
+
+**The guard**: those weight routes are vLLM's dev routes, which answer anyone who can reach the port
+(and on a GPU unpickle what they are sent). Every request of the engine, to ``/v1`` and to the dev
+routes, carries the run's secret (``Authorization: Bearer``, ``serving.vllm_server.auth_headers``),
+and the servers refuse any request without it (``serving/guard/avrt_guard.py``): the trainer's own
+server gets a fresh secret per run through its environment; servers the user starts read it from
+their environment, and the trainer from ``grpo.rollout_secret_env``. Before training,
+``RolloutEngine.check_guarded`` makes sure each server refuses a control request without it.
 """
 
 from __future__ import annotations
@@ -52,9 +60,14 @@ from typing import Any
 import torch
 
 from evaluation.api_generator import api_messages, processor_kwargs
+from serving.vllm_server import auth_headers
 from training.weight_sync import IPC_SERVER_ENV, IPC_SERVER_FLAGS, FileSync, WeightSync
 
 CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
+# what the guard check sends without the secret: a control route, with a body that runs nothing (no method)
+GUARD_PROBE = "/collective_rpc"
+REFUSED = (401, 403)
+SECRET_HINT = " (it does not take the run's secret: see grpo.rollout_secret_env)"
 
 
 class RolloutServerError(RuntimeError):
@@ -112,19 +125,37 @@ def _server_root(url: str) -> str:
     return url[:-3] if url.endswith("/v1") else url
 
 
+def refuses_strangers(root: str, timeout_s: float = 30.0) -> tuple[bool, int]:
+    """Does the server at ``root`` refuse a control request that comes without the secret? With the
+    status it answered. ``POST /collective_rpc {}`` names no method: an unguarded server runs nothing."""
+    request = urllib.request.Request(root + GUARD_PROBE, data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (OSError, ValueError) as err:
+        raise RolloutServerError(f"rollout server {root} is unreachable: {err}") from None
+    return status in REFUSED, status
+
+
 class RolloutEngine:
     """Completions and weight updates against one or more vLLM servers serving the policy.
 
     Requests are spread over the replicas by ``teachers.client.ModelClient`` (fewest in flight first,
-    retries with backoff); a server that stops answering raises ``RolloutServerError``.
+    retries with backoff); a server that stops answering raises ``RolloutServerError``. Every request
+    carries ``secret`` (the servers' guard; None: no header).
     """
 
     def __init__(self, urls: Sequence[str], model: str | None = None, timeout_s: float = 600.0,
-                 max_in_flight: int = 64, retries: int = 2, sync_dir: str | Path | None = None):
+                 max_in_flight: int = 64, retries: int = 2, sync_dir: str | Path | None = None,
+                 secret: str | None = None):
         if not urls:
             raise ValueError("RolloutEngine needs at least one server URL")
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s, self.max_in_flight, self.retries = timeout_s, max_in_flight, retries
+        self.secret = secret
         self.model = model or self.served_model()
         self.requests_sent = 0
         self.server = None  # the serving.vllm_server.VllmServer behind ``urls`` when the trainer started it
@@ -143,13 +174,38 @@ class RolloutEngine:
             what += f" (the rollout server exited with code {server.exit_code()}; its log: {server.log_path})"
         return RolloutServerError(what)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request carries besides its body: the secret."""
+        return auth_headers(self.secret)
+
     def served_model(self) -> str:
         """The model name the first server lists on ``/v1/models``."""
+        request = urllib.request.Request(self.urls[0] + "/models", headers=self.headers)
         try:
-            with urllib.request.urlopen(self.urls[0] + "/models", timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())["data"][0]["id"]
+        except urllib.error.HTTPError as err:
+            hint = SECRET_HINT if err.code in REFUSED else ""
+            raise RolloutServerError(f"rollout server {self.urls[0]} refused /v1/models: HTTP {err.code}{hint}") from None
         except (OSError, ValueError, KeyError, IndexError) as err:
             raise RolloutServerError(f"rollout server {self.urls[0]} does not list a model: {err}") from None
+
+    def check_guarded(self, allow_unguarded: bool = False) -> list[str]:
+        """Make sure every server refuses a control request without the secret. An open one stops the
+        run (``RolloutServerError``) unless ``allow_unguarded``; returns the warnings for those allowed."""
+        warnings = []
+        for root in self.roots:
+            refused, status = refuses_strangers(root)
+            if refused:
+                continue
+            problem = (f"rollout server {root} answered a control request without the run's secret (POST "
+                       f"{GUARD_PROBE}: HTTP {status}): anyone who can reach it can replace the policy's weights")
+            if not allow_unguarded:
+                raise RolloutServerError(f"{problem}. Start it behind the guard (docs/training.md, \"Guarding the "
+                                         "rollout servers\"), or set grpo.rollout_allow_unguarded: true to run anyway")
+            warnings.append(f"{problem}; running anyway (grpo.rollout_allow_unguarded: true)")
+        return warnings
 
     def generate(self, bodies: Sequence[dict[str, Any]]) -> list[list[Rollout]]:
         """Send every request body at once; each answer's completions, in request order."""
@@ -160,7 +216,7 @@ class RolloutEngine:
         from teachers.client import ModelCallError, ModelClient
 
         client = ModelClient(model=self.model, base_urls=self.urls, sampling={}, timeout_s=self.timeout_s,
-                             max_in_flight=self.max_in_flight, retries=self.retries)
+                             max_in_flight=self.max_in_flight, retries=self.retries, api_key=self.secret)
         try:
             results = await asyncio.gather(*(client.request(body) for body in bodies), return_exceptions=True)
         finally:
@@ -178,13 +234,15 @@ class RolloutEngine:
              what: str = "the weight update") -> Any:
         """One of vLLM's dev routes on the server at ``root``; its JSON answer. A refusal or an unreachable
         server is a ``RolloutServerError`` that names ``what`` was being done."""
-        request = urllib.request.Request(root + route, method=method, headers={"Content-Type": "application/json"},
+        request = urllib.request.Request(root + route, method=method,
+                                         headers={"Content-Type": "application/json", **self.headers},
                                          data=json.dumps(body or {}).encode() if method == "POST" else None)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read().decode() or "null")
         except urllib.error.HTTPError as err:
-            hint = " (is it in dev mode? start it with VLLM_SERVER_DEV_MODE=1)" if err.code == 404 else ""
+            hint = {404: " (is it in dev mode? start it with VLLM_SERVER_DEV_MODE=1)",
+                    401: SECRET_HINT, 403: SECRET_HINT}.get(err.code, "")
             raise self._failed(f"rollout server {root} refused {what} ({route}): HTTP {err.code}{hint}: "
                                f"{err.read()[:300]!r}") from None
         except (OSError, ValueError) as err:
@@ -240,12 +298,12 @@ def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list
     return flags
 
 
-def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: float = 0.3,
+def start_rollout_server(model_path: str | Path, stage_dir: Path, secret: str, gpu_memory: float = 0.3,
                          timeout_s: float = 600.0, dtype: str = "float32", vllm_python: str | None = None):
     """Start a dev-mode vLLM server from ``.venv-vllm`` on an export of ``model_path`` (a thinker
-    checkpoint), on a free port, serving in ``dtype`` (the policy's), logging to
-    ``stage_dir/rollout/server.log``; returns the ready ``serving.vllm_server.VllmServer`` (call its
-    ``stop()``)."""
+    checkpoint), on a free loopback port, behind the guard with ``secret``, serving in ``dtype`` (the
+    policy's), logging to ``stage_dir/rollout/server.log``; returns the ready
+    ``serving.vllm_server.VllmServer`` (call its ``stop()``)."""
     from evaluation.export_student import export_student
     from serving.vllm_server import VllmServer, find_launcher, free_port, server_env
 
@@ -263,7 +321,7 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, gpu_memory: fl
     env = {"VLLM_SERVER_DEV_MODE": "1", **(IPC_SERVER_ENV if on_gpu else cpu_env)}
     server = VllmServer(name="rollout", argv=launcher.serve(str(export)) + server_flags(port, gpu_memory, on_gpu, dtype),
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
-                        ready_timeout_s=timeout_s)
+                        ready_timeout_s=timeout_s, secret=secret)
     return server.__enter__()
 
 

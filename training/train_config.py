@@ -105,7 +105,8 @@ class GRPOStageConfig(OptimConfig):
     # become TRL's reward_funcs/weights, or configure the rollout engine (training.rollout)
     OURS: ClassVar[frozenset[str]] = frozenset({"rewards", "length_reward", "rollout", "rollout_urls",
                                                 "rollout_gpu_memory", "rollout_sync_dir", "rollout_weight_sync",
-                                                "rollout_server_timeout_s"})
+                                                "rollout_server_timeout_s", "rollout_secret_env",
+                                                "rollout_allow_unguarded"})
 
     learning_rate: float = 1e-6  # not given by the paper; Omni-R1's value for this student family
     warmup_steps: int = 0
@@ -134,6 +135,14 @@ class GRPOStageConfig(OptimConfig):
     rollout_weight_sync: Literal["auto", "ipc", "nccl", "files"] = "auto"
     rollout_sync_dir: str | None = None  # folder for the weights the servers reload (default: a tmpfs one)
     rollout_server_timeout_s: float = 600.0  # start-up of a server started here, and each request
+    # Every request to a rollout server carries the run's secret, and the servers refuse requests without
+    # it (serving/guard/avrt_guard.py). A server started here gets a fresh one; for rollout_urls the
+    # trainer reads it from this environment variable (the servers from AVRT_ROLLOUT_SECRET): the secret
+    # itself never goes into a config.
+    rollout_secret_env: str = Field("AVRT_ROLLOUT_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # A server of rollout_urls that answers a control request without the secret stops the run at
+    # start-up; true: warn and run anyway (anyone who can reach such a server can replace the weights).
+    rollout_allow_unguarded: bool = False
     # Truncated importance sampling on the engine's sampling log-probs (TRL's names; on with vllm):
     # per-token ratio policy/engine, clipped at clip_max.
     vllm_importance_sampling_correction: bool = True

@@ -16,7 +16,8 @@ then its encoder, prefix and multimodal caches are reset (``RolloutEngine.reset_
   (``/init_weight_transfer_engine`` once per server, then ``/start_weight_update``,
   ``/update_weights``, ``/finish_weight_update`` per sync). The server needs
   ``--weight-transfer-config '{"backend": "ipc"}'`` and ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` to
-  read pickled handles; the server the trainer starts on a GPU has both (it listens on loopback only).
+  read pickled handles; the server the trainer starts on a GPU has both (it listens on loopback only,
+  behind the guard that refuses any request without the run's secret: ``training.rollout``).
 * ``nccl`` (``NcclSync``, servers on other GPUs): the trainer broadcasts the tensors straight from
   GPU memory to the server's workers through the same routes. The trainer joins one NCCL group per
   server as rank 0 with an NCCL unique id it mints itself (``torch.cuda.nccl``; vLLM's unique-id
