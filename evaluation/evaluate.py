@@ -9,7 +9,7 @@
 several parquet parts (layouts in ``evaluation.benchmarks``); media are found in the published layout
 around it, else a message names ``--media-root``. Bad input stops with a message, not a traceback.
 
-The student sees exactly what it saw in training (``training.student``): the same prompt
+The student sees exactly what it saw in training (``student.inputs``): the same prompt
 (``prompts/student.txt``) and media handling (``media``): 8 frames at segment centres as one video,
 and the 10 s audio window centred on the clip, mono 16 kHz; a still image (OmniBench) goes in as an
 image; frames pass through the same JPEG encoding the corpus uses. Two backends produce the text:
@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from evaluation.api_generator import JPEG_KEY, OpenAIGenerator, suppress_bias
+from evaluation.api_generator import OpenAIGenerator
 from evaluation.benchmarks import (
     LOADERS,
     BenchItem,
@@ -68,6 +68,7 @@ from evaluation.report import load_difficulty, render_markdown, summarize
 from evaluation.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 from media import MediaSettings, load_clip
 from media.files import jpeg_bytes
+from student.served import JPEG_KEY, suppress_bias
 
 log = logging.getLogger("avrt.evaluate")
 
@@ -145,7 +146,7 @@ def make_sample(item: BenchItem, media: ItemMedia, setting: str):
 
     The ablations drop the frames (``a``) or the audio (``v``); question, options and prompt stay.
     """
-    from training.student import StudentSample
+    from student.inputs import StudentSample
 
     if "v" in setting and media.frames is None:
         return f"frames: {media.frames_error or 'not loaded'}"
@@ -171,7 +172,7 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
     import torch
     from transformers import AutoConfig, AutoProcessor
 
-    from training.student_family import family_of, without_router_loss
+    from student.family import family_of, without_router_loss
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -195,7 +196,7 @@ class HFGenerator:
     """Batched ``model.generate`` on the student's inputs (left padding, media tokens suppressed)."""
 
     def __init__(self, model, processor, decoding: Decoding, system: str | None = None, layout: str = "aligned"):
-        from training.student import generation_suppress_tokens
+        from student.inputs import generation_suppress_tokens
 
         self.model, self.processor, self.decoding, self.system = model, processor, decoding, system
         self.layout = layout
@@ -206,7 +207,7 @@ class HFGenerator:
     def generate(self, samples: Sequence[Any]) -> list[str]:
         import torch
 
-        from training.student import build_inputs
+        from student.inputs import build_inputs
 
         inputs = build_inputs(self.processor, samples, system=self.system, layout=self.layout)
         self.last_inputs = inputs
@@ -326,7 +327,7 @@ def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, gener
 
 def _prompt_info(system: str | None) -> dict[str, Any]:
     from prompts import load_prompt, prompt_sha256
-    from training.student import PROMPT_NAME
+    from student.inputs import PROMPT_NAME
 
     return {"name": PROMPT_NAME, "sha256": prompt_sha256(load_prompt(PROMPT_NAME)), "system": system}
 

@@ -27,8 +27,8 @@ from evaluation.evaluate import (
     read_predictions,
     run,
 )
+from student.inputs import build_inputs, generation_suppress_tokens
 from tests.scripted_server import Reply
-from training.student import build_inputs, generation_suppress_tokens
 
 FAST = Decoding(max_new_tokens=6)
 
@@ -356,10 +356,11 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
 
     import soundfile as sf
 
-    from evaluation.api_generator import OpenAIGenerator, api_messages, suppress_bias
+    from evaluation.api_generator import OpenAIGenerator
     from evaluation.benchmarks import load_benchmark
     from evaluation.config import Decoding, ServerConfig
-    from training.student import student_prompt
+    from student.inputs import student_prompt
+    from student.served import api_messages, suppress_bias
 
     scripted_server.set_handler("student", lambda request: "<think>t</think><answer>C major chord on a piano</answer>")
     bias = suppress_bias(str(tiny_models["omni"]))

@@ -34,7 +34,7 @@ READY_TIMEOUT_S = 420  # two servers starting together on 2 loaded cores
 @pytest.fixture(scope="module")
 def vllm_models(tmp_path_factory) -> dict[str, Path]:
     """The vllm-tiny student/teacher exported as a full Omni checkpoint, and the tiny merger."""
-    from evaluation.export_student import export_student
+    from student.export import export_student
     from training.tiny_models import build_all
 
     out = tmp_path_factory.mktemp("vllm-tiny")

@@ -6,7 +6,7 @@ and the reference model's log-probs itself, and TRL's truncated importance sampl
 the difference between the engine's sampling log-probs and its own.
 
 **A request** (``rollout_request``) carries the sample's own frames, audio and question, as the
-policy sees them (``evaluation.api_generator.api_messages`` with the run's ``av_layout``), ``n`` = G,
+policy sees them (``student.served.chat_request`` with the run's ``av_layout``), ``n`` = G,
 GRPO's temperature, top_p and completion length, ``logit_bias`` -100 on the multimodal special
 tokens (the HF path suppresses them too), and asks for the sampled token ids (``return_token_ids``)
 and their log-probs. Layouts, next to the trainer's:
@@ -59,8 +59,8 @@ from typing import Any
 
 import torch
 
-from evaluation.api_generator import api_messages, processor_kwargs
 from serving.vllm_server import auth_headers
+from student.served import chat_request, suppress_logit_bias
 from training.weight_sync import IPC_SERVER_ENV, IPC_SERVER_FLAGS, FileSync, WeightSync
 
 CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
@@ -88,14 +88,13 @@ def rollout_request(sample: Any, system: str | None, layout: str, *, n: int, sam
 
     ``sampling``: ``temperature``, ``top_p``, ``max_tokens`` and optionally ``top_k``,
     ``repetition_penalty``; ``processor``: the trainer's, whose frame settings vLLM's processor then
-    uses too (``evaluation.api_generator.processor_kwargs``).
+    uses too (``student.served.processor_kwargs``).
     """
-    body: dict[str, Any] = {"messages": api_messages(sample, system, layout),
-                            **processor_kwargs(processor, sample, layout),
+    body: dict[str, Any] = {**chat_request(sample, system, layout, processor),
                             "n": n, **sampling, "logprobs": True, "top_logprobs": 0, "return_token_ids": True,
                             "skip_special_tokens": False}
     if suppress_ids:
-        body["logit_bias"] = {str(i): -100.0 for i in suppress_ids}
+        body["logit_bias"] = suppress_logit_bias(suppress_ids)
     return body
 
 
@@ -304,8 +303,8 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, secret: str, g
     checkpoint), on a free loopback port, behind the guard with ``secret``, serving in ``dtype`` (the
     policy's), logging to ``stage_dir/rollout/server.log``; returns the ready
     ``serving.vllm_server.VllmServer`` (call its ``stop()``)."""
-    from evaluation.export_student import export_student
     from serving.vllm_server import VllmServer, find_launcher, free_port, server_env
+    from student.export import export_student
 
     launcher = find_launcher(vllm_python)
     folder = stage_dir / "rollout"
