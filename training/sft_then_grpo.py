@@ -83,7 +83,10 @@ def run(config: TrainConfig) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
-    config = load_config(args.config, overrides)
+    try:
+        config = load_config(args.config, overrides)
+    except ValueError as err:  # pydantic's ValidationError is one: a refused config is a message, not a traceback
+        raise SystemExit(f"error: {err}") from None
     from training.rollout import RolloutServerError
 
     try:
