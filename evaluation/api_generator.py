@@ -2,12 +2,15 @@
 
 ``OpenAIGenerator`` turns each ``student.inputs.StudentSample`` into one chat request built by
 ``student.served`` (the same builder GRPO's vLLM rollouts use): the same prompt text, system turn and
-media as the local backend, here in the ``separate`` layout (the frames as one video, the audio as
-its own part after it). With ``mm_processor_kwargs`` on (``--mm-processor-kwargs``; vLLM started
-with ``--trust-request-mm-kwargs``) each request also carries the frame size, video ``fps`` and
-per-frame pixel cap the local backend gives the processor (``student.served.processor_kwargs``, read
-from a local copy of the served model's processor), so vLLM makes the same media tokens and time
-positions; without it vLLM uses the Omni processor's default size and 2 fps.
+media as the local backend, in the same layout. ``aligned`` (the default, as the student is
+trained): a clip whose audio covers it goes as one lossless video with its sound track and
+``mm_processor_kwargs={"use_audio_in_video": true, ...}`` (vLLM started with
+``--trust-request-mm-kwargs``); ``separate``: the frames as one video, the audio as its own part
+after it. With ``processor`` (``--mm-processor-kwargs``) each request also carries the frame size,
+video ``fps`` and per-frame pixel cap the local backend gives the processor
+(``student.served.processor_kwargs``, read from a local copy of the served model's processor), so
+vLLM makes the same media tokens and time positions; without it vLLM uses the Omni processor's
+default size and 2 fps.
 
 Greedy is ``temperature 0``; the multimodal special tokens that the local backend suppresses are
 suppressed with ``logit_bias`` -100 when a local tokenizer is given (``student.served.suppress_bias``).
@@ -20,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaluation.config import Decoding, ServerConfig
 from student.served import api_messages, processor_kwargs
+
+if TYPE_CHECKING:
+    from student.inputs import Layout
 
 
 def request_sampling(decoding: Decoding, logit_bias: dict[str, float] | None = None) -> dict[str, Any]:
@@ -72,15 +78,15 @@ class OpenAIGenerator:
     """``generate(samples)`` through an OpenAI-compatible server (see the module doc)."""
 
     def __init__(self, server: ServerConfig, decoding: Decoding, system: str | None = None,
-                 logit_bias: dict[str, float] | None = None, processor: Any = None):
-        self.server, self.system = server, system
+                 logit_bias: dict[str, float] | None = None, processor: Any = None, layout: Layout = "aligned"):
+        self.server, self.system, self.layout = server, system, layout
         self.processor = processor  # local processor of the served model: frame sizes for mm_processor_kwargs
         self.sampling = request_sampling(decoding, logit_bias)
         self.new_tokens: list[int] = []  # not reported by every server: left empty
         self.requests_sent = 0
 
     def generate(self, samples: Sequence[Any]) -> list[str | Exception]:
-        conversations = [api_messages(s, self.system) for s in samples]
-        extras = [processor_kwargs(self.processor, s) for s in samples] if self.processor is not None else None
+        conversations = [api_messages(s, self.system, self.layout) for s in samples]
+        extras = [processor_kwargs(self.processor, s, self.layout) for s in samples]
         self.requests_sent += len(conversations)
         return asyncio.run(_chat_via_teacher_client(self.server, self.sampling, conversations, extras))

@@ -14,7 +14,9 @@ The student sees exactly what it saw in training (``student.inputs``): the same 
 and the 10 s audio window centred on the clip, mono 16 kHz; a still image (OmniBench) goes in as an
 image; frames pass through the same JPEG encoding the corpus uses. Two backends produce the text:
 ``hf`` (``model.generate`` here, batched with left padding) and ``openai`` (any OpenAI-compatible
-server, the same prompt and media sent by ``evaluation.api_generator``). Each output is scored twice
+server, the same prompt, media and layout sent by ``evaluation.api_generator``; an aligned clip goes
+as one lossless video with its sound, and what vLLM still does differently is written to
+``run.json``, ``backend.differs_from_hf``). Each output is scored twice
 (``evaluation.scoring``): the *exact* rule (the chosen option, an option-text answer matched to its
 option, never misread as a letter) and the benchmark's *official* rule (letter, or MMAU/MMAR's
 token-set match); items whose published answer is not an option are unscorable (listed, counted).
@@ -68,7 +70,7 @@ from evaluation.report import load_difficulty, render_markdown, summarize
 from evaluation.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 from media import MediaSettings, load_clip
 from media.files import jpeg_bytes
-from student.served import JPEG_KEY, suppress_bias
+from student.served import ALIGNED_DIFFERENCE, JPEG_KEY, suppress_bias
 
 log = logging.getLogger("avrt.evaluate")
 
@@ -403,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-seconds", type=float,
                         help="length of the centred audio window (default 10, as in training; the student caps at 30)")
     parser.add_argument("--layout", choices=("aligned", "separate"),
-                        help="hf backend: audio/video layout, as the student was trained (the trainer's av_layout; "
-                             "default aligned); the openai backend always sends the separate layout")
+                        help="audio/video layout, as the student was trained (the trainer's av_layout; default "
+                             "aligned: the openai backend then needs vLLM started with --trust-request-mm-kwargs)")
     parser.add_argument("--system", help="system prompt (default none, as in training)")
     parser.add_argument("--device", help="hf backend: cuda, cpu or auto (default)")
     parser.add_argument("--dtype", help="hf backend: bfloat16, float16, float32 or auto (default: bf16 on GPU)")
@@ -440,9 +442,12 @@ def parse_config(argv: Sequence[str] | None = None) -> EvalConfig:
 def _backend(config: EvalConfig) -> dict[str, Any]:
     """What the predictions are made with (recorded in run.json and the report)."""
     if config.backend == "openai":
-        return {"kind": "openai", "base_url": config.server.base_url, "served_model": config.server.served_model,
-                "tokenizer": str(Path(config.model).resolve()) if config.model else None,
-                "layout": "separate", "mm_processor_kwargs": config.server.mm_processor_kwargs}
+        backend = {"kind": "openai", "base_url": config.server.base_url, "served_model": config.server.served_model,
+                   "tokenizer": str(Path(config.model).resolve()) if config.model else None,
+                   "layout": config.layout, "mm_processor_kwargs": config.server.mm_processor_kwargs}
+        if config.layout == "aligned":
+            backend["differs_from_hf"] = ALIGNED_DIFFERENCE
+        return backend
     return {"kind": "hf", "model": str(Path(config.model).resolve())}
 
 
@@ -456,7 +461,7 @@ def _generator(config: EvalConfig, decoding: Decoding) -> Generator:
 
                 processor = AutoProcessor.from_pretrained(config.model)
             return OpenAIGenerator(config.server, decoding, system=config.system, logit_bias=suppress_bias(config.model),
-                                   processor=processor)
+                                   processor=processor, layout=config.layout)
         model, processor = load_student(config.model, config.device, config.dtype)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: --model {config.model}: cannot load it ({type(err).__name__}: {err})") from None
@@ -505,9 +510,6 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "prompt": _prompt_info(config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
     if config.backend == "hf" and config.layout != "aligned":
         run["layout"] = config.layout
-    if config.backend == "openai" and config.layout == "aligned":
-        log.warning("note: the openai backend sends the separate layout (frames as a video, audio as its own "
-                    "part); the hf backend's default is aligned: compare the two with --layout separate")
     check_run(out, run, config.overwrite)
 
     generator = _generator(config, decoding)

@@ -9,7 +9,9 @@ turn and media, in the order of the local chat template (media parts, then the t
   a lossless Matroska clip of the frames with the audio as its sound track (FFV1 + float PCM,
   ``media.files.lossless_clip``: vLLM decodes the same pixels and samples, bit for bit) at the
   clip's frame rate, sent with ``mm_processor_kwargs={"use_audio_in_video": true, ...}``: vLLM then
-  takes the audio from the video and interleaves it with the frames as the trainer does;
+  takes the audio from the video and interleaves it with the frames as the trainer does, with the
+  same prompt token ids. What still differs is ``ALIGNED_DIFFERENCE``: vLLM re-samples a video at
+  2 fps, so a clip shorter than 4 s loses frames there;
 * ``separate``: the frames as one ``video_url`` holding the frames as comma-separated base64 JPEGs
   (``data:video/jpeg;base64,…``, vLLM's frame-list video format; the JPEG bytes the local backend
   decoded, so both see the same pixels), a still image (OmniBench) as a lossless ``image_url`` PNG,
@@ -50,6 +52,11 @@ if TYPE_CHECKING:  # student.inputs imports torch and transformers: only when a 
 TEMPORAL_PATCH = 2  # frames per video grid in Qwen2.5-Omni's vision encoder
 JPEG_KEY = "avrt_jpeg"  # Image.info key: the JPEG bytes a frame was decoded from (evaluation.evaluate)
 PREFIX = "thinker."  # a thinker tensor's name in the full-model checkpoint
+# What still differs between vLLM and the trainer in the aligned layout (recorded in an evaluation's run.json)
+ALIGNED_DIFFERENCE = ("vLLM re-samples the frames of a video file at its video processor's 2 fps whatever the "
+                      "request says: a clip shorter than 4 s (8 frames at more than 2 fps) reaches it with fewer "
+                      "frames (6 of 8 for a 3 s clip; 10 s clips keep all 8); and vLLM's kernels round "
+                      "differently from transformers'")
 
 
 def _b64(data: bytes) -> str:
@@ -75,7 +82,7 @@ def float_wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> byte
     return buffer.getvalue()
 
 
-def api_messages(sample: StudentSample, system: str | None = None, layout: Layout = "separate") -> list[dict[str, Any]]:
+def api_messages(sample: StudentSample, system: str | None = None, layout: Layout = "aligned") -> list[dict[str, Any]]:
     """The OpenAI chat messages for one sample in ``layout`` (see the module docstring)."""
     from student.inputs import is_aligned, student_prompt, video_fps
 
@@ -99,7 +106,7 @@ def api_messages(sample: StudentSample, system: str | None = None, layout: Layou
     return messages + [{"role": "user", "content": content}]
 
 
-def processor_kwargs(processor: Any, sample: StudentSample, layout: Layout = "separate") -> dict[str, Any]:
+def processor_kwargs(processor: Any, sample: StudentSample, layout: Layout = "aligned") -> dict[str, Any]:
     """``{"mm_processor_kwargs": …}`` for ``api_messages(sample, layout=layout)``: the frame size and fps
     the local backend processes ``sample`` with (``processor``, the served model's; None: not sent) and,
     for an aligned clip, vLLM's audio-in-video layout. The server needs ``--trust-request-mm-kwargs``."""
