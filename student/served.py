@@ -27,6 +27,10 @@ the Omni processor's default size and 2 fps.
 (``student.inputs.generation_suppress_tokens``) are forbidden with ``logit_bias`` -100
 (``suppress_logit_bias``).
 
+**The server's flags** (``serve_flags``), the same for the trainer's rollout server and the
+evaluator's own servers: the student's dtype, per-request processor kwargs, explicit sampling, no
+processor cache (vLLM 0.32 mishandles a repeated audio-in-video clip), eager mode on CPU.
+
 **The export naming**: a served student is the full-model checkpoint vLLM and lmms-eval load, whose
 weights are the thinker's under ``thinker.<name>`` (``renamed``; ``student.export`` writes it, the
 rollouts' weight sync sends tensors under these names).
@@ -147,3 +151,21 @@ def suppress_bias(tokenizer_dir: str | None) -> dict[str, float]:
 def renamed(names: Sequence[str]) -> dict[str, str]:
     """``{thinker name: full-model name}``: the published Qwen2.5-Omni naming."""
     return {name: PREFIX + name for name in names}
+
+
+def serve_flags(served_name: str, port: int, dtype: str, on_gpu: bool, gpu_memory: float | None = None) -> list[str]:
+    """vLLM flags (after ``--model DIR``) of a server of the student on loopback ``port``, serving in
+    ``dtype``; ``gpu_memory``: its ``--gpu-memory-utilization`` on a GPU (None: vLLM's default)."""
+    flags = ["--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+             "--dtype", dtype,  # the student's: vLLM on CPU would otherwise serve an fp32 checkpoint in bf16
+             "--trust-request-mm-kwargs",  # the aligned layout's per-request use_audio_in_video
+             "--generation-config", "vllm",  # requests carry every sampling parameter
+             # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
+             # audio track", vllm#36800): process every request afresh
+             "--mm-processor-cache-gb", "0"]
+    if not on_gpu:
+        flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
+    elif gpu_memory is not None:
+        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}"]
+    return flags
+

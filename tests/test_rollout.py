@@ -171,7 +171,7 @@ def test_grpo_step_takes_every_completion_from_the_engine(tiny_models, corpus, t
 
 def test_sigterm_runs_the_cleanup_that_stops_a_rollout_server(tmp_path):
     """A trainer stopped with SIGTERM (a scheduler's stop) still runs the ExitStack that stops its server."""
-    code = (f"import os, signal, time\nfrom contextlib import ExitStack\nfrom training.rollout import sigterm_as_exit\n"
+    code = (f"import os, signal, time\nfrom contextlib import ExitStack\nfrom serving.vllm_server import sigterm_as_exit\n"
             f"with ExitStack() as stack:\n    stack.enter_context(sigterm_as_exit())\n"
             f"    stack.callback(lambda: open({str(tmp_path / 'stopped')!r}, 'w').close())\n"
             f"    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")

@@ -351,8 +351,8 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
     if urls:
         secret = servers_secret(stage)
     else:
-        from serving.vllm_server import new_secret
-        from training.rollout import sigterm_as_exit, start_rollout_server
+        from serving.vllm_server import new_secret, sigterm_as_exit
+        from training.rollout import start_rollout_server
 
         stack.enter_context(sigterm_as_exit())  # a SIGTERM'd trainer still stops its server
         say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")

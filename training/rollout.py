@@ -46,13 +46,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +57,7 @@ from typing import Any
 import torch
 
 from serving.vllm_server import auth_headers
-from student.served import chat_request, suppress_logit_bias
+from student.served import chat_request, serve_flags, suppress_logit_bias
 from training.weight_sync import IPC_SERVER_ENV, IPC_SERVER_FLAGS, FileSync, WeightSync
 
 CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
@@ -281,19 +278,12 @@ SERVED_NAME = "policy"
 
 
 def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list[str]:
-    """vLLM flags of a rollout server started by the trainer (after ``--model DIR``)."""
-    flags = ["--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-             "--dtype", dtype,  # the policy's: vLLM on CPU would otherwise serve an fp32 checkpoint in bf16
-             "--trust-request-mm-kwargs",  # the aligned layout's per-request use_audio_in_video
-             "--logprobs-mode", "processed_logprobs",  # sampling log-probs after temperature (TRL's advice)
-             "--generation-config", "vllm",  # requests carry every sampling parameter
-             # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
-             # audio track", vllm#36800): process every request afresh
-             "--mm-processor-cache-gb", "0"]
-    if on_gpu:  # and weights can come through CUDA IPC (training.weight_sync)
-        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}", *IPC_SERVER_FLAGS]
-    else:
-        flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
+    """vLLM flags of a rollout server started by the trainer (after ``--model DIR``): a served student's
+    (``student.served.serve_flags``), sampling log-probs, and on a GPU the CUDA IPC weight transfer."""
+    flags = serve_flags(SERVED_NAME, port, dtype, on_gpu, gpu_memory)
+    flags += ["--logprobs-mode", "processed_logprobs"]  # sampling log-probs after temperature (TRL's advice)
+    if on_gpu:  # weights can come through CUDA IPC (training.weight_sync)
+        flags += list(IPC_SERVER_FLAGS)
     return flags
 
 
@@ -322,21 +312,3 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, secret: str, g
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
                         ready_timeout_s=timeout_s, secret=secret)
     return server.__enter__()
-
-
-@contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread, so that cleanup (the
-    rollout server's stop) runs as it does for Ctrl-C; outside the main thread it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
