@@ -52,7 +52,8 @@ def evaluated(backend: str, common: list[str], out: Path, extra: list[str]) -> t
     started = time.perf_counter()
     report = run([*common, "--backend", backend, "--out", str(out), *extra])
     wall = time.perf_counter() - started
-    answers = {(r["id"], r["modality"]): (r["output"] or "").rstrip("\ufffd") for r in read_predictions(out / PREDICTIONS)}
+    rows = read_predictions(out / PREDICTIONS)
+    answers = {(r["id"], r["modality"]): (r["output"] or "").rstrip("\ufffd") for r in rows}
     return report, wall, answers
 
 

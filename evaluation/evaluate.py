@@ -173,6 +173,11 @@ class Generator(Protocol):
     def generate(self, samples: Sequence[Any]) -> list[str | Exception]: ...
 
 
+def resolve_dtype(dtype: str, on_gpu: bool) -> str:
+    """``--dtype``, where ``auto`` is bf16 on a GPU and fp32 on CPU (both backends)."""
+    return dtype if dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+
+
 def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
     """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni / Qwen3-Omni one."""
     import torch
@@ -182,9 +187,7 @@ def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    torch_dtype = getattr(torch, dtype)
+    torch_dtype = getattr(torch, resolve_dtype(dtype, device.startswith("cuda")))
     config = AutoConfig.from_pretrained(path)
     family = family_of(config)
     if config.model_type == family.full_model_type:
@@ -385,9 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. decoding.max_new_tokens=1024 (repeatable)")
     parser.add_argument("--model",
-                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni / Qwen3-Omni). openai backend: "
-                             "optional local copy of the served model's tokenizer (its media tokens are then "
-                             "suppressed with logit_bias, as the hf backend suppresses them)")
+                        help="hf and vllm backends: student checkpoint dir (thinker or full Qwen2.5-Omni / Qwen3-Omni). "
+                             "openai backend: optional local copy of the served model's tokenizer (its media tokens "
+                             "are then suppressed with logit_bias, as the hf backend suppresses them)")
     parser.add_argument("--benchmark", choices=sorted(LOADERS), help="benchmark format of --data")
     parser.add_argument("--data", type=Path, nargs="+",
                         help="the published annotation file, the folder it was downloaded to, or several parquet "
@@ -440,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "aligned: the openai backend then needs vLLM started with --trust-request-mm-kwargs)")
     parser.add_argument("--system", help="system prompt (default none, as in training)")
     parser.add_argument("--device", help="hf backend: cuda, cpu or auto (default)")
-    parser.add_argument("--dtype", help="hf backend: bfloat16, float16, float32 or auto (default: bf16 on GPU)")
+    parser.add_argument("--dtype", help="hf and vllm backends: bfloat16, float16, float32 or auto (default: bf16 "
+                                        "on GPU, fp32 on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --out")
     parser.add_argument("--quiet", action="store_true", help="less logging")
     return parser
@@ -486,11 +490,6 @@ def _backend(config: EvalConfig) -> dict[str, Any]:
     return backend
 
 
-def _dtype(config: EvalConfig, on_gpu: bool) -> str:
-    """``--dtype``, where ``auto`` is bf16 on a GPU and fp32 on CPU."""
-    return config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-
-
 def _vllm_generator(config: EvalConfig, decoding: Decoding, out: Path, stack: ExitStack) -> OpenAIGenerator:
     """Servers of our own (``evaluation.vllm_backend``), stopped when ``stack`` closes, and a generator
     that spreads the items over them."""
@@ -514,8 +513,9 @@ def _vllm_generator(config: EvalConfig, decoding: Decoding, out: Path, stack: Ex
         log.info("exported %s for vLLM: %s", config.model, checkpoint)
     log.info("starting %d vLLM server(s) (logs: %s)", max(1, len(gpus)), out / SERVER_DIR)
     try:
-        servers = stack.enter_context(vllm_servers(checkpoint, gpus, out / SERVER_DIR, _dtype(config, on_gpu), on_gpu,
-                                                   config.vllm_python, config.server.timeout_s))
+        servers = stack.enter_context(vllm_servers(checkpoint, gpus, out / SERVER_DIR,
+                                                   resolve_dtype(config.dtype, on_gpu), on_gpu, config.vllm_python,
+                                                   config.server.timeout_s))
     except (VllmNotFound, ServerFailed) as err:
         raise SystemExit(f"error: {err}") from None
     server = config.server.model_copy(update={"base_url": servers[0].base_url, "served_model": SERVED_NAME,
@@ -592,7 +592,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     before = {(r["id"], r["modality"]) for r in read_predictions(out / PREDICTIONS)}
     with ExitStack() as stack:  # the vllm backend's servers stop when it closes (also on Ctrl-C and SIGTERM)
         generator = _generator(config, decoding, out, stack)
-        batch_size = config.batch_size if config.backend != "vllm" else (config.decoding.batch_size or generator.in_flight)
+        batch_size = (config.decoding.batch_size or generator.in_flight) if config.backend == "vllm" else config.batch_size
         started = time.perf_counter()
         rows = evaluate(items, generator, modalities, out, rule, batch_size=batch_size, media=config.media)
         seconds = time.perf_counter() - started

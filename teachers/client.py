@@ -254,7 +254,8 @@ class ModelClient:
         raw = message.get("content")
         tokens = (response.get("usage") or {}).get("completion_tokens")
         return ChatResult(content=content, reasoning=reasoning, finish_reason=first.get("finish_reason"),
-                          raw=raw if isinstance(raw, str) else "", completion_tokens=tokens if isinstance(tokens, int) else None)
+                          raw=raw if isinstance(raw, str) else "",
+                          completion_tokens=tokens if isinstance(tokens, int) else None)
 
     def _describe(self, err: Exception) -> str:
         refused = _connection_failure(err)

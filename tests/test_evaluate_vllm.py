@@ -111,7 +111,8 @@ def _argv(tiny_models, synthetic_data, tmp_path, *extra) -> list[str]:
 
 def test_vllm_backend_exports_once_serves_and_stops_its_server(fake_vllm, tiny_models, synthetic_data, tmp_path):
     out = tmp_path / "eval"
-    report = run(_argv(tiny_models, synthetic_data, tmp_path, "--limit", "3", "--modalities", "av,a", "--out", str(out)))
+    report = run(_argv(tiny_models, synthetic_data, tmp_path, "--limit", "3", "--modalities", "av,a",
+                       "--out", str(out)))
     (server,) = _servers(fake_vllm)
     assert not _alive(server["pid"]), "the server stops with the run"
     argv = " ".join(server["argv"])
@@ -181,7 +182,7 @@ def test_a_dead_server_keeps_what_was_written_and_a_rerun_finishes_the_rest(fake
     assert stopped.value.code == 3
     assert "4 of 6 predictions got no answer" in capsys.readouterr().err
     written = read_predictions(out / PREDICTIONS)
-    assert len(written) == 2 and all(r["error"] is None for r in written), "what was answered stays; nothing scored wrong"
+    assert len(written) == 2 and all(r["error"] is None for r in written), "what was answered stays, none scored wrong"
     first = _requests(fake_vllm)
     report = run(argv)  # the same command: a fresh server (the token is spent) finishes the rest
     assert _requests(fake_vllm) - first == 4, "only what was left is asked again"
