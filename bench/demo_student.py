@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python bench/demo_student.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=5, help="fresh teacher draws (kept corpora)")
-    parser.add_argument("--seeds", type=int, default=4, help="students per draw (train seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, default=4, help="students per draw (train seeds FIRST..FIRST+N-1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first train seed (two benches on disjoint seeds can share --work)")
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs", help="make demo's output folder (reused)")
     parser.add_argument("--model", type=Path, help="the fresh student to train (default: OUTPUTS/tiny/omni, the demo's)")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs/bench-demo-student", help="scratch folder")
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     models = train_models(task / "manifest_train.jsonl", args.outputs / "demo-models", media_cache=media_cache)
 
     draws = []
-    with transformers_servers(2, args.work) as urls:
+    drawn = all((args.work / f"draw{d}" / "stats.json").exists() for d in range(1, args.draws + 1))
+    with contextlib.nullcontext([]) if drawn else transformers_servers(2, args.work) as urls:
         for d in range(1, args.draws + 1):
             stats = fresh_draw(task / "manifest_train.jsonl", models, urls, base, media_cache, args.work / f"draw{d}")
             draws.append({"draw": d, "kept": stats["samples_kept"], "of": stats["samples_in"],
@@ -202,13 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
         from corpus.store import read_frame
 
         draw["kept_answers"] = {k: int(v) for k, v in sorted(read_frame(corpus)["answer"].value_counts().items())}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             result = student_run(corpus, task / "manifest_test.jsonl", base, seed, args.overrides,
                                  students / f"draw{draw['draw']}-seed{seed}", args.threads)
             runs.append({"draw": draw["draw"], "seed": seed, **result})
             print(json.dumps(runs[-1]), flush=True)
     passed = sum(r["learned_both"] for r in runs)
-    report = {"model": str(base), "draws": draws, "seeds": args.seeds, "overrides": args.overrides, "runs": runs,
+    report = {"model": str(base), "draws": draws, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)), "overrides": args.overrides, "runs": runs,
               "passed": passed, "of": len(runs), "minutes": round((time.monotonic() - started) / 60, 1)}
     args.out.write_text(json.dumps(report, indent=1))
     print(f"learned both modalities after SFT + GRPO: {passed} of {len(runs)} students "

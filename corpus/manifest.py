@@ -5,7 +5,7 @@
   and ``audio`` (OmniBench / AVQA-R1-6K style). Relative paths are relative to the manifest.
 * AVQA (``.json``): a list of ``{id, video_name, question_text, multi_choice, answer (0-based),
   question_type, ...}``; videos are ``{video_dir}/{video_name}.mp4`` (``--video-dir``; default
-  ``videos/`` beside the file if it exists, else the file's folder).
+  :func:`avqa_video_dir`: the AVQA repository's ``data/video`` for its ``data/annotation/*.json``).
 
 Every row is checked before any work starts, and every problem is reported at once (line, id, what
 is wrong): :func:`read_manifest` returns the valid samples and the invalid rows, :func:`load_manifest`
@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from configs import UserError
 from filters.answers import LETTERS
 
 JSONL_FIELDS = ("id", "video", "image", "audio", "question", "choices", "answer", "question_type", "split")
@@ -67,7 +68,7 @@ class ManifestReading:
     invalid: list[InvalidRow]
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """The manifest cannot be used as given; the message lists every problem."""
 
     @classmethod
@@ -91,15 +92,13 @@ def read_manifest(path: str | Path, video_dir: str | Path | None = None, limit: 
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: cannot read the manifest ({err})") from None
+    base = media_folder(path, video_dir)
     if path.suffix == ".jsonl":
-        base = Path(video_dir) if video_dir else path.parent
         rows = _jsonl_rows(text)
         rows = rows[:limit] if limit else rows
         parsed = [(where, _from_jsonl(row, base, split, where)) for where, row in rows]
     else:
         entries = _avqa_entries(path, text)
-        default = path.parent / "videos" if (path.parent / "videos").is_dir() else path.parent
-        base = Path(video_dir) if video_dir else default
         entries = entries[:limit] if limit else entries
         parsed = [(f"entry {i}", _from_avqa(row, base, split, f"entry {i}")) for i, row in enumerate(entries)]
     if not parsed:
@@ -136,6 +135,47 @@ def checked_reading(path: str | Path, video_dir: str | Path | None = None, limit
     if not reading.samples:
         raise ManifestError(f"{path}: none of its {total} rows is a valid sample")
     return reading
+
+
+def media_folder(path: Path, video_dir: str | Path | None = None) -> Path:
+    """Where a manifest's relative media paths (JSONL) or ``{video_name}.mp4`` (AVQA) are found: ``video_dir``,
+    else the JSONL's own folder or :func:`avqa_video_dir`."""
+    if video_dir:
+        return Path(video_dir)
+    return path.parent if path.suffix == ".jsonl" else avqa_video_dir(path)
+
+
+def avqa_video_dir(path: Path) -> Path:
+    """Default AVQA video folder for an annotation file: the first of ``videos/`` or ``video/`` beside it,
+    ``../video/``, ``../videos/`` (the AVQA repository keeps ``data/annotation/`` and ``data/video/``),
+    else the file's own folder."""
+    for candidate in (path.parent / "videos", path.parent / "video", path.parent.parent / "video",
+                      path.parent.parent / "videos"):
+        if candidate.is_dir():
+            return candidate
+    return path.parent
+
+
+class HasMedia(Protocol):
+    id: str
+    video: str | None
+    image: str | None
+    audio: str | None
+
+
+def missing_media(items: list[HasMedia]) -> list[tuple[str, str]]:
+    """``(id, path)`` of every media file (video, image, audio) the items name that does not exist."""
+    return [(item.id, path) for item in items for path in (item.video, item.image, item.audio)
+            if path and not Path(path).exists()]
+
+
+def no_media_found(items: list[HasMedia], missing: list[tuple[str, str]], noun: str) -> str | None:
+    """When every item misses its media, which says the folder is wrong, not the items: what was looked
+    for and where (``missing`` from :func:`missing_media`); else None."""
+    if not items or len({i for i, _ in missing}) < len(items):
+        return None
+    return (f"none of the {len(items)} {noun} has its media (e.g. {missing[0][1]} does not exist, "
+            f"looked in {Path(missing[0][1]).parent})")
 
 
 # ----------------------------------------------------------------------------- file formats

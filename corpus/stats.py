@@ -27,10 +27,11 @@ def reason_kind(reason: str) -> str:
     return reason.split(" (")[0].split(": ")[0].strip() or "unknown"
 
 
-def funnel(rows: list[Row]) -> dict[str, int]:
-    """Samples remaining after each stage."""
+def funnel(rows: list[Row], pending: int = 0) -> dict[str, int]:
+    """Samples read (``input``: decided rows and ``pending`` samples, the latter listed when there are
+    any), then the decided ones remaining after each stage."""
     remaining = len(rows)
-    out = {"input": remaining}
+    out = {"input": remaining + pending, **({"pending": pending} if pending else {})}
     dropped = Counter(r["stage"] for r in rows if r["status"] == "rejected")
     for stage in STAGES:
         remaining -= dropped.get(stage, 0)
@@ -39,8 +40,9 @@ def funnel(rows: list[Row]) -> dict[str, int]:
 
 
 def compute_stats(rows: list[Row], count_tokens: Callable[[str], int] | None = None,
-                  token_unit: str = "words") -> dict[str, Any]:
-    """Pure statistics over all rows (kept and rejected) of a run."""
+                  token_unit: str = "words", pending: int = 0) -> dict[str, Any]:
+    """Pure statistics over all rows (kept and rejected) of a run; ``pending`` samples (read, not yet
+    decided) count in the funnel's input."""
     count = count_tokens or (lambda text: len(text.split()))
     kept = [r for r in rows if r["status"] == "kept"]
     samples = [r for r in rows if r["stage"] != "manifest"]  # invalid manifest rows have no answer or type
@@ -77,7 +79,7 @@ def compute_stats(rows: list[Row], count_tokens: Callable[[str], int] | None = N
     return {
         "samples_in": len(rows),
         "samples_kept": len(kept),
-        "funnel": funnel(rows),
+        "funnel": funnel(rows, pending),
         "splits": per_split,
         "dropped_by_stage": {s: sum(reasons[s].values()) for s in STAGES if reasons.get(s)},
         "reasons": {s: dict(reasons[s].most_common()) for s in STAGES if reasons.get(s)},

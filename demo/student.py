@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from configs import UserError, user_errors
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = ROOT / "configs/train/demo.yaml"
 KEY_FILE = ".demo-inputs"  # in each reused folder: the digest of what it was made from
@@ -55,10 +57,25 @@ def finished(folder: Path, key: str) -> bool:
 
 
 def student_config(corpus: Path, model: Path, out: Path, overrides: list[str] = ()):
-    """The demo's train config (``configs/train/demo.yaml``) for this corpus, base model and folder."""
-    from training.train_config import load_config
+    """The demo's train config (``configs/train/demo.yaml``) for this corpus, base model and folder (an
+    override that does not validate is a ``UserError``)."""
+    from training.train_config import read_config
 
-    return load_config(TRAIN_CONFIG, [f"model={model}", f"corpus={corpus}", f"output_dir={out}", *overrides])
+    return read_config(TRAIN_CONFIG, [f"model={model}", f"corpus={corpus}", f"output_dir={out}", *overrides])
+
+
+def check_task(corpus: Path, test: Path) -> None:
+    """Refuse (``UserError``), before anything trains, a corpus or test split of another task: the figures
+    read each clip's colour and pitch from the demo task's options."""
+    from corpus.manifest import load_manifest
+    from corpus.store import read_rows
+    from demo.summary import other_task_row
+
+    for flag, rows in (("--corpus", read_rows(corpus)), ("--test", [s.to_dict() for s in load_manifest(test)])):
+        if (row := other_task_row(rows)) is not None:
+            raise UserError(f"{flag}: {row['id']!r} is not a question of the demo task (options "
+                            f"{list(row['choices'])}); demo.student takes the demo's corpus and test split "
+                            "(python -m demo.task, then build-avrt)")
 
 
 def student_key(config) -> str:
@@ -110,8 +127,11 @@ def run_student(corpus: Path, test: Path, model: Path, out: Path, overrides: lis
     """Train, evaluate before and after (each reused while its inputs are unchanged), and return the
     demo's figures (``demo.summary.summary``) with the seconds each part that ran took (``seconds``)."""
     from demo.summary import summary
+    from training.sft_then_grpo import check_inputs
 
     config = student_config(corpus, model, out / "student", overrides)
+    check_inputs(config)  # the base model and the corpus, as the trainer checks them
+    check_task(corpus, test)
     budget = config.grpo.max_completion_length  # GRPO's completion budget: a whole trace and its answer fit
     # The untrained student is evaluated in a second process while the student trains. Torch gets half
     # the cores in each process, and in the last evaluation too: tiny models gain little from a second
@@ -170,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from demo.summary import render
 
-    figures = run_student(args.corpus, args.test, args.model, args.out, args.overrides)
+    with user_errors():
+        figures = run_student(args.corpus, args.test, args.model, args.out, args.overrides)
     (args.out / "summary.json").write_text(json.dumps(figures, indent=1))
     names = {"train": "trained", "eval-base": "untrained evaluated (alongside)", "eval": "trained evaluated"}
     ran = [f"{names[part]} in {took:.0f} s" for part, took in figures["seconds"].items()]

@@ -18,15 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from corpus.store import read_rows
-from demo.task import properties
+from demo.task import OPTIONS, properties
 
 SETTINGS = ("av", "a", "v")
 AV_THRESHOLD = 0.7  # a student given one modality is right at most about half the time on this task
 DESCRIPTIONS = {"vision": "The screen is {colour}.", "audio": "The tone is {pitch}."}
+
+
+def other_task_row(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The first row that is not a question of the demo task (whose options are ``demo.task.OPTIONS``, the
+    texts the figures read each clip's colour and pitch from), or None."""
+    return next((row for row in rows if tuple(row["choices"]) != OPTIONS), None)
 
 
 def description_hits(rows: list[dict[str, Any]], role: str) -> tuple[int, int]:
@@ -42,11 +49,15 @@ def description_hits(rows: list[dict[str, Any]], role: str) -> tuple[int, int]:
     return hits, asked
 
 
-def merger_tally(rows: list[dict[str, Any]], attempts_per_sample: int) -> dict[str, int]:
-    """Merger calls made for the decided rows and how many of them failed validation."""
+def merger_tally(rows: list[dict[str, Any]], attempts_per_sample: int, kind: str = "llm") -> dict[str, int]:
+    """Merges attempted for the decided rows and how many of them failed validation: the merger's calls
+    (``llm``), or one deterministic merge per sample (``concat``, which calls no model)."""
     kept = [r for r in rows if r["status"] == "kept"]
     failed_samples = sum(1 for r in rows if r["status"] == "rejected" and r.get("stage") == "merger")
-    attempts = sum(int(r.get("merger_attempts") or 0) for r in kept) + failed_samples * attempts_per_sample
+    if kind == "concat":
+        attempts = len(kept) + failed_samples
+    else:
+        attempts = sum(int(r.get("merger_attempts") or 0) for r in kept) + failed_samples * attempts_per_sample
     return {"samples": len(kept) + failed_samples, "attempts": attempts, "validation_failures": attempts - len(kept),
             "samples_dropped": failed_samples}
 
@@ -75,7 +86,8 @@ def summary(corpus: Path, base: dict[str, Any], trained: dict[str, Any]) -> dict
                             "descriptions_right": description_hits(rows, role)} for role in ("vision", "audio")},
         "filter": config["filter"], "samples_in": stats["samples_in"], "kept": stats["samples_kept"],
         "kept_answers": dict(sorted(Counter(r["answer"] for r in kept).items())),
-        "merger": merger_tally(rows, int(config["merger_attempts"])),
+        "merger": {**merger_tally(rows, int(config["merger_attempts"]), config["merger_kind"]),
+                   "kind": config["merger_kind"]},
         "student": {"before": accuracies(base), "after": accuracies(trained)},
     }
 
@@ -93,8 +105,9 @@ def render(result: dict[str, Any]) -> str:
     m = result["merger"]
     lines += [f"filter '{result['filter']}': kept {result['kept']} of {result['samples_in']} samples "
               f"(answers {result['kept_answers']})",
-              f"merger: {m['attempts']} attempts for {m['samples']} samples, {m['validation_failures']} failed "
-              f"validation, {m['samples_dropped']} samples dropped",
+              (f"merger: {m['attempts']} attempts for {m['samples']} samples" if m.get("kind", "llm") == "llm"
+               else f"merger: {m['kind']} (no model calls) for {m['samples']} samples")
+              + f", {m['validation_failures']} failed validation, {m['samples_dropped']} samples dropped",
               "", "student accuracy (test split)   av     a      v",
               "  before training (eval-base)  " + " ".join(_pct(result["student"]["before"][s]) for s in SETTINGS),
               "  after SFT + GRPO (eval)      " + " ".join(_pct(result["student"]["after"][s]) for s in SETTINGS),

@@ -85,10 +85,6 @@ class BenchItem:
         """The full input setting: ``av``, ``a`` or ``v``."""
         return ("a" if self.has_audio else "") + ("v" if self.has_visual else "")
 
-    @property
-    def media_paths(self) -> list[str]:
-        return [p for p in (self.video, self.image, self.audio) if p]
-
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "question": self.question, "choices": list(self.choices), "answer": self.answer,
                 "gold_text": self.answer_text, "category": self.category, "video": self.video,
@@ -311,19 +307,9 @@ def load_manifest(paths: Path | Sequence[Path], media_root: Path | None = None) 
     return _from_pipeline(_one(paths, "manifest"), media_root)
 
 
-def avqa_video_dir(path: Path) -> Path:
-    """Default AVQA video folder for an annotation file (the repository keeps them in ``data/video``)."""
-    for candidate in (path.parent / "videos", path.parent / "video", path.parent.parent / "video",
-                      path.parent.parent / "videos"):
-        if candidate.is_dir():
-            return candidate
-    return path.parent
-
-
 def load_avqa(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
-    """AVQA annotations; ``media_root`` is the video folder (default: ``avqa_video_dir``)."""
-    path = _one(paths, "avqa")
-    return _from_pipeline(path, media_root or avqa_video_dir(path))
+    """AVQA annotations; ``media_root`` is the video folder (default: ``corpus.manifest.avqa_video_dir``)."""
+    return _from_pipeline(_one(paths, "avqa"), media_root)
 
 
 def _omnibench_rows(path: Path, roots: Sequence[Path], cache: Path) -> list[BenchItem]:
@@ -451,17 +437,11 @@ def load_benchmark(name: str, data: Path | str | Sequence[Path | str],
     return LOADERS[name](resolve_data(name, data), Path(media_root) if media_root else None)
 
 
-def missing_media(items: Sequence[BenchItem]) -> list[tuple[str, str]]:
-    """``(id, path)`` of every media file the items name that does not exist."""
-    return [(item.id, path) for item in items for path in item.media_paths if not Path(path).exists()]
-
-
-def check_media_found(name: str, items: Sequence[BenchItem]) -> list[tuple[str, str]]:
+def check_media_found(name: str, items: list[BenchItem]) -> list[tuple[str, str]]:
     """Stop with the flag to give when no item's media exist; return the missing ones otherwise."""
+    from corpus.manifest import missing_media, no_media_found
+
     missing = missing_media(items)
-    if items and len({i for i, _ in missing}) == len(items):
-        folder = Path(missing[0][1]).parent
-        raise BenchmarkFormatError(
-            f"none of the {len(items)} {name} items has its media (e.g. {missing[0][1]} does not exist, "
-            f"looked in {folder}); give --media-root DIR: {MEDIA_ROOT_HELP[name]}")
+    if problem := no_media_found(items, missing, f"{name} items"):
+        raise BenchmarkFormatError(f"{problem}; give --media-root DIR: {MEDIA_ROOT_HELP[name]}")
     return missing

@@ -8,7 +8,8 @@
 
 ``--data`` is the benchmark as published: the annotation file, the folder it was downloaded to, or
 several parquet parts (layouts in ``evaluation.benchmarks``); media are found in the published layout
-around it, else a message names ``--media-root``. Bad input stops with a message, not a traceback.
+around it, else a message names ``--media-root``. Bad input (a config, a path, a ``--model`` folder that
+does not exist, an ``--out`` holding other settings' predictions) stops with one line, exit status 2.
 
 The student sees exactly what it saw in training (``student.inputs``): the same prompt
 (``prompts/student.txt``) and media handling (``media``): 8 frames at segment centres as one video,
@@ -60,6 +61,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from configs import UserError, apply_overrides, config_error, missing_model, read_yaml, set_dotted, user_errors
 from evaluation.api_generator import OpenAIGenerator
 from evaluation.benchmarks import (
     LOADERS,
@@ -265,8 +267,8 @@ def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
         old = json.loads(run_file.read_text())
         diff = {k: (old.get(k), v) for k, v in run.items() if old.get(k) != v}
         if diff:
-            raise SystemExit(f"{out} holds predictions made with other settings {diff}; "
-                             "use another --out or --overwrite")
+            raise UserError(f"{out} holds predictions made with other settings {diff}; "
+                            "use another --out or --overwrite")
     run_file.write_text(json.dumps(run, indent=1, sort_keys=True))
 
 
@@ -450,18 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_error(err: Exception) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):  # pydantic: one line per field
-        return "; ".join((".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "")
-                         + str(e["msg"]).removeprefix("Value error, ") for e in errors())
-    return str(err)
-
-
 def parse_config(argv: Sequence[str] | None = None) -> EvalConfig:
-    """The run's config from the command line; a bad one stops with a message (exit 2)."""
-    from configs import apply_overrides, read_yaml, set_dotted
-
+    """The run's config from the command line; a bad one is a ``UserError`` naming the field."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     path, overrides = args.pop("config"), args.pop("set")
@@ -470,8 +462,8 @@ def parse_config(argv: Sequence[str] | None = None) -> EvalConfig:
         for flag, value in args.items():
             set_dotted(data, FLAGS[flag], value)
         return EvalConfig.model_validate(data)
-    except (OSError, ValueError) as err:
-        parser.error(_config_error(err))
+    except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        raise UserError(config_error(err, EvalConfig)) from None
 
 
 def _backend(config: EvalConfig) -> dict[str, Any]:
@@ -526,7 +518,7 @@ def _vllm_generator(config: EvalConfig, decoding: Decoding, out: Path, stack: Ex
 
 
 def _generator(config: EvalConfig, decoding: Decoding, out: Path, stack: ExitStack) -> Generator:
-    """The backend's generator; a model or tokenizer that cannot be loaded stops with a message."""
+    """The backend's generator; a model or tokenizer that cannot be loaded is a ``UserError``."""
     try:
         if config.backend == "vllm":
             return _vllm_generator(config, decoding, out, stack)
@@ -540,12 +532,12 @@ def _generator(config: EvalConfig, decoding: Decoding, out: Path, stack: ExitSta
                                    processor=processor, layout=config.layout)
         model, processor = load_student(config.model, config.device, config.dtype)
     except (OSError, ValueError) as err:
-        raise SystemExit(f"error: --model {config.model}: cannot load it ({type(err).__name__}: {err})") from None
+        raise UserError(f"--model {config.model}: cannot load it ({type(err).__name__}: {err})") from None
     return HFGenerator(model, processor, decoding, system=config.system, layout=config.layout)
 
 
 def _load_items(config: EvalConfig) -> tuple[list[BenchItem], list[Path]]:
-    """Items (after ``limit``) and the annotation files; bad input stops with a message, not a traceback."""
+    """Items (after ``limit``) and the annotation files; bad input is a ``UserError``."""
     try:
         files = resolve_data(config.benchmark, config.data)
         items = load_benchmark(config.benchmark, files, config.media_root)
@@ -553,7 +545,7 @@ def _load_items(config: EvalConfig) -> tuple[list[BenchItem], list[Path]]:
             items = items[: config.limit]
         missing = check_media_found(config.benchmark, items)
     except BenchmarkFormatError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise UserError(str(err)) from None
     if missing:
         log.warning("%d media files missing (e.g. %s); those items become media errors", len(missing), missing[0][1])
     return items, files
@@ -562,10 +554,13 @@ def _load_items(config: EvalConfig) -> tuple[list[BenchItem], list[Path]]:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the CLI and return the report (``main`` is the console entry point).
 
-    Exits non-zero (``SystemExit``) on bad input; after writing the report, with ``EXIT_PENDING`` when
-    predictions are left for a re-run (no answer from the servers: never scored), and when every item
-    of a setting failed: such a run is not a result."""
+    Raises ``UserError`` on bad input (``main`` makes it one line and exit status 2); after writing the
+    report, exits non-zero (``SystemExit``) with ``EXIT_PENDING`` when predictions are left for a re-run
+    (no answer from the servers: never scored), and when every item of a setting failed: such a run is
+    not a result."""
     config = parse_config(argv)
+    if problem := missing_model(config.model):  # a local folder that is not there: never ask the hub
+        raise UserError(problem)
     logging.basicConfig(level=logging.WARNING if config.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     backend = _backend(config)
@@ -576,7 +571,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         modalities = parse_modalities(config.modalities or native)
         check_modalities(items, modalities)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise UserError(str(err)) from None
     decoding = config.decoding.model_copy(update={"batch_size": config.batch_size})
     out = config.out_dir
     model_name = backend.get("model") or backend["served_model"]
@@ -644,7 +639,8 @@ def throughput(rows: Sequence[dict[str, Any]], before: set[tuple[str, str]], sec
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    run(argv)
+    with user_errors():
+        run(argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Writes the published full-model layout that vLLM and lmms-eval load (``student.export``: the full
 config around the thinker's, no talker, every weight renamed ``thinker.<name>``, the processor,
 tokenizer, chat template and generation config copied, and Qwen2.5-Omni's ``spk_dict.pt``).
-Serving and benchmark commands for the export are in docs/evaluation.md.
+Serving and benchmark commands for the export: docs/evaluation.md (vLLM, lmms-eval) and docs/serving.md
+("Serving the student").
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from student.export import DTYPES, SPEAKERS, ExportError, export_student, weight_files
+from configs import user_errors
+from student.export import DTYPES, SPEAKERS, export_student, weight_files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors():
         out = export_student(args.model, args.out, args.dtype, args.speakers_from)
-    except ExportError as err:
-        raise SystemExit(f"error: {err}") from None
     shards, _ = weight_files(out)
     architecture = json.loads((out / "config.json").read_text())["architectures"][0]
     print(f"exported {args.model} -> {out} ({len(shards)} shard(s), architecture {architecture}); "

@@ -30,7 +30,8 @@ Every model call and every extraction is cached by content, so re-runs repeat no
 
 Samples whose calls failed for transport reasons (timeouts, connection errors, 429, 5xx) are left
 *pending*, never rejected; a run that stops on an endpoint that cannot serve (bad key, unknown
-model, not an OpenAI server, down) leaves the rest pending too. Either way it exits with status 3;
+model, not an OpenAI server, down) leaves the rest pending too, and so does one in which not a single
+sample's media file exists (the folder is wrong: give --video-dir). Either way it exits with status 3;
 run the same command again to finish. One run per --out at a time; a manifest that would drop
 kept rows of --out's corpus needs --replace.
 

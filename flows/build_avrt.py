@@ -44,8 +44,17 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
+from configs import config_error
 from corpus.card import dataset_card
-from corpus.manifest import ManifestError, ManifestReading, Sample, checked_reading
+from corpus.manifest import (
+    ManifestError,
+    ManifestReading,
+    Sample,
+    checked_reading,
+    media_folder,
+    missing_media,
+    no_media_found,
+)
 from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
 from corpus.store import assemble, kept_ids
 from flows.build_args import (  # noqa: F401
@@ -85,10 +94,11 @@ def _reading(manifest: str, mtime_ns: int, video_dir: str | None, limit: int | N
 
 def read_checked(manifest: str, video_dir: str | None, limit: int | None, split: str,
                  skip_invalid: bool = False) -> ManifestReading:
-    """The manifest's valid samples and (with ``skip_invalid``) its invalid rows; raises ManifestError."""
+    """The manifest's valid samples and (with ``skip_invalid``) its invalid rows; raises ManifestError.
+    Cached per manifest version and media folder (a default folder is resolved first: it may appear)."""
     path = Path(manifest)
     mtime = path.stat().st_mtime_ns if path.exists() else 0
-    return _reading(str(path), mtime, video_dir, limit, split, skip_invalid)
+    return _reading(str(path), mtime, str(media_folder(path, video_dir)), limit, split, skip_invalid)
 
 
 def read_samples(manifest: str, video_dir: str | None, limit: int | None, split: str,
@@ -192,25 +202,20 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
             log.warning(f"--skip-invalid: {listed}\n  (recorded in rejected/ with stage 'manifest')")
         atomic_write_bytes(outdir / "config.resolved.json", cfg.model_dump_json(indent=2).encode())
 
-        bar = _PROGRESS[str(outdir)] = tqdm(total=len(samples), unit="sample", desc="build-avrt", disable=None)
-        try:
-            summaries = process_shards(
-                runner, uuid.uuid4().hex, str(Path(manifest).resolve()), video_dir, limit, skip_invalid, n_shards,
-                cfg.model_dump(mode="json"), str(outdir), len(samples), share)
-        finally:
-            bar.close()
-            _PROGRESS.pop(str(outdir), None)
-
+        no_media = media_folder_problem(samples)
+        summaries = [] if no_media else _run_shards(runner, manifest, video_dir, limit, skip_invalid, n_shards, cfg,
+                                                    outdir, len(samples), share)
         pending = [p for s in summaries for p in s["pending"]]
-        stopped = next((s["stopped"] for s in summaries if s["stopped"]), None)
+        pending += [{"id": s.id, "stage": "run", "reason": no_media} for s in samples] if no_media else []
+        stopped = no_media or next((s["stopped"] for s in summaries if s["stopped"]), None)
         rows = [row for s in summaries for row in read_shard(Path(s["path"]))]
         wanted = {s.id for s in samples}
         rows = list({r["id"]: r for r in rows if r["id"] in wanted}.values())
         rows += [invalid.rejected_row() for invalid in reading.invalid]  # --skip-invalid: stage "manifest"
         held = kept_ids(outdir) & {p["id"] for p in pending}  # kept rows this run could not re-decide
-        if not held:
+        if not (held or no_media):  # with no media found, nothing was decided: outputs stay as they were
             assemble(outdir, rows)
-        stats = compute_stats(rows, *token_counter(cfg.stats_tokenizer))
+        stats = compute_stats(rows, *token_counter(cfg.stats_tokenizer), pending=len(pending))
         cache, calls = _totals(summaries)
         stats["cache"], stats["calls_sent"] = cache, calls
         stats["shards"] = {"total": n_shards, "reused": sum(s["reused"] for s in summaries)}
@@ -219,7 +224,7 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         stats["stopped"] = stopped
         stats["inputs"] = inputs
         atomic_write_bytes(outdir / "stats.json", json.dumps(stats, indent=2).encode())
-        if not held:
+        if not (held or no_media):
             card = dataset_card(stats, sorted({r["split"] for r in rows}), model_table(cfg),
                                 {"filter": cfg.filter, "merger_kind": cfg.merger_kind, **cfg.media.model_dump()})
             atomic_write_bytes(outdir / "README.md", card.encode())
@@ -231,6 +236,25 @@ def build_avrt(manifest: str, out: str, config: str | None = None, limit: int | 
         cleaner.join()
         unfinished = unfinished_message(stats)
         return Completed(name=UNFINISHED_STATE, message=unfinished, data=stats) if unfinished else stats
+
+
+def _run_shards(runner, manifest: str, video_dir: str | None, limit: int | None, skip_invalid: bool, n_shards: int,
+                cfg: BuildConfig, outdir: Path, n_samples: int, share: int) -> list[dict[str, Any]]:
+    """Every shard's summary (``process_shards``), with a progress bar on the console."""
+    bar = _PROGRESS[str(outdir)] = tqdm(total=n_samples, unit="sample", desc="build-avrt", disable=None)
+    try:
+        return process_shards(runner, uuid.uuid4().hex, str(Path(manifest).resolve()), video_dir, limit, skip_invalid,
+                              n_shards, cfg.model_dump(mode="json"), str(outdir), n_samples, share)
+    finally:
+        bar.close()
+        _PROGRESS.pop(str(outdir), None)
+
+
+def media_folder_problem(samples: list[Sample]) -> str | None:
+    """A run-level stop when no sample's media can be found (the folder is wrong, not the samples: nothing
+    is rejected, every sample stays pending), naming the folder tried and ``--video-dir``; else None."""
+    problem = no_media_found(samples, missing_media(samples), "samples")
+    return f"{problem}; give --video-dir DIR, the folder that holds them" if problem else None
 
 
 def unfinished_message(stats: dict[str, Any]) -> str | None:
@@ -270,8 +294,8 @@ def _totals(summaries: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]],
 
 
 def _publish(stats: dict[str, Any], summary: str) -> None:
-    table = [{"stage": k, "samples": v} for k, v in stats["funnel"].items()]
-    table.append({"stage": "pending (re-run to resume)", "samples": stats["pending"]["samples"]})
+    table = [{"stage": "pending (re-run to resume)" if k == "pending" else k, "samples": v}
+             for k, v in stats["funnel"].items()]
     reasons = [{"stage": s, "reason": r, "samples": n} for s, rs in stats["reasons"].items() for r, n in rs.items()]
     reasons += [{"stage": "pending", "reason": r, "samples": n} for r, n in stats["pending"]["reasons"].items()]
     _artifact(create_table_artifact, key="build-avrt-funnel", table=table, description="samples remaining per stage")
@@ -282,15 +306,13 @@ def _publish(stats: dict[str, Any], summary: str) -> None:
 
 def _preflight(args) -> str | None:
     """Refusals a user should read before any work starts (the flow checks again under its lock)."""
-    from pydantic import ValidationError
-
     try:
         cfg = load_config(args.config, overrides_from_args(args))
         samples = read_samples(str(Path(args.manifest).resolve()), args.video_dir, args.limit, cfg.split,
                                args.skip_invalid)
         check_no_drop(Path(args.out).resolve(), {s.id for s in samples}, args.replace)
-    except (ValidationError, ManifestError, KeyError, OSError, WouldDropRows, ValueError) as err:
-        return str(err).strip('"')
+    except (ManifestError, KeyError, OSError, WouldDropRows, ValueError) as err:  # ValidationError: a ValueError
+        return config_error(err, BuildConfig).strip('"')
     return None
 
 

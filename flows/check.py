@@ -1,6 +1,6 @@
 """Smoke-check the teacher and merger servers of a build config before a long run.
 
-    python -m flows.check --config outputs/teachers.yaml --manifest data/avqa/train_qa.json
+    python -m flows.check --config outputs/teachers.yaml --manifest data/AVQA/data/annotation/train_qa.json
 
 Takes one sample of the manifest (the first valid one, or ``--sample ID``), extracts its frames and
 audio exactly as build-avrt does, and sends it to every replica of the vision teacher, the audio
@@ -121,17 +121,16 @@ def report(probes: list[Probe]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pydantic import ValidationError
-
-    from corpus.manifest import ManifestError, read_manifest
-    from flows.config import load_config
+    from configs import config_error
+    from corpus.manifest import read_manifest
+    from flows.config import BuildConfig, load_config
     from media import MediaError
 
     try:
         config = load_config(args.config)
         samples = read_manifest(args.manifest, args.video_dir, split=args.split or config.split).samples
-    except (ValidationError, ManifestError, OSError, ValueError) as err:
-        print(f"check: refused: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # pydantic's ValidationError and ManifestError are ValueErrors
+        print(f"check: refused: {config_error(err, BuildConfig)}", file=sys.stderr)
         return EXIT_REFUSED
     chosen = [s for s in samples if args.sample is None or s.id == args.sample][:1]
     if not chosen:

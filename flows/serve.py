@@ -4,9 +4,10 @@
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     python -m flows.serve &                                 # registers the deployment and polls for runs
     prefect deployment run build-avrt/build-avrt --watch \\
-        --params '{"manifest": "data/manifest.jsonl", "out": "outputs/corpus", "config": "configs/teachers/paper.yaml"}'
+        --params '{"manifest": "data/manifest.jsonl", "out": "outputs/avrt", "config": "configs/teachers/paper.yaml"}'
 
-For a work pool instead of this long-lived process, see ``prefect.yaml`` (``prefect deploy``).
+For a work pool instead of this long-lived process, see ``prefect.yaml``: ``prefect deploy --all``
+registers ``build-avrt/build-avrt-pool``, a deployment of its own (the same name would replace this one).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from configs import UserError, user_errors
 from corpus.store import read_rows
 from teachers.reasoning import trace_text
 
@@ -104,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="show at most this many samples")
     args = parser.parse_args(argv)
     rows = load_rows(args.out)[: args.limit]
-    if not rows:
-        raise SystemExit(f"no corpus or rejected parquet files under {args.out}")
+    with user_errors():
+        if not rows:
+            raise UserError(f"no corpus or rejected parquet files under {args.out} (give a build-avrt --out folder)")
     target = args.html or args.out / "view.html"
     target.write_text(render_page(rows, args.out, args.per_page, title=f"AVRT corpus: {args.out}"))
     print(json.dumps({"html": str(target), "samples": len(rows)}))

@@ -52,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from configs import is_local_path
 from serving.vllm_server import (
     CONTROL_ENV,
     Launcher,
@@ -271,16 +272,6 @@ def plan(groups: list[Group], launcher: Launcher, gpus: list[str], host: str = "
         servers.append(Server(group=group, replica=i, port=port, gpus=gpu_ids, gpu_memory_utilization=memory,
                               argv=tuple(vllm_argv(launcher, group, host, port, memory)), env=env))
     return servers
-
-
-def is_local_path(weights: str, named_by_user: bool) -> bool:
-    """Weights are a local folder (to check) unless they look like a hub id (``org/name``).
-
-    A path that exists, starts with ``.``, ``/`` or ``~``, or that the user gave with ``--weights``
-    is local; ``models/audio-flamingo-3-think`` given with ``--weights`` is a folder, not a hub id.
-    """
-    return (named_by_user or weights.startswith((".", "/", "~")) or weights.count("/") != 1
-            or Path(weights).expanduser().exists())
 
 
 def check_weights(groups: list[Group], explicit: set[str], strict: bool) -> list[str]:

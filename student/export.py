@@ -14,7 +14,7 @@ family is in ``student.family``:
 * ``config.json``: a ``qwen2_5_omni`` (``qwen3_omni_moe``) config with the student's config as ``thinker_config``,
   ``architectures: ["Qwen2_5OmniForConditionalGeneration"]`` and ``enable_audio_output: false`` (no
   talker: the student answers in text; transformers then builds no talker and expects no talker
-  weights);
+  weights); the talker section names the student's own token ids (``talker_token_ids``);
 * weights: every tensor renamed ``thinker.<name>`` (``student.served.renamed``), shard by shard (never the whole model in
   memory), optionally cast with ``--dtype``, with a matching ``model.safetensors.index.json``;
 * the processor, tokenizer, chat template and generation config copied unchanged;
@@ -28,12 +28,14 @@ Serving and benchmark commands for the export are in docs/evaluation.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from configs import UserError
 from student.family import FAMILIES, QWEN2_5_OMNI, UnknownStudentError, family_of, without_router_loss
 from student.served import renamed
 
@@ -47,15 +49,33 @@ SPEAKERS = "spk_dict.pt"
 SPEAKER_NAMES = ("Chelsie", "Ethan")  # the released voices; full-model generate checks the name
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A source directory that is not a thinker checkpoint (message says what it is)."""
+
+
+def talker_token_ids(full_class: type, thinker: dict) -> dict[str, int]:
+    """The talker section's token ids, which name tokens of the thinker's vocabulary: the student's own
+    where its config has them; the TTS text tokens (Qwen2.5-Omni), which a student's config does not
+    name, kept where its vocabulary holds them, else its pad token (the export has no talker to read them).
+    transformers' defaults are the released tokenizer's ids, outside a tiny student's vocabulary."""
+    talker = full_class.sub_configs.get("talker_config")
+    vocab = thinker.get("text_config", {}).get("vocab_size")
+    ids: dict[str, int] = {}
+    for field in dataclasses.fields(talker) if talker else ():
+        if field.name in thinker and field.name.endswith(("_token_id", "_token_index")):
+            ids[field.name] = thinker[field.name]
+        elif field.name.startswith("tts_text_") and vocab and field.default >= vocab:
+            ids[field.name] = thinker.get("pad_token_id") or 0
+    return ids
 
 
 def full_config(thinker_config: dict) -> dict:
     """The full-model ``config.json`` around a thinker's config (through transformers' own class for its family)."""
     family = family_of(thinker_config)
     thinker = {k: v for k, v in thinker_config.items() if k not in ("architectures", "transformers_version")}
-    config = family.full_config_class()(thinker_config=thinker, enable_audio_output=False)
+    full_class = family.full_config_class()
+    config = full_class(thinker_config=thinker, talker_config=talker_token_ids(full_class, thinker),
+                        enable_audio_output=False)
     config.architectures = [family.full_architecture]
     without_router_loss(config.thinker_config)  # MoE: the router loss belongs to training, not serving
     out = config.to_dict()

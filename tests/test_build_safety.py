@@ -126,6 +126,7 @@ def test_endpoint_down_for_every_request_stops_early(synthetic_data, prefect_api
         stats = build_avrt(manifest=str(manifest), out=str(tmp_path / "out"), config=str(config))
     assert stats["stopped"] and server.url in stats["stopped"] and "HTTP 503" in stats["stopped"]
     assert stats["pending"]["samples"] == 12 and stats["samples_in"] == 0
+    assert stats["funnel"]["input"] == 12 and stats["funnel"]["pending"] == 12, "read, and pending"
     # Only the first shard (3 samples) probed the endpoint, each call with its 3 attempts.
     assert server.counts["vision"] <= 3 * 3 and server.counts["audio"] <= 3 * 3
     assert not list((tmp_path / "out" / "rejected").glob("*.parquet"))
@@ -207,6 +208,34 @@ def test_an_answer_that_is_not_json_stops_early_like_html(synthetic_data, prefec
     assert f"stopped: {server.url}" in output and "the answer is not JSON" in output
     assert "6 sample(s) pending" in output and "Traceback" not in output
     assert not list((tmp_path / "out" / "rejected").glob("*.parquet"))
+
+
+def test_no_sample_with_its_media_is_a_run_level_stop_naming_the_folder(synthetic_data, prefect_api, tmp_path,
+                                                                       capsys, monkeypatch):
+    """AVQA's annotation file away from its videos: no sample is rejected, the run stops (status 3) naming
+    the folder it looked in and --video-dir; in the AVQA repository's layout (data/video beside
+    data/annotation) the same command finds the videos without --video-dir."""
+    from flows.build_avrt import main
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    annotation = tmp_path / "AVQA" / "data" / "annotation"
+    annotation.mkdir(parents=True)
+    (annotation / "train_qa.json").write_text((synthetic_data / "avqa.json").read_text())
+    out = tmp_path / "out"
+    with ScriptedServer() as server:
+        args = ["--manifest", str(annotation / "train_qa.json"), "--out", str(out),
+                "--config", str(write_config(tmp_path / "c.yaml", server.url))]
+        assert main(args) == 3
+        output = capsys.readouterr()
+        assert f"looked in {annotation}" in output.err and "--video-dir" in output.err
+        assert "none of the 6 samples has its media" in output.err and "Traceback" not in output.err
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["pending"]["samples"] == 6 and stats["funnel"]["input"] == 6 and stats["stopped"]
+        assert not list((out / "rejected").glob("*.parquet")) and sum(server.counts.values()) == 0
+
+        (tmp_path / "AVQA" / "data" / "video").symlink_to(synthetic_data / "videos")
+        assert main(args) == 0
+    assert json.loads((out / "stats.json").read_text())["funnel"]["after_media"] == 6
 
 
 def test_second_run_on_one_out_is_refused_and_a_dead_owner_does_not_block(synthetic_data, tmp_path):

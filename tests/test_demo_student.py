@@ -80,3 +80,16 @@ def test_a_student_is_retrained_when_its_config_or_corpus_changes(tmp_path, monk
         (corpus / "corpus" / "train.parquet").write_bytes(b"other rows")
     student.trained(config, threads=1)
     assert len(runs) == 2
+
+
+def test_the_summary_of_a_concat_corpus_counts_no_merger_calls():
+    """A corpus merged with ``concat`` (no merger model): one merge per sample, never a negative count."""
+    from demo.summary import merger_tally, render
+
+    kept = [{"status": "kept", "stage": "kept", "merger_kind": "concat", "merger_attempts": 0}] * 12
+    tally = merger_tally([*kept, {"status": "rejected", "stage": "filter"}], attempts_per_sample=3, kind="concat")
+    assert tally == {"samples": 12, "attempts": 12, "validation_failures": 0, "samples_dropped": 0}
+    result = {"teachers": {}, "filter": "all", "kept": 12, "samples_in": 13, "kept_answers": {"A": 12},
+              "merger": {**tally, "kind": "concat"},
+              "student": {"before": {"av": 0.0, "a": 0.0, "v": 0.0}, "after": {"av": 0.0, "a": 0.0, "v": 0.0}}}
+    assert "merger: concat (no model calls) for 12 samples, 0 failed validation, 0 samples dropped" in render(result)

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from configs import UserError
 from evaluation.benchmarks import BenchItem, load_avqa, load_dailyomni, load_manifest, load_mmar, load_omnibench
 from evaluation.evaluate import (
     PREDICTIONS,
@@ -259,9 +260,10 @@ def test_cli_writes_predictions_and_report_and_resumes(tiny_models, synthetic_da
     argv[argv.index("--limit") + 1] = "4"
     main(argv[:-2])  # one more item: only it is generated, once per setting
     assert sum(calls) == 3 and len(read_predictions(out / PREDICTIONS)) == 12
-    with pytest.raises(SystemExit, match="other settings"):
-        main([*argv, "--temperature", "0.7"])
     capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--temperature", "0.7"])
+    assert stopped.value.code == 2 and "other settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--modalities" in capsys.readouterr().out
@@ -271,8 +273,8 @@ def test_cli_refuses_a_setting_the_benchmark_lacks(tiny_models, tmp_path):
     _image_audio_files(tmp_path, 1)
     meta = [{"id": "m0", "audio_path": "mm_data/audio/0.wav", "question": "Q?", "choices": ["x", "y"], "answer": "x"}]
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(SystemExit, match="lacks"):
-        main(["--model", str(tiny_models["omni"]), "--benchmark", "mmar", "--data", str(tmp_path / "meta.json"),
+    with pytest.raises(UserError, match="lacks"):
+        run(["--model", str(tiny_models["omni"]), "--benchmark", "mmar", "--data", str(tmp_path / "meta.json"),
               "--modalities", "av", "--out", str(tmp_path / "o")])
 
 
@@ -310,11 +312,30 @@ def test_avqa_repository_layout_with_and_without_media_root(tiny_models, layouts
     away = tmp_path / "annotation" / "val_qa.json"
     away.parent.mkdir()
     shutil.copy(repo / "data" / "annotation" / "val_qa.json", away)
-    with pytest.raises(SystemExit, match="--media-root"):
+    with pytest.raises(UserError, match="--media-root"):
         run(_cli(tiny_models, "avqa", [away], tmp_path / "away"))
     report = run(_cli(tiny_models, "avqa", [away], tmp_path / "away", "--limit", "1",
                       "--media-root", str(repo / "data" / "video")))
     assert report["settings"]["av"]["media_errors"] == 0 and report["n_items"] == 1
+
+
+def test_the_documented_evaluation_commands_run_one_after_another(tiny_models, layouts, tmp_path, monkeypatch):
+    """The README's and docs/evaluation.md's evaluation lines, in page order and as written (``$S`` the tiny
+    student, ``data/`` the published layouts), each on one item: every one exits 0, none refuses the
+    folder an earlier one wrote (each variant has its own ``--out``)."""
+    from tests.documented import documented_commands, run_documented
+
+    (tmp_path / "outputs" / "train" / "avrt" / "grpo").mkdir(parents=True)
+    (tmp_path / "outputs" / "train" / "avrt" / "grpo" / "final").symlink_to(tiny_models["omni"])
+    (tmp_path / "data").symlink_to(layouts["avqa"].parent)
+    monkeypatch.chdir(tmp_path)
+    lines = [c for _, c in documented_commands() if c.startswith("python -m evaluation.evaluate --model $S ")]
+    assert len(lines) >= 7 and any("OmniBench-hub" in line for line in lines)
+    for line in lines:
+        code = run_documented(line, {"S": "outputs/train/avrt/grpo/final"},
+                              ("--limit", "1", "--max-new-tokens", "2", "--device", "cpu", "--quiet"))
+        assert code == 0, line
+    assert {p.name for p in (tmp_path / "outputs" / "eval").iterdir()} >= {"avqa", "omnibench", "omnibench-hub", "mmau"}
 
 
 def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, layouts, tmp_path):
@@ -332,19 +353,23 @@ def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, l
 
 def test_bad_data_stops_with_a_message_not_a_traceback(tiny_models, tmp_path, capsys):
     (tmp_path / "MMAR-meta.json").write_text("{not json")
-    with pytest.raises(SystemExit, match="error: MMAR-meta.json: not JSON"):
+    with pytest.raises(UserError, match="MMAR-meta.json: not JSON"):
         run(_cli(tiny_models, "mmar", [tmp_path], tmp_path / "o"))
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(UserError, match="no such file"):
         run(_cli(tiny_models, "mmau", [tmp_path / "nope.json"], tmp_path / "o"))
-    with pytest.raises(SystemExit, match="2"):
+    with pytest.raises(UserError, match="--backend openai needs --base-url"):
         run(_cli(tiny_models, "mmau", [tmp_path], tmp_path / "o", "--backend", "openai"))
-    assert "--backend openai needs --base-url" in capsys.readouterr().err
     meta = [{"id": "u1", "audio_id": "a.wav", "question": "Q?", "choices": ["x", "y"], "answer": "x"}]
     (tmp_path / "mmau-test-mini.json").write_text(json.dumps(meta))
     Image.new("RGB", (2, 2)).save(tmp_path / "a.wav", format="PNG")  # exists; only the model is bad here
-    with pytest.raises(SystemExit, match="--model .*cannot load it"):
+    with pytest.raises(UserError, match="--model .*no config.json"):
         run(["--model", str(tmp_path), "--benchmark", "mmau", "--data", str(tmp_path), "--out", str(tmp_path / "o2"),
              "--device", "cpu"])
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="--model .*cannot load it"):
+        run(["--model", str(tmp_path / "m"), "--benchmark", "mmau", "--data", str(tmp_path), "--out",
+             str(tmp_path / "o3"), "--device", "cpu"])
 
 
 # ---------------------------------------------------------------- the OpenAI-API backend
@@ -491,6 +516,5 @@ def test_config_file_overrides_and_flags_and_trainer_defaults(tmp_path, capsys):
     recorded = _backend(served)  # run.json's backend: the trainer's layout, and what vLLM still does differently
     assert recorded["layout"] == "aligned" and "2 fps" in recorded["differs_from_hf"]
     assert "differs_from_hf" not in _backend(served.model_copy(update={"layout": "separate"}))
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="decoding.nonsense: unknown key"):
         parse_config(["--config", "configs/eval/avqa.yaml", "--set", "decoding.nonsense=1"])
-    assert "decoding.nonsense: Extra inputs are not permitted" in capsys.readouterr().err

@@ -63,10 +63,10 @@ def test_export_reloads_in_transformers_with_identical_logits(exported, tiny_mod
 
 
 def test_export_refuses_what_is_not_a_thinker(exported, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="already a full Qwen2.5-Omni checkpoint"):
-        main(["--model", str(exported), "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="no config.json"):
-        main(["--model", str(tmp_path), "--out", str(tmp_path / "y")])
+    for model, message in ((exported, "already a full Qwen2.5-Omni checkpoint"), (tmp_path, "no config.json")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--model", str(model), "--out", str(tmp_path / "x")])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--speakers-from" in capsys.readouterr().out
@@ -93,3 +93,44 @@ def test_export_of_a_sharded_checkpoint_writes_a_matching_index(tiny_models, tmp
     full = Qwen2_5OmniForConditionalGeneration.from_pretrained(out)
     expected = thinker.state_dict()
     assert all(torch.equal(expected[k], v) for k, v in full.thinker.state_dict().items())
+
+
+def test_the_documented_export_commands_run(tiny_models, tmp_path, monkeypatch):
+    """The README's, docs/evaluation.md's and docs/serving.md's export lines, as written, on the tiny student."""
+    from tests.documented import documented_commands, module_and_args, run_documented
+
+    (tmp_path / "outputs" / "train" / "avrt" / "grpo").mkdir(parents=True)
+    (tmp_path / "outputs" / "train" / "avrt" / "grpo" / "final").symlink_to(tiny_models["omni"])
+    monkeypatch.chdir(tmp_path)
+    lines = [c for _, c in documented_commands() if "-m evaluation.export_student" in c and "avrt-3b" in c]
+    assert len(lines) >= 3
+    for line in lines:
+        assert module_and_args(line, {"S": "x"})[0] == "evaluation.export_student"
+        assert run_documented(line, {"S": "outputs/train/avrt/grpo/final"}) == 0, line
+    assert (tmp_path / "outputs" / "export" / "avrt-3b" / "model.safetensors").exists()
+
+
+def test_an_export_names_the_students_own_token_ids_and_prints_no_warning(tiny_models, tmp_path):
+    """The full config's talker section names the thinker's tokens: the student's ids, not the released
+    tokenizer's (transformers' defaults), which a tiny vocabulary does not hold and which it warns about."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = hf_logging.get_logger("transformers")
+    logger.addHandler(handler)
+    logging.Logger.warning_once.cache_clear()  # an earlier test may have printed the same warning already
+    try:
+        out = export_student(tiny_models["omni"], tmp_path / "export")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
+    thinker = json.loads((tiny_models["omni"] / "config.json").read_text())
+    talker = json.loads((out / "config.json").read_text())["talker_config"]
+    vocab = thinker["text_config"]["vocab_size"]
+    ids = {k: v for k, v in talker.items() if k.endswith("_token_id") and not k.startswith("tts_codec")}
+    assert ids and all(v is None or 0 <= v < vocab for v in ids.values()), ids
+    assert all(talker[k] == thinker[k] for k in ("vision_start_token_id", "audio_start_token_id", "audio_token_index"))

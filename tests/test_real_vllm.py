@@ -2,8 +2,9 @@
 
 One ``serving.launch`` run serves the exported tiny Omni (both teacher roles, and the student) and the
 tiny text merger for the whole module (``configs/teachers/tiny_vllm.yaml``); the tests send the
-project's real requests through them: ``flows.check``, an 8-sample build-avrt run, and the evaluator's
-``--backend openai`` against ``--backend hf`` on the same weights.
+project's real requests through them: docs/serving.md's CPU smoke path as written (``flows.check``, an
+8-sample build-avrt run, training, evaluation), and the evaluator's ``--backend openai`` against
+``--backend hf`` on the same weights.
 """
 
 from __future__ import annotations
@@ -110,31 +111,62 @@ def test_launch_starts_the_tiny_omni_teacher_and_merger_on_cpu_vllm(launched):
     assert "Qwen2_5OmniForConditionalGeneration" in log  # vLLM's own Qwen2.5-Omni implementation serves the export
 
 
-def test_check_gets_an_answer_from_every_endpoint(launched, clips, capsys):
-    from flows.check import EXIT_OK, main
+# docs/serving.md's set-up lines for the CPU path, done here by this module's fixtures
+SETUP = {
+    "make vllm-env": "the environment this module needs (skipped without it)",
+    ".venv/bin/python -m training.tiny_models --preset vllm-tiny --out outputs/tiny-vllm": "vllm_models",
+    ".venv/bin/python -m evaluation.export_student --model outputs/tiny-vllm/omni --out outputs/tiny-vllm/omni-export":
+        "vllm_models",
+    ".venv/bin/python -m serving.launch --config configs/teachers/tiny_vllm.yaml --cpu --write-config "
+    "outputs/tiny-vllm/build.yaml": "launched",
+    ".venv/bin/python -m media.synthetic --out outputs/tiny-vllm/clips --n 8": "clips",
+}
 
-    assert main(["--config", str(launched["config"]), "--manifest", str(clips / "manifest.jsonl")]) == EXIT_OK
-    lines = [line.split() for line in capsys.readouterr().out.splitlines() if "/v1" in line]
-    assert [line[1] for line in lines] == ["vision", "audio", "merger"]
-    assert all(line[0] in ("ok", "WARN") for line in lines)  # random models: an answer, maybe no option
+
+def _cpu_section_commands() -> list[str]:
+    from tests.documented import command_lines
+
+    text = (REPO / "docs" / "serving.md").read_text()
+    section = text[text.index("## On CPU"):]
+    return command_lines(section[: section.index("\n## ", 1)])
 
 
-def test_build_avrt_runs_eight_samples_through_real_request_shapes(launched, clips, prefect_api, tmp_path):
-    from flows.build_avrt import build_avrt
+def test_the_documented_cpu_smoke_path_runs_as_written(launched, vllm_models, clips, prefect_api, tmp_path,
+                                                        monkeypatch, capsys):
+    """docs/serving.md's CPU path, line by line as written: the tiny teachers and merger (the fixtures run
+    the set-up lines), flows.check, a corpus with rows (concat merger), one SFT and one GRPO step, and an
+    evaluation. The project's real requests go through vLLM: 8 image_url frames and an input_audio WAV per
+    sample, and check's merger request."""
+    from tests.documented import run_documented
 
-    out = tmp_path / "out"
-    stats = build_avrt(manifest=str(clips / "manifest.jsonl"), out=str(out), config=str(launched["config"]))
-    assert stats["samples_in"] == 8
-    assert stats["calls_sent"]["vision"] == 8 and stats["calls_sent"]["audio"] == 8  # 8 images + a WAV each
-    assert stats["pending"]["samples"] == 0, stats["pending"]  # nothing failed for transport
-    assert not stats["stopped"]
-    # Random tiny models: every teacher answer comes back and is recorded; the merger's random text
-    # cannot pass validation, so samples that reach it are dropped there, with that reason.
-    rejected = pd.read_parquet(out / "rejected" / "train.parquet")
-    assert set(rejected["stage"]) <= {"filter", "merger"}  # no teacher request was refused
-    assert not rejected["reason"].str.contains("call failed").any()  # nor a merger request
-    assert all(isinstance(t, str) for t in rejected["vision_raw"]) and all(isinstance(t, str) for t in rejected["audio_raw"])
-    assert json.loads((out / "stats.json").read_text())["samples_in"] == 8
+    lines = _cpu_section_commands()
+    assert [line for line in lines if line in SETUP] == list(SETUP), "the set-up lines the fixtures stand for"
+    tiny = tmp_path / "outputs" / "tiny-vllm"
+    tiny.mkdir(parents=True)
+    for name, target in (("omni", vllm_models["omni"]), ("text", vllm_models["text"]),
+                         ("omni-export", vllm_models["export"]), ("build.yaml", launched["config"]), ("clips", clips)):
+        (tiny / name).symlink_to(target)
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    printed = {}
+    for line in (line for line in lines if line not in SETUP):
+        code = run_documented(line)
+        printed[line.split()[2]] = output = capsys.readouterr()
+        assert code == 0, f"{line}\n{output.out[-2000:]}\n{output.err[-2000:]}"
+        assert "Traceback" not in output.err, line
+
+    checked = [line.split() for line in printed["flows.check"].out.splitlines() if "/v1" in line]
+    assert [line[1] for line in checked] == ["vision", "audio", "merger"]
+    assert all(line[0] in ("ok", "WARN") for line in checked)  # random models: an answer, maybe no option
+    stats = json.loads((tiny / "corpus" / "stats.json").read_text())
+    assert stats["samples_in"] == 8 and stats["pending"]["samples"] == 0 and not stats["stopped"]
+    assert stats["calls_sent"] == {"vision": 8, "audio": 8}  # 8 images + a WAV each; concat calls no merger
+    kept = pd.read_parquet(tiny / "corpus" / "corpus" / "train.parquet")
+    assert len(kept) == 8 and all(isinstance(t, str) for t in [*kept["vision_raw"], *kept["audio_raw"]])
+    assert (tiny / "train" / "grpo" / "final" / "model.safetensors").exists()
+    report = json.loads((tiny / "eval" / "report.json").read_text())
+    assert report["n_items"] == 8 and report["settings"]["av"]["generation_errors"] == 0
 
 
 def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models, ten_second_clips, tmp_path):

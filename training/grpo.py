@@ -39,6 +39,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from configs import UserError
 from student.inputs import (
     MEDIA_KEYS,
     Layout,
@@ -69,7 +70,7 @@ from training.runtime import (
     write_plan,
 )
 from training.train_config import GRPOStageConfig, TrainConfig
-from training.weight_sync import weight_sync
+from training.weight_sync import sync_method, weight_sync
 
 
 def row_forward_kwargs(rows: list[dict[str, Any]], device: torch.device | str | None = None) -> dict[str, Any]:
@@ -294,8 +295,8 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path,
     ``grpo.rollout: vllm`` its completions come from ``rollout_engine`` (``open_rollout_engine``)."""
     stage = config.grpo
     if stage.beta > 0 and not Path(model_path).is_dir():
-        raise ValueError("GRPO with beta > 0 rebuilds the reference model from the policy's directory: "
-                         f"{model_path} is not a local directory (run SFT first or set grpo.beta=0)")
+        raise UserError("GRPO with beta > 0 rebuilds the reference model from the policy's directory: "
+                        f"{model_path} is not a local directory (run SFT first or set grpo.beta=0)")
     if (stage.rollout == "vllm") != (rollout_engine is not None):
         raise ValueError(f"grpo.rollout is {stage.rollout!r}: "
                          + ("give the rollout engine" if rollout_engine is None else "no rollout engine expected"))
@@ -334,6 +335,18 @@ def servers_secret(stage: GRPOStageConfig) -> str | None:
     return secret
 
 
+def check_rollout_settings(stage: GRPOStageConfig) -> None:
+    """Refuse (``UserError``) what ``grpo.rollout: vllm`` cannot do in this launch, before anything starts:
+    several processes without shared servers, ZeRO-3, or a weight sync that needs a GPU without one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not stage.rollout_urls:
+            raise UserError("grpo.rollout=vllm with several training processes samples from shared servers: start "
+                            "them and give grpo.rollout_urls (docs/training.md), or launch one process")
+        if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+            raise UserError("grpo.rollout=vllm needs each rank to hold the whole policy (ZeRO-2, not ZeRO-3)")
+    sync_method(stage.rollout_weight_sync, on_gpu=torch.cuda.is_available(), own_server=not stage.rollout_urls)
+
+
 def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, stack: ExitStack) -> RolloutEngine | None:
     """The rollout engine of ``grpo.rollout: vllm`` (None for ``hf``): the servers of ``grpo.rollout_urls``,
     else a dev-mode server started here on an export of ``model_path`` (stopped when ``stack`` closes);
@@ -341,12 +354,7 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
     stage = config.grpo
     if stage.rollout != "vllm":
         return None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not stage.rollout_urls:
-            raise ValueError("grpo.rollout=vllm with several training processes samples from shared servers: start "
-                             "them and give grpo.rollout_urls (docs/training.md), or launch one process")
-        if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
-            raise ValueError("grpo.rollout=vllm needs each rank to hold the whole policy (ZeRO-2, not ZeRO-3)")
+    check_rollout_settings(stage)
     urls, server = list(stage.rollout_urls), None
     if urls:
         secret = servers_secret(stage)

@@ -8,6 +8,8 @@ with ``checkpoint-N/``, ``final/`` (model + processor), ``config.yaml`` (resolve
 and ``plots/*.png``. GRPO starts from ``DIR/sft/final`` when SFT ran (now or before), else from
 ``--model``. A stage whose ``final/`` exists is skipped; an interrupted stage resumes from its last
 checkpoint. Overrides are dotted keys of ``training/train_config.py`` (``sft.max_steps=2``).
+A mistake in the command (an unknown key, a ``--model`` folder or ``--corpus`` without kept rows, a
+setting this machine cannot run) stops it before any model loads: one line, exit status 2.
 Multi-GPU / DeepSpeed: ``accelerate launch --config_file configs/accelerate/zero2_offload.yaml -m
 training.sft_then_grpo …``.
 """
@@ -19,8 +21,9 @@ import json
 import time
 from pathlib import Path
 
-from training.runtime import is_main_process, say
-from training.train_config import TrainConfig, dump_config, load_config
+from configs import UserError, missing_model, user_errors
+from training.runtime import is_main_process, load_corpus, say
+from training.train_config import TrainConfig, dump_config, read_config
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -81,18 +84,33 @@ def run(config: TrainConfig) -> dict[str, Path]:
     return results
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """Refuse (``UserError``), before any model loads, what the run would otherwise fail on later: a base
+    model folder that does not exist (never a hub query for it), a corpus without kept rows, and GRPO
+    rollout settings this launch cannot run (a weight sync that needs a GPU, on a machine without one)."""
+    out = Path(config.output_dir)
+    to_run = [stage for stage in config.stages if not (out / stage / "final").is_dir()]
+    if to_run and not (out / "sft" / "final").is_dir() and (problem := missing_model(config.model)):
+        raise UserError(problem)
+    if to_run:
+        load_corpus(config.corpus, config.data)
+    if "grpo" in to_run and config.grpo.rollout == "vllm":
+        from training.grpo import check_rollout_settings
+
+        check_rollout_settings(config.grpo)
+
+
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
-    try:
-        config = load_config(args.config, overrides)
-    except ValueError as err:  # pydantic's ValidationError is one: a refused config is a message, not a traceback
-        raise SystemExit(f"error: {err}") from None
     from training.rollout import RolloutServerError
 
-    try:
-        results = run(config)
-    except RolloutServerError as err:
-        raise SystemExit(f"error: {err}") from None
+    with user_errors(show=is_main_process()):  # under torchrun: one line, from rank 0
+        config = read_config(args.config, overrides)
+        check_inputs(config)
+        try:
+            results = run(config)
+        except RolloutServerError as err:
+            raise SystemExit(f"error: {err}") from None
     say("summary: " + "; ".join(f"{stage} -> {path}" for stage, path in results.items()))
 
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from configs import apply_overrides, read_yaml
+from configs import UserError, apply_overrides, config_error, read_yaml
 from corpus.schema import TARGET
 
 
@@ -215,6 +215,15 @@ class TrainConfig(_Strict):
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (or the defaults), apply dotted overrides, validate."""
     return TrainConfig.model_validate(apply_overrides(read_yaml(path), overrides or []))
+
+
+def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """``load_config`` for a command line: a config that cannot be read or validated is a ``UserError``
+    naming the key (``sft.max_step: unknown key (did you mean sft.max_steps?)``)."""
+    try:
+        return load_config(path, overrides)
+    except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        raise UserError(config_error(err, TrainConfig)) from None
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:

@@ -49,6 +49,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 
+from configs import UserError
 from student.served import renamed
 from training.encoders import thinker
 
@@ -290,14 +291,22 @@ class NcclSync:
         self.groups.clear()  # the servers drop their end when they stop; nothing here outlives the process
 
 
-def weight_sync(method: SyncMethod, engine: Servers, *, on_gpu: bool, own_server: bool,
-                sync_dir: str | Path | None = None) -> FileSync | IpcSync | NcclSync:
-    """The ``WeightSync`` that ``method`` names; ``auto`` is ``ipc`` for a policy on a GPU with a server the
-    trainer started itself (on the policy's GPU, with the flag), else ``files``."""
+def sync_method(method: SyncMethod, *, on_gpu: bool, own_server: bool) -> SyncMethod:
+    """The way ``method`` resolves to: ``auto`` is ``ipc`` for a policy on a GPU with a server the trainer
+    started itself (on the policy's GPU, with the flag), else ``files``; ``ipc`` and ``nccl`` without a
+    GPU are a ``UserError``."""
     if method == "auto":
         method = "ipc" if on_gpu and own_server else "files"
     if method in ("ipc", "nccl") and not on_gpu:
-        raise ValueError(f"grpo.rollout_weight_sync={method} needs the policy on a GPU; use files (or auto)")
+        raise UserError(f"grpo.rollout_weight_sync={method} needs the policy on a GPU (none here); "
+                        "use grpo.rollout_weight_sync=files (or auto)")
+    return method
+
+
+def weight_sync(method: SyncMethod, engine: Servers, *, on_gpu: bool, own_server: bool,
+                sync_dir: str | Path | None = None) -> FileSync | IpcSync | NcclSync:
+    """The ``WeightSync`` that ``method`` names (``sync_method``)."""
+    method = sync_method(method, on_gpu=on_gpu, own_server=own_server)
     if method == "ipc":
         return IpcSync(engine)
     if method == "nccl":
