@@ -39,8 +39,9 @@ TEST_WORKERS ?= 2
 test: install lint vllm-env ## run the whole test suite (slow integration tests, real vLLM included)
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
-lint: install ## undefined names, unused imports and variables, import order (ruff)
+lint: install ## undefined names, unused imports and variables, import order (ruff); the floors of the house (import-linter)
 	$(BIN)/ruff check --no-cache .
+	$(BIN)/lint-imports --no-cache
 
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest tests -m "not slow"

@@ -3,7 +3,7 @@
     python bench/vllm_startup.py [--out bench/vllm_startup.json]
 
 Builds the ``vllm-tiny`` models (``training.tiny_models``; the Omni student exported by
-``evaluation.export_student``) in a temporary directory, then starts each server alone, one after the
+``student.export``) in a temporary directory, then starts each server alone, one after the
 other, through ``serving.vllm_server`` (vLLM) or as a plain process (``transformers serve``), and
 measures the seconds until it is ready (``/health`` and ``/v1/models``) and until its first chat
 answer. vLLM runs as the tiny profiles run it (``--enforce-eager``, fp32), with its engine in other
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "vllm_startup.json", help="figures as JSON")
     args = parser.parse_args(argv)
-    from evaluation.export_student import export_student
+    from student.export import export_student
     from training.tiny_models import build_all
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -72,10 +72,16 @@ class EvalConfig(_Strict):
 
     benchmark: Benchmark
     data: list[Path] = Field(..., min_length=1, description="annotation file(s) or the folder they were downloaded to")
-    model: str | None = Field(None, description="hf: checkpoint dir; openai: optional local tokenizer of the served model")
+    model: str | None = Field(None, description="hf, vllm: checkpoint dir; openai: optional local tokenizer of the "
+                                                "served model")
     media_root: Path | None = None
-    backend: Literal["hf", "openai"] = "hf"
+    backend: Literal["hf", "openai", "vllm"] = "hf"
     server: ServerConfig = ServerConfig()
+    # vllm backend: its own servers (evaluation.vllm_backend)
+    gpus: str | None = Field(None, description="vllm: GPUs, one server each (e.g. 0,1); default one server")
+    vllm_python: str | None = Field(None, description="vllm: a Python with vLLM (default .venv-vllm)")
+    export_cache: Path = Field(Path("outputs/export-cache"),
+                               description="vllm: exports of trainer checkpoints, by content")
     modalities: str | None = Field(None, description="av, a, v (comma-separated); default the benchmark's full input")
     limit: int | None = None
     out: Path | None = Field(None, description="default outputs/eval/BENCHMARK")
@@ -96,8 +102,8 @@ class EvalConfig(_Strict):
             raise ValueError("--backend openai needs --base-url URL and --served-model NAME")
         if self.server.mm_processor_kwargs and not self.model:
             raise ValueError("--mm-processor-kwargs needs --model, a local copy of the served model's processor")
-        if self.backend == "hf" and not self.model:
-            raise ValueError("--backend hf needs --model CHECKPOINT_DIR")
+        if self.backend in ("hf", "vllm") and not self.model:
+            raise ValueError(f"--backend {self.backend} needs --model CHECKPOINT_DIR")
         return self
 
     @property

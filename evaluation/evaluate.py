@@ -3,6 +3,7 @@
     python -m evaluation.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
         --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
         [--difficulty-from CORPUS_OR_TEACHER_RESULTS]
+    python -m evaluation.evaluate --backend vllm --model PATH [--gpus 0,1,2,3] ...
     python -m evaluation.evaluate --backend openai --base-url http://HOST:8000/v1 --served-model NAME ...
 
 ``--data`` is the benchmark as published: the annotation file, the folder it was downloaded to, or
@@ -10,12 +11,16 @@ several parquet parts (layouts in ``evaluation.benchmarks``); media are found in
 around it, else a message names ``--media-root``. Bad input (a config, a path, a ``--model`` folder that
 does not exist, an ``--out`` holding other settings' predictions) stops with one line, exit status 2.
 
-The student sees exactly what it saw in training (``training.student``): the same prompt
+The student sees exactly what it saw in training (``student.inputs``): the same prompt
 (``prompts/student.txt``) and media handling (``media``): 8 frames at segment centres as one video,
 and the 10 s audio window centred on the clip, mono 16 kHz; a still image (OmniBench) goes in as an
-image; frames pass through the same JPEG encoding the corpus uses. Two backends produce the text:
-``hf`` (``model.generate`` here, batched with left padding) and ``openai`` (any OpenAI-compatible
-server, the same prompt and media sent by ``evaluation.api_generator``). Each output is scored twice
+image; frames pass through the same JPEG encoding the corpus uses. Three backends produce the text:
+``hf`` (``model.generate`` here, batched with left padding), ``vllm`` (vLLM servers this command
+starts and stops, ``evaluation.vllm_backend``) and ``openai`` (any OpenAI-compatible server); the
+last two send the same prompt, media and layout (``evaluation.api_generator``): an aligned clip goes
+as one lossless video with its sound, and what vLLM still does differently is written to
+``run.json`` (``backend.differs_from_hf``). ``report.json`` records the run's pace (``throughput``:
+items/s, and generated tokens/s where counted). Each output is scored twice
 (``evaluation.scoring``): the *exact* rule (the chosen option, an option-text answer matched to its
 option, never misread as a letter) and the benchmark's *official* rule (letter, or MMAU/MMAR's
 token-set match); items whose published answer is not an option are unscorable (listed, counted).
@@ -46,6 +51,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,7 +62,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from configs import UserError, apply_overrides, config_error, missing_model, read_yaml, set_dotted, user_errors
-from evaluation.api_generator import JPEG_KEY, OpenAIGenerator, suppress_bias
+from evaluation.api_generator import OpenAIGenerator
 from evaluation.benchmarks import (
     LOADERS,
     BenchItem,
@@ -70,6 +76,7 @@ from evaluation.report import load_difficulty, render_markdown, summarize
 from evaluation.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 from media import MediaSettings, load_clip
 from media.files import jpeg_bytes
+from student.served import ALIGNED_DIFFERENCE, JPEG_KEY, suppress_bias
 
 log = logging.getLogger("avrt.evaluate")
 
@@ -147,7 +154,7 @@ def make_sample(item: BenchItem, media: ItemMedia, setting: str):
 
     The ablations drop the frames (``a``) or the audio (``v``); question, options and prompt stay.
     """
-    from training.student import StudentSample
+    from student.inputs import StudentSample
 
     if "v" in setting and media.frames is None:
         return f"frames: {media.frames_error or 'not loaded'}"
@@ -168,18 +175,21 @@ class Generator(Protocol):
     def generate(self, samples: Sequence[Any]) -> list[str | Exception]: ...
 
 
+def resolve_dtype(dtype: str, on_gpu: bool) -> str:
+    """``--dtype``, where ``auto`` is bf16 on a GPU and fp32 on CPU (both backends)."""
+    return dtype if dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+
+
 def load_student(path: str | Path, device: str = "auto", dtype: str = "auto"):
     """``(model, processor)``: a thinker checkpoint, or the thinker of a full Qwen2.5-Omni / Qwen3-Omni one."""
     import torch
     from transformers import AutoConfig, AutoProcessor
 
-    from training.student_family import family_of, without_router_loss
+    from student.family import family_of, without_router_loss
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    torch_dtype = getattr(torch, dtype)
+    torch_dtype = getattr(torch, resolve_dtype(dtype, device.startswith("cuda")))
     config = AutoConfig.from_pretrained(path)
     family = family_of(config)
     if config.model_type == family.full_model_type:
@@ -197,7 +207,7 @@ class HFGenerator:
     """Batched ``model.generate`` on the student's inputs (left padding, media tokens suppressed)."""
 
     def __init__(self, model, processor, decoding: Decoding, system: str | None = None, layout: str = "aligned"):
-        from training.student import generation_suppress_tokens
+        from student.inputs import generation_suppress_tokens
 
         self.model, self.processor, self.decoding, self.system = model, processor, decoding, system
         self.layout = layout
@@ -208,7 +218,7 @@ class HFGenerator:
     def generate(self, samples: Sequence[Any]) -> list[str]:
         import torch
 
-        from training.student import build_inputs
+        from student.inputs import build_inputs
 
         inputs = build_inputs(self.processor, samples, system=self.system, layout=self.layout)
         self.last_inputs = inputs
@@ -231,6 +241,7 @@ class HFGenerator:
 # ---------------------------------------------------------------- predictions file
 
 PREDICTIONS = "predictions.jsonl"
+EXIT_PENDING = 3  # predictions left for a re-run (a server stopped answering), as build-avrt's pending samples
 RUN_FILE = "run.json"
 SCORING_VERSION = "exact+official/2"  # rows scored before this version are not mixed with new ones
 
@@ -284,7 +295,10 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
                       for it in batch]
             for setting in need:
                 pending = [(it, md) for it, md in zip(batch, loaded) if (it.id, setting) not in done]
-                rows = _predict(pending, setting, generator, rule)
+                rows, unanswered = _predict(pending, setting, generator, rule)
+                if unanswered:
+                    log.warning("%d prediction(s) left for a re-run, no answer from the server(s): %s",
+                                len(unanswered), unanswered[0])
                 for row in rows:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 handle.flush()
@@ -294,8 +308,19 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
     return [r for r in read_predictions(path) if (r["id"], r["modality"]) in wanted]
 
 
+def unanswered(output: Any) -> bool:
+    """A request that got no answer for transport (a server down, timing out, overloaded): not a
+    verdict on the item, which is left for a re-run rather than scored (``teachers.client``)."""
+    if not isinstance(output, Exception):
+        return False
+    from teachers.client import CallPending, EndpointError
+
+    return isinstance(output, (CallPending, EndpointError))
+
+
 def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, generator: Generator,
-             rule: str) -> list[dict[str, Any]]:
+             rule: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of ``pending`` in ``setting``, and the reasons of those left without an answer (no row)."""
     samples = [(item, make_sample(item, media, setting)) for item, media in pending]
     runnable = [(item, s) for item, s in samples if not isinstance(s, str)]
     started = time.perf_counter()
@@ -303,8 +328,11 @@ def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, gener
     seconds = (time.perf_counter() - started) / max(1, len(runnable))
     by_id = {item.id: text for (item, _), text in zip(runnable, outputs)}
     tokens = dict(zip((item.id for item, _ in runnable), getattr(generator, "new_tokens", []) or []))
-    rows = []
+    rows, left = [], []
     for item, sample in samples:
+        if unanswered(by_id.get(item.id)):
+            left.append(getattr(by_id[item.id], "reason", str(by_id[item.id])))
+            continue
         row = {"id": item.id, "modality": setting, "category": item.category, "tags": dict(item.tags),
                "gold": item.answer, "gold_text": item.answer_text,
                "unscorable": None if item.scorable else "published answer is not one of the options"}
@@ -321,14 +349,14 @@ def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, gener
                        correct_official=scored.correct_official, error=None,
                        new_tokens=tokens.get(item.id), seconds=round(seconds, 3))
         rows.append(row)
-    return rows
+    return rows, left
 
 
 # ---------------------------------------------------------------- CLI
 
 def _prompt_info(system: str | None) -> dict[str, Any]:
     from prompts import load_prompt, prompt_sha256
-    from training.student import PROMPT_NAME
+    from student.inputs import PROMPT_NAME
 
     return {"name": PROMPT_NAME, "sha256": prompt_sha256(load_prompt(PROMPT_NAME)), "system": system}
 
@@ -343,7 +371,8 @@ FLAGS: dict[str, str] = {
     "model": "model", "benchmark": "benchmark", "data": "data", "media_root": "media_root", "backend": "backend",
     "base_url": "server.base_url", "served_model": "server.served_model", "max_in_flight": "server.max_in_flight",
     "request_timeout": "server.timeout_s", "retries": "server.retries", "api_key_env": "server.api_key_env",
-    "mm_processor_kwargs": "server.mm_processor_kwargs",
+    "mm_processor_kwargs": "server.mm_processor_kwargs", "gpus": "gpus", "vllm_python": "vllm_python",
+    "export_cache": "export_cache",
     "modalities": "modalities", "limit": "limit", "out": "out", "difficulty_from": "difficulty_from",
     "batch_size": "decoding.batch_size", "max_new_tokens": "decoding.max_new_tokens",
     "temperature": "decoding.temperature", "top_p": "decoding.top_p", "top_k": "decoding.top_k",
@@ -361,9 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. decoding.max_new_tokens=1024 (repeatable)")
     parser.add_argument("--model",
-                        help="hf backend: student checkpoint dir (thinker or full Qwen2.5-Omni / Qwen3-Omni). openai backend: "
-                             "optional local copy of the served model's tokenizer (its media tokens are then "
-                             "suppressed with logit_bias, as the hf backend suppresses them)")
+                        help="hf and vllm backends: student checkpoint dir (thinker or full Qwen2.5-Omni / Qwen3-Omni). "
+                             "openai backend: optional local copy of the served model's tokenizer (its media tokens "
+                             "are then suppressed with logit_bias, as the hf backend suppresses them)")
     parser.add_argument("--benchmark", choices=sorted(LOADERS), help="benchmark format of --data")
     parser.add_argument("--data", type=Path, nargs="+",
                         help="the published annotation file, the folder it was downloaded to, or several parquet "
@@ -372,9 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the media live (AVQA: video dir, default data/video of the repository; "
                              "Daily-Omni: Videos/; OmniBench: dir holding mm_data/; MMAR/MMAU: dir the audio paths "
                              "are relative to). Default: the published layout around --data")
-    parser.add_argument("--backend", choices=("hf", "openai"),
-                        help="hf (default): transformers generate in this process; openai: an OpenAI-compatible "
-                             "server (vLLM, transformers serve) given by --base-url and --served-model")
+    parser.add_argument("--backend", choices=("hf", "openai", "vllm"),
+                        help="hf (default): transformers generate in this process; vllm: vLLM servers started here "
+                             "from --model (a trainer checkpoint, exported first, or an export), stopped at the end; "
+                             "openai: an OpenAI-compatible server you run (vLLM, transformers serve) given by "
+                             "--base-url and --served-model")
+    parser.add_argument("--gpus", help="vllm backend: GPUs, one server each, items spread over them (e.g. 0,1,2,3); "
+                                       "default one server (on the GPU, else on CPU)")
+    parser.add_argument("--vllm-python", help="vllm backend: a Python with vLLM installed (default .venv-vllm)")
+    parser.add_argument("--export-cache", type=Path,
+                        help="vllm backend: where trainer checkpoints are exported, once per content "
+                             "(default outputs/export-cache)")
     parser.add_argument("--base-url", help="openai backend: server URL ending in /v1")
     parser.add_argument("--served-model", help="openai backend: the model name the server serves")
     parser.add_argument("--max-in-flight", type=int, help="openai backend: requests in flight (default 16)")
@@ -404,11 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-seconds", type=float,
                         help="length of the centred audio window (default 10, as in training; the student caps at 30)")
     parser.add_argument("--layout", choices=("aligned", "separate"),
-                        help="hf backend: audio/video layout, as the student was trained (the trainer's av_layout; "
-                             "default aligned); the openai backend always sends the separate layout")
+                        help="audio/video layout, as the student was trained (the trainer's av_layout; default "
+                             "aligned: the openai backend then needs vLLM started with --trust-request-mm-kwargs)")
     parser.add_argument("--system", help="system prompt (default none, as in training)")
     parser.add_argument("--device", help="hf backend: cuda, cpu or auto (default)")
-    parser.add_argument("--dtype", help="hf backend: bfloat16, float16, float32 or auto (default: bf16 on GPU)")
+    parser.add_argument("--dtype", help="hf and vllm backends: bfloat16, float16, float32 or auto (default: bf16 "
+                                        "on GPU, fp32 on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --out")
     parser.add_argument("--quiet", action="store_true", help="less logging")
     return parser
@@ -429,17 +467,61 @@ def parse_config(argv: Sequence[str] | None = None) -> EvalConfig:
 
 
 def _backend(config: EvalConfig) -> dict[str, Any]:
-    """What the predictions are made with (recorded in run.json and the report)."""
-    if config.backend == "openai":
-        return {"kind": "openai", "base_url": config.server.base_url, "served_model": config.server.served_model,
-                "tokenizer": str(Path(config.model).resolve()) if config.model else None,
-                "layout": "separate", "mm_processor_kwargs": config.server.mm_processor_kwargs}
-    return {"kind": "hf", "model": str(Path(config.model).resolve())}
+    """What the predictions are made with (recorded in run.json and the report; a re-run resumes only
+    with the same, so where the servers run is not part of it)."""
+    if config.backend == "hf":
+        return {"kind": "hf", "model": str(Path(config.model).resolve())}
+    if config.backend == "vllm":
+        backend = {"kind": "vllm", "model": str(Path(config.model).resolve()), "layout": config.layout}
+    else:
+        backend = {"kind": "openai", "base_url": config.server.base_url, "served_model": config.server.served_model,
+                   "tokenizer": str(Path(config.model).resolve()) if config.model else None,
+                   "layout": config.layout, "mm_processor_kwargs": config.server.mm_processor_kwargs}
+    if config.layout == "aligned":
+        backend["differs_from_hf"] = ALIGNED_DIFFERENCE
+    return backend
 
 
-def _generator(config: EvalConfig, decoding: Decoding) -> Generator:
+def _vllm_generator(config: EvalConfig, decoding: Decoding, out: Path, stack: ExitStack) -> OpenAIGenerator:
+    """Servers of our own (``evaluation.vllm_backend``), stopped when ``stack`` closes, and a generator
+    that spreads the items over them."""
+    import torch
+    from transformers import AutoProcessor
+
+    from evaluation.vllm_backend import (
+        MAX_NUM_SEQS,
+        SERVED_NAME,
+        SERVER_DIR,
+        parse_gpus,
+        served_checkpoint,
+        vllm_servers,
+    )
+    from serving.vllm_server import ServerFailed, VllmNotFound
+
+    gpus = parse_gpus(config.gpus)
+    on_gpu = bool(gpus) or torch.cuda.is_available()
+    checkpoint, exported = served_checkpoint(config.model, config.export_cache)
+    if exported:
+        log.info("exported %s for vLLM: %s", config.model, checkpoint)
+    log.info("starting %d vLLM server(s) (logs: %s)", max(1, len(gpus)), out / SERVER_DIR)
+    try:
+        servers = stack.enter_context(vllm_servers(checkpoint, gpus, out / SERVER_DIR,
+                                                   resolve_dtype(config.dtype, on_gpu), on_gpu, config.vllm_python,
+                                                   config.server.timeout_s))
+    except (VllmNotFound, ServerFailed) as err:
+        raise SystemExit(f"error: {err}") from None
+    server = config.server.model_copy(update={"base_url": servers[0].base_url, "served_model": SERVED_NAME,
+                                              "max_in_flight": MAX_NUM_SEQS["gpu" if on_gpu else "cpu"]})
+    return OpenAIGenerator(server, decoding, system=config.system, logit_bias=suppress_bias(str(checkpoint)),
+                           processor=AutoProcessor.from_pretrained(checkpoint), layout=config.layout,
+                           base_urls=[s.base_url for s in servers])
+
+
+def _generator(config: EvalConfig, decoding: Decoding, out: Path, stack: ExitStack) -> Generator:
     """The backend's generator; a model or tokenizer that cannot be loaded is a ``UserError``."""
     try:
+        if config.backend == "vllm":
+            return _vllm_generator(config, decoding, out, stack)
         if config.backend == "openai":
             processor = None
             if config.server.mm_processor_kwargs:
@@ -447,7 +529,7 @@ def _generator(config: EvalConfig, decoding: Decoding) -> Generator:
 
                 processor = AutoProcessor.from_pretrained(config.model)
             return OpenAIGenerator(config.server, decoding, system=config.system, logit_bias=suppress_bias(config.model),
-                                   processor=processor)
+                                   processor=processor, layout=config.layout)
         model, processor = load_student(config.model, config.device, config.dtype)
     except (OSError, ValueError) as err:
         raise UserError(f"--model {config.model}: cannot load it ({type(err).__name__}: {err})") from None
@@ -472,8 +554,10 @@ def _load_items(config: EvalConfig) -> tuple[list[BenchItem], list[Path]]:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the CLI and return the report (``main`` is the console entry point).
 
-    Raises ``UserError`` on bad input (``main`` makes it one line and exit status 2), and exits non-zero
-    (``SystemExit``) after writing the report when every item of a setting failed: such a run is not a result."""
+    Raises ``UserError`` on bad input (``main`` makes it one line and exit status 2); after writing the
+    report, exits non-zero (``SystemExit``) with ``EXIT_PENDING`` when predictions are left for a re-run
+    (no answer from the servers: never scored), and when every item of a setting failed: such a run is
+    not a result."""
     config = parse_config(argv)
     if problem := missing_model(config.model):  # a local folder that is not there: never ask the hub
         raise UserError(problem)
@@ -498,24 +582,27 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "prompt": _prompt_info(config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
     if config.backend == "hf" and config.layout != "aligned":
         run["layout"] = config.layout
-    if config.backend == "openai" and config.layout == "aligned":
-        log.warning("note: the openai backend sends the separate layout (frames as a video, audio as its own "
-                    "part); the hf backend's default is aligned: compare the two with --layout separate")
     check_run(out, run, config.overwrite)
 
-    generator = _generator(config, decoding)
-    started = time.perf_counter()
-    rows = evaluate(items, generator, modalities, out, rule, batch_size=config.batch_size, media=config.media)
+    before = {(r["id"], r["modality"]) for r in read_predictions(out / PREDICTIONS)}
+    with ExitStack() as stack:  # the vllm backend's servers stop when it closes (also on Ctrl-C and SIGTERM)
+        generator = _generator(config, decoding, out, stack)
+        batch_size = (config.decoding.batch_size or generator.in_flight) if config.backend == "vllm" else config.batch_size
+        started = time.perf_counter()
+        rows = evaluate(items, generator, modalities, out, rule, batch_size=batch_size, media=config.media)
+        seconds = time.perf_counter() - started
     difficulty = load_difficulty(config.difficulty_from) if config.difficulty_from else None
     meta = {"benchmark": config.benchmark, "model": model_name, "backend": backend, "data": run["data"],
             "n_items": len(items),
             "scoring": {"exact": RULE_DOC["exact"], "official": f"{rule}: {RULE_DOC[rule]}"},
             "prompt": run["prompt"], "media": run["media"],
             "decoding": decoding.describe(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_seconds_this_run": round(time.perf_counter() - started, 1)}
+            "wall_seconds_this_run": round(seconds, 1), "throughput": throughput(rows, before, seconds)}
     report = summarize(rows, meta, difficulty, str(config.difficulty_from) if config.difficulty_from else None)
     failed = [name for name, summary in report["settings"].items() if summary["all_failed"]]
-    report["status"] = "failed: every item failed in " + ", ".join(failed) if failed else "ok"
+    left = len(items) * len(modalities) - len(rows)
+    report["status"] = ("failed: every item failed in " + ", ".join(failed) if failed
+                        else f"incomplete: {left} predictions left for a re-run" if left else "ok")
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render_markdown(report))
     for setting, summary in report["settings"].items():
@@ -524,11 +611,31 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"disagreements {len(summary['disagreements'])}, parse failures {summary['parse_failure_rate']}, "
               f"media errors {summary['media_errors']}, generation errors {summary['generation_errors']})")
     print(f"report: {out / 'report.md'}")
+    if left:
+        logs = f"; server logs: {out / 'servers'}" if config.backend == "vllm" else ""
+        print(f"error: {left} of {len(items) * len(modalities)} predictions got no answer from the server(s) (see the "
+              f"warnings above{logs}). The {len(rows)} written are kept, and none is scored from a failed request: "
+              "run the same command again to finish the rest", file=sys.stderr)
+        raise SystemExit(EXIT_PENDING)
     if failed:
         first = next(r["error"] for r in rows if r.get("error"))
         raise SystemExit(f"error: every item failed in setting(s) {', '.join(failed)}: this is not a result "
                          f"(first error: {first}). Check --media-root / --base-url; report: {out / 'report.md'}")
     return report
+
+
+def throughput(rows: Sequence[dict[str, Any]], before: set[tuple[str, str]], seconds: float) -> dict[str, Any]:
+    """This run's pace: items (all their settings) and predictions made per second, and generated tokens
+    per second where the backend counts them (``new_tokens``: the hf backend, and servers that report
+    their usage, vLLM's)."""
+    new = [r for r in rows if (r["id"], r["modality"]) not in before and r.get("error") is None]
+    tokens = [r["new_tokens"] for r in new if isinstance(r.get("new_tokens"), int)]
+    pace = {"items": len({r["id"] for r in new}), "predictions": len(new), "seconds": round(seconds, 2),
+            "new_tokens": sum(tokens) if tokens else None}
+    per_s = max(seconds, 1e-9)
+    pace.update(items_per_s=round(pace["items"] / per_s, 3), predictions_per_s=round(len(new) / per_s, 3),
+                new_tokens_per_s=round(sum(tokens) / per_s, 1) if tokens else None)
+    return pace
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -132,7 +132,10 @@ def _question(spec: ClipSpec, kind: str, rng: random.Random) -> tuple[str, list[
     return question, options, correct, qtype
 
 
-def make_specs(n: int, seed: int = 0) -> list[ClipSpec]:
+def make_specs(n: int, seed: int = 0, seconds: float | None = None,
+               size: tuple[int, int] | None = None) -> list[ClipSpec]:
+    """``n`` clip specs; their lengths cycle through ``LENGTHS`` unless ``seconds`` gives one length;
+    ``size``: (width, height) instead of the default 320x240."""
     rng = random.Random(seed)
     specs = []
     for i in range(n):
@@ -140,21 +143,24 @@ def make_specs(n: int, seed: int = 0) -> list[ClipSpec]:
         specs.append(
             ClipSpec(
                 name=f"syn{i:04d}_{i * 10:06d}",
-                seconds=LENGTHS[i % len(LENGTHS)],
+                seconds=seconds or LENGTHS[i % len(LENGTHS)],
                 colour=rng.choice(list(COLOURS)),
                 sound=sound,
                 pitch=rng.choice(list(PITCHES)),
+                **({"width": size[0], "height": size[1]} if size else {}),
             )
         )
     return specs
 
 
-def write_dataset(out: Path, n: int = 12, seed: int = 0, odd: bool = False) -> Path:
-    """Write clips, ``manifest.jsonl`` and ``avqa.json`` under ``out``; return the manifest path."""
+def write_dataset(out: Path, n: int = 12, seed: int = 0, odd: bool = False, seconds: float | None = None,
+                  size: tuple[int, int] | None = None) -> Path:
+    """Write clips (of ``seconds`` each, else of ``LENGTHS``; of ``size``), ``manifest.jsonl`` and
+    ``avqa.json`` under ``out``; return the manifest path."""
     out = Path(out)
     rng = random.Random(seed + 1)
     manifest, avqa = [], []
-    specs = make_specs(n, seed)
+    specs = make_specs(n, seed, seconds, size)
     for i, (spec, video) in enumerate(zip(specs, write_clips(specs, out / "videos"))):
         kind = ["visual", "audio", "audio-visual"][i % 3]
         question, choices, correct, qtype = _question(spec, kind, rng)

@@ -19,7 +19,8 @@ this module:
   this process's environment, and a server that sets them without a secret is refused;
 * **readiness**: ``/health`` answers 200 and ``/v1/models`` lists the served name;
 * **logs**: one file per server; a server that dies or never gets ready is reported with its tail;
-* **stopping**: each server runs in its own process group; SIGTERM, then SIGKILL after a grace time.
+* **stopping**: each server runs in its own process group; SIGTERM, then SIGKILL after a grace time;
+  :func:`sigterm_as_exit` makes a SIGTERM to the starting process stop its servers as Ctrl-C does.
 
 ``with VllmServer(...) as server:`` starts one server, waits until it is ready and stops it on exit;
 :func:`start_all` / :func:`wait_ready` / :func:`stop_all` do the same for several in parallel::
@@ -41,10 +42,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,3 +323,21 @@ def stop_all(servers: Sequence[VllmServer], grace_s: float = 30.0) -> None:
             except ProcessLookupError:
                 pass
             process.wait()
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread, so that cleanup (stopping
+    the servers this process started) runs as it does for Ctrl-C; outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

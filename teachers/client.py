@@ -6,7 +6,8 @@ Public surface (also used outside the pipeline)::
     result = await client.chat(messages)                       # -> ChatResult(content, reasoning, finish_reason, raw)
     await client.close()
 
-``chat`` spreads requests over the replicas in ``base_urls`` (least in flight first) and never has
+``chat`` spreads requests over the replicas in ``base_urls`` (least in flight first, a replica whose
+last attempt failed for transport last: a retry goes to the others) and never has
 more than ``max_in_flight`` requests in flight per replica: this semaphore is the pipeline's only
 concurrency bound (``flows.execution`` shares one client per endpoint across every shard of a
 process). ``messages`` may be a zero-argument callable, called once a slot is held, so a large
@@ -84,6 +85,7 @@ class ChatResult:
     reasoning: str  # reasoning, wherever the server or the model put it
     finish_reason: str | None
     raw: str = ""  # the message content exactly as returned
+    completion_tokens: int | None = None  # tokens generated, when the server reports its usage
 
     def to_dict(self) -> dict[str, Any]:
         return {"content": self.content, "reasoning": self.reasoning, "finish_reason": self.finish_reason, "raw": self.raw}
@@ -128,6 +130,7 @@ class _Replica:
     limit: asyncio.Semaphore
     in_flight: int = 0
     last_success: float = float("-inf")  # monotonic time of the last answered request
+    failing: bool = False  # its last attempt failed for transport: tried after the others
 
 
 @dataclass
@@ -169,7 +172,7 @@ class ModelClient:
                    backoff_s=backoff_s)
 
     def _pick(self) -> _Replica:
-        return min(self._replicas, key=lambda r: (r.in_flight, random.random()))
+        return min(self._replicas, key=lambda r: (r.failing, r.in_flight, random.random()))
 
     async def chat(self, messages: Messages | Callable[[], Messages], extra_body: dict | None = None) -> ChatResult:
         """One chat completion (``extra_body``: further request fields for this call only); raises a
@@ -214,16 +217,16 @@ class ModelClient:
                         raise EndpointError(replica.url, "does not speak the OpenAI chat protocol (the answer is not "
                                                          f"JSON: {self._scrub(err.doc)[:120]!r})") from None
                     del payload
-                replica.last_success = time.monotonic()
+                replica.last_success, replica.failing = time.monotonic(), False
                 return replica.url, response
             except TRANSIENT as err:
-                last_error = self._describe(err)
+                last_error, replica.failing = self._describe(err), True
             except openai.APIStatusError as err:
                 if err.status_code in ENDPOINT_STATUS:
                     raise EndpointError(replica.url, f"{ENDPOINT_STATUS[err.status_code]} ({self._describe(err)}) "
                                                      f"for model {self.model!r}") from None
                 if err.status_code in TRANSIENT_STATUS:
-                    last_error = self._describe(err)
+                    last_error, replica.failing = self._describe(err), True
                 else:
                     raise RequestRejected(f"{self.model}: request rejected ({self._describe(err)})") from None
             except openai.APIResponseValidationError as err:
@@ -249,8 +252,10 @@ class ModelClient:
                                      f"{self._scrub(str(shown))[:120]!r})")
         reasoning, content = split_reasoning(message)
         raw = message.get("content")
+        tokens = (response.get("usage") or {}).get("completion_tokens")
         return ChatResult(content=content, reasoning=reasoning, finish_reason=first.get("finish_reason"),
-                          raw=raw if isinstance(raw, str) else "")
+                          raw=raw if isinstance(raw, str) else "",
+                          completion_tokens=tokens if isinstance(tokens, int) else None)
 
     def _describe(self, err: Exception) -> str:
         refused = _connection_failure(err)

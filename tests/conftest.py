@@ -149,7 +149,7 @@ def transformers_server(tiny_models, tmp_path_factory):
 
 def prompt_lengths(batch) -> list[int]:
     """Number of prompt tokens per row of a training batch (labels masked from the left)."""
-    from training.student import IGNORE_INDEX
+    from student.inputs import IGNORE_INDEX
 
     lengths = []
     for labels, mask in zip(batch["labels"], batch["attention_mask"]):
@@ -163,7 +163,7 @@ def assert_positions_are_the_models(model, processor, samples, aligned, completi
     layout (``aligned[row]``); returns the batch."""
     import torch
 
-    from training.student import build_inputs
+    from student.inputs import build_inputs
 
     batch = build_inputs(processor, samples, completions)
     for row, (sample, flag) in enumerate(zip(samples, aligned)):

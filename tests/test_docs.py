@@ -136,6 +136,8 @@ COMMANDS: list[tuple[str, str]] = [
     (r"^S=", "sets $S for the lines below it"),
     (r"^export AVRT_ROLLOUT_SECRET=", "sets the rollout servers' secret for the GPU lines below it (the guard runs on "
                                       "CPU in tests/test_rollout_vllm.py)"),
+    (r"--backend vllm", "starts vLLM servers on GPUs; tests/test_evaluate_vllm.py runs the backend's servers with a "
+                        "stand-in vLLM, and tests/test_real_vllm.py the same requests on real vLLM (openai backend)"),
     (r"--backend openai", "tests/test_real_vllm.py::test_student_served_by_vllm_answers_as_the_hf_backend "
                           "runs the openai backend on vLLM serving the tiny export; avrt-3b needs GPUs"),
     (r"configs/teachers/paper\.yaml|outputs/teachers\.yaml", PAPER),

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from student.inputs import MEDIA_KEYS, StudentSample, build_inputs
 from tests.conftest import STUDENT_FAMILIES
 from training.encoders import EncodedMedia, count_encodings, enable_encoded_audio, encode_media, encoded_kwargs
-from training.student import MEDIA_KEYS, StudentSample, build_inputs
 from training.train_config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ TINY = ROOT / "configs" / "train" / "tiny.yaml"
 def student(request, tiny_models):
     from transformers import AutoProcessor
 
-    from training.student_family import family_of
+    from student.family import family_of
 
     path = request.getfixturevalue("tiny_qwen3_omni") if request.param == "qwen3-omni" else tiny_models["omni"]
     model = family_of(path).thinker_class().from_pretrained(path).eval()

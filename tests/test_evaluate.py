@@ -28,8 +28,8 @@ from evaluation.evaluate import (
     read_predictions,
     run,
 )
+from student.inputs import build_inputs, generation_suppress_tokens
 from tests.scripted_server import Reply
-from training.student import build_inputs, generation_suppress_tokens
 
 FAST = Decoding(max_new_tokens=6)
 
@@ -381,10 +381,11 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
 
     import soundfile as sf
 
-    from evaluation.api_generator import OpenAIGenerator, api_messages, suppress_bias
+    from evaluation.api_generator import OpenAIGenerator
     from evaluation.benchmarks import load_benchmark
     from evaluation.config import Decoding, ServerConfig
-    from training.student import student_prompt
+    from student.inputs import student_prompt
+    from student.served import api_messages, suppress_bias
 
     scripted_server.set_handler("student", lambda request: "<think>t</think><answer>C major chord on a piano</answer>")
     bias = suppress_bias(str(tiny_models["omni"]))
@@ -406,15 +407,26 @@ def test_openai_backend_sends_the_student_input_and_scores_like_local(layouts, s
     png = Image.open(io.BytesIO(base64.b64decode(parts[0]["image_url"]["url"].split(",", 1)[1])))
     assert np.array_equal(np.asarray(png), np.asarray(media.frames[0]))
 
-    # a video item: the 8 frames as one video of JPEGs, the very bytes the local backend decoded
+    # a video item, separate: the 8 frames as one video of JPEGs, the very bytes the local backend decoded
     video_item = load_manifest(synthetic_data / "manifest.jsonl")[0]
     video_media = load_item_media(video_item)
-    (part, audio, text) = api_messages(make_sample(video_item, video_media, "av"))[0]["content"]
+    (part, audio, text) = api_messages(make_sample(video_item, video_media, "av"), layout="separate")[0]["content"]
     url = part["video_url"]["url"]
     assert part["type"] == "video_url" and url.startswith("data:video/jpeg;base64,")
     frames = [Image.open(io.BytesIO(base64.b64decode(b))) for b in url.split(",", 1)[1].split(",")]
     assert len(frames) == 8 and all(np.array_equal(np.asarray(f), np.asarray(g))
                                     for f, g in zip(frames, video_media.frames))
+
+    # aligned (the generator's default, as the hf backend's): one lossless clip with its sound, and
+    # vLLM's audio-in-video kwargs; the a and v settings have nothing to align
+    scripted_server.reset_counts()
+    evaluate([video_item], generator, ["av", "a", "v"], tmp_path / "aligned", "letter")
+    by_parts = {tuple(p["type"] for p in r["messages"][0]["content"]): r for r in scripted_server.requests}
+    assert set(by_parts) == {("video_url", "text"), ("input_audio", "text")}, "av: one video; a: audio; v: one video"
+    aligned = next(r for r in scripted_server.requests if r.get("mm_processor_kwargs"))
+    assert aligned["messages"][0]["content"][0]["video_url"]["url"].startswith("data:video/x-matroska;base64,")
+    assert aligned["mm_processor_kwargs"]["use_audio_in_video"] is True
+    assert sum(bool(r.get("mm_processor_kwargs")) for r in scripted_server.requests) == 1
 
     # a request that fails for good is that item's error, not the run's
     scripted_server.queue("student", Reply(status=400))
@@ -499,5 +511,10 @@ def test_config_file_overrides_and_flags_and_trainer_defaults(tmp_path, capsys):
     served = parse_config(["--benchmark", "mmar", "--data", str(tmp_path), "--backend", "openai",
                            "--base-url", "http://h:1/v1", "--served-model", "s", "--max-in-flight", "3"])
     assert served.batch_size == 3, "openai: a batch is what can be in flight"
+    from evaluation.evaluate import _backend
+
+    recorded = _backend(served)  # run.json's backend: the trainer's layout, and what vLLM still does differently
+    assert recorded["layout"] == "aligned" and "2 fps" in recorded["differs_from_hf"]
+    assert "differs_from_hf" not in _backend(served.model_copy(update={"layout": "separate"}))
     with pytest.raises(UserError, match="decoding.nonsense: unknown key"):
         parse_config(["--config", "configs/eval/avqa.yaml", "--set", "decoding.nonsense=1"])

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from evaluation.export_student import FULL_ARCHITECTURE, export_student, main
+from evaluation.export_student import main
+from student.export import FULL_ARCHITECTURE, export_student
 
 # vLLM 0.33's registry maps these two names to its Qwen2.5-Omni thinker implementation (FACTS.md).
 VLLM_OMNI_ARCHITECTURES = {"Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration"}
@@ -40,7 +41,7 @@ def test_export_reloads_in_transformers_with_identical_logits(exported, tiny_mod
 
     from evaluation.benchmarks import load_manifest
     from evaluation.evaluate import load_item_media, load_student, make_sample
-    from training.student import build_inputs
+    from student.inputs import build_inputs
 
     thinker, processor = load_student(tiny_models["omni"], device="cpu")
     full = Qwen2_5OmniForConditionalGeneration.from_pretrained(exported)

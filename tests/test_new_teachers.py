@@ -178,7 +178,7 @@ def test_vllm_accepts_every_new_teachers_serve_command_and_request(asked, tiny_q
     python = project_python()
     if python is None:
         pytest.skip("no vLLM environment (.venv-vllm: make vllm-env)")
-    from evaluation.export_student import export_student
+    from student.export import export_student
 
     export = export_student(tiny_qwen3_omni, tmp_path / "export")
     spec = {"serve": {name: _serve_flags(name, tmp_path, capsys) for name in NEW},

@@ -35,7 +35,7 @@ READY_TIMEOUT_S = 420  # two servers starting together on 2 loaded cores
 @pytest.fixture(scope="module")
 def vllm_models(tmp_path_factory) -> dict[str, Path]:
     """The vllm-tiny student/teacher exported as a full Omni checkpoint, and the tiny merger."""
-    from evaluation.export_student import export_student
+    from student.export import export_student
     from training.tiny_models import build_all
 
     out = tmp_path_factory.mktemp("vllm-tiny")
@@ -50,6 +50,17 @@ def clips(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("clips")
     write_dataset(out, n=8, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ten_second_clips(tmp_path_factory) -> Path:
+    """Eight synthetic clips of 10 s (manifest.jsonl): vLLM re-samples a video at 2 fps, so shorter
+    clips would reach it with fewer than 8 frames in the aligned layout."""
+    from media.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("clips-10s")
+    write_dataset(out, n=8, seed=1, seconds=10.0)
     return out
 
 
@@ -158,28 +169,33 @@ def test_the_documented_cpu_smoke_path_runs_as_written(launched, vllm_models, cl
     assert report["n_items"] == 8 and report["settings"]["av"]["generation_errors"] == 0
 
 
-def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models, clips, tmp_path):
-    """Same exported student, same 8 clips (frames and audio), greedy, fp32 on both sides (the
-    profile's ``--dtype float32``): vLLM (``--backend openai``) writes what ``--backend hf`` writes.
-
-    Both use the ``separate`` layout (the API cannot carry the trainer's ``aligned`` layout with the
-    very same frames), and vLLM gets the hf backend's frame size and fps (``--mm-processor-kwargs``).
-    One difference is left and not compared: byte-level tokens that end an answer without completing
-    a UTF-8 character are U+FFFD in transformers' decoding and held back by vLLM's detokenizer.
+def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models, ten_second_clips, tmp_path):
+    """Same exported student, same 8 clips of 10 s, greedy, fp32 on both sides (the profile's ``--dtype
+    float32``): vLLM (``--backend openai``) writes what ``--backend hf`` writes, in the default
+    ``aligned`` layout (one lossless clip with its sound, ``student.served``) in the av, a and v
+    settings, and in the ``separate`` layout (av). vLLM gets the hf backend's frame size and fps
+    (``--mm-processor-kwargs``). One difference is left and not compared: byte-level tokens that end
+    an answer without completing a UTF-8 character are U+FFFD in transformers' decoding and held
+    back by vLLM's detokenizer.
     """
     from evaluation.evaluate import PREDICTIONS, read_predictions, run
 
     config = yaml.safe_load(launched["config"].read_text())
-    common = ["--benchmark", "manifest", "--data", str(clips / "manifest.jsonl"), "--max-new-tokens", "12",
-              "--quiet", "--modalities", "av", "--layout", "separate", "--model", str(vllm_models["export"])]
-    run([*common, "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "hf")])
-    run([*common, "--backend", "openai", "--base-url", config["vision_teacher"]["base_url"],
-         "--served-model", "tiny-omni", "--mm-processor-kwargs", "--max-in-flight", "4", "--out", str(tmp_path / "openai")])
-    predictions = {}
-    for name in ("hf", "openai"):
-        rows = read_predictions(tmp_path / name / PREDICTIONS)
-        assert all(r["error"] is None for r in rows), rows
-        predictions[name] = {(r["id"], r["modality"]): (r["output"].rstrip("\ufffd"), r["letter"]) for r in rows}
-    assert len(predictions["hf"]) == 8
-    assert len({text for text, _ in predictions["hf"].values()}) >= 4  # distinct answers: the inputs matter
-    assert predictions["openai"] == predictions["hf"]
+    for layout, modalities in (("aligned", "av,a,v"), ("separate", "av")):
+        common = ["--benchmark", "manifest", "--data", str(ten_second_clips / "manifest.jsonl"), "--max-new-tokens",
+                  "12", "--quiet", "--modalities", modalities, "--model", str(vllm_models["export"])]
+        common += ["--layout", layout] if layout != "aligned" else []  # aligned: the default
+        run([*common, "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / layout / "hf")])
+        report = run([*common, "--backend", "openai", "--base-url", config["vision_teacher"]["base_url"],
+                      "--served-model", "tiny-omni", "--mm-processor-kwargs", "--max-in-flight", "4",
+                      "--out", str(tmp_path / layout / "openai")])
+        assert report["backend"]["layout"] == layout
+        predictions = {}
+        for name in ("hf", "openai"):
+            rows = read_predictions(tmp_path / layout / name / PREDICTIONS)
+            assert all(r["error"] is None for r in rows), rows
+            predictions[name] = {(r["id"], r["modality"]): (r["output"].rstrip("\ufffd"), r["letter"]) for r in rows}
+        assert len(predictions["hf"]) == 8 * len(modalities.split(","))
+        av = {text for (_, setting), (text, _) in predictions["hf"].items() if setting == "av"}
+        assert len(av) >= 4, "distinct answers: the inputs matter"
+        assert predictions["openai"] == predictions["hf"], layout

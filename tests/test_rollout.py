@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from serving.vllm_server import GUARD_DIR, GUARD_FLAGS, SECRET_ENV, new_secret
+from student.inputs import StudentSample
 from tests.corpus_fixture import write_corpus
 from tests.scripted_server import Reply, ScriptedServer, rollout_answer
 from training.rollout import (
@@ -25,7 +26,6 @@ from training.rollout import (
     parse_rollouts,
     rollout_request,
 )
-from training.student import StudentSample
 from training.train_config import load_config
 from training.weight_sync import export_weights
 
@@ -53,8 +53,8 @@ def _decode(clip: bytes, tmp: Path, shape: tuple[int, int]) -> tuple[np.ndarray,
 
 
 def test_aligned_request_is_one_lossless_clip_with_its_sound(tiny_models, tmp_path):
+    from student.inputs import frame_kwargs
     from training.runtime import load_processor
-    from training.student import frame_kwargs
 
     sample, processor = _sample(), load_processor(tiny_models["omni"])
     body = rollout_request(sample, None, "aligned", n=4, sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 8},
@@ -171,7 +171,7 @@ def test_grpo_step_takes_every_completion_from_the_engine(tiny_models, corpus, t
 
 def test_sigterm_runs_the_cleanup_that_stops_a_rollout_server(tmp_path):
     """A trainer stopped with SIGTERM (a scheduler's stop) still runs the ExitStack that stops its server."""
-    code = (f"import os, signal, time\nfrom contextlib import ExitStack\nfrom training.rollout import sigterm_as_exit\n"
+    code = (f"import os, signal, time\nfrom contextlib import ExitStack\nfrom serving.vllm_server import sigterm_as_exit\n"
             f"with ExitStack() as stack:\n    stack.enter_context(sigterm_as_exit())\n"
             f"    stack.callback(lambda: open({str(tmp_path / 'stopped')!r}, 'w').close())\n"
             f"    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import assert_positions_are_the_models, prompt_lengths
-from training.student import (
+from student.inputs import (
     IGNORE_INDEX,
     StudentSample,
     build_inputs,
@@ -17,6 +16,7 @@ from training.student import (
     student_messages,
     student_prompt,
 )
+from tests.conftest import assert_positions_are_the_models, prompt_lengths
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from serving.vllm_server import VllmServer, find_launcher, project_python, server_env
+from student.family import FAMILIES, QWEN2_5_OMNI, QWEN3_OMNI, UnknownStudentError, family_of
+from student.inputs import StudentSample, build_inputs
 from tests.conftest import STUDENT_FAMILIES, assert_positions_are_the_models, free_port
 from training.runtime import read_metrics
-from training.student import StudentSample, build_inputs
-from training.student_family import FAMILIES, QWEN2_5_OMNI, QWEN3_OMNI, UnknownStudentError, family_of
 from training.train_config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,10 +157,10 @@ def test_vllm_serves_the_exported_tiny_qwen3_student(synthetic_data, tmp_path):
     evaluator's request (8 frames as a video, the audio, the question) with its own Qwen3-Omni code."""
     import openai
 
-    from evaluation.api_generator import api_messages, suppress_bias
     from evaluation.benchmarks import load_manifest
     from evaluation.evaluate import load_item_media, make_sample
-    from evaluation.export_student import export_student
+    from student.export import export_student
+    from student.served import api_messages, suppress_bias
     from training.tiny_models import build_qwen3_omni
 
     python = project_python()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from student.inputs import IGNORE_INDEX
 from training.runtime import read_metrics
-from training.student import IGNORE_INDEX
 from training.train_config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ def test_grpo_loss_forward_sees_audio_and_frames(grpo_trainer):
 
 def test_grpo_step_encodes_each_prompt_once(grpo_trainer):
     """A real GRPO step (G=4: generation, loss forward, backward): one encoding per prompt, none with grad."""
+    from student.inputs import generation_suppress_tokens
     from training.encoders import count_encodings
-    from training.student import generation_suppress_tokens
 
     trainer = grpo_trainer
     assert set(trainer.generation_config.suppress_tokens) == set(generation_suppress_tokens(trainer.processing_class))
@@ -175,10 +175,10 @@ def test_cli_sft_then_grpo_end_to_end(tiny_models, corpus, tmp_path, capsys):
 def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_models, corpus):
     """The same corpus item: SFT's training prompt, GRPO's prompt and evaluation's generate inputs agree."""
     from evaluation.evaluate import Decoding, HFGenerator
+    from student.inputs import MEDIA_KEYS, load_corpus_sample
     from tests.conftest import prompt_lengths
     from training.runtime import MediaLoader, load_corpus
     from training.sft import SFTCollator
-    from training.student import MEDIA_KEYS, load_corpus_sample
 
     trainer = grpo_trainer
     processor = trainer.processing_class

@@ -174,6 +174,21 @@ def test_auto_is_ipc_for_a_gpu_policy_with_its_own_server():
     assert " ".join(IPC_SERVER_FLAGS) in " ".join(gpu) and IPC_SERVER_FLAGS[0] not in cpu
 
 
+def test_nccl_with_the_trainers_own_server_is_refused_at_start_up():
+    """That server shares the policy's GPU, where NCCL refuses two ranks: the config says so at once."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="rollout_weight_sync=nccl needs rollout servers on other GPUs"):
+        load_config(TINY, ["grpo.rollout=vllm", "grpo.rollout_weight_sync=nccl"])
+    load_config(TINY, ["grpo.rollout=vllm", "grpo.rollout_weight_sync=nccl", "grpo.rollout_urls=[http://gpu1:8000/v1]"])
+    load_config(TINY, ["grpo.rollout=vllm", "grpo.rollout_weight_sync=ipc"])
+    load_config(TINY, ["grpo.rollout=hf", "grpo.rollout_weight_sync=nccl"])  # no server: nothing to sync
+    from training.sft_then_grpo import main
+
+    with pytest.raises(SystemExit, match=r"(?s)^error: .*NCCL refuses two ranks"):  # before any stage starts
+        main(["--config", str(TINY), "grpo.rollout=vllm", "grpo.rollout_weight_sync=nccl"])
+
+
 def test_the_project_and_vllms_cuda_lock_pin_the_same_nccl():
     """NCCL needs one version on every rank: the trainer's torch and .venv-vllm's CUDA build must agree."""
     from importlib.metadata import PackageNotFoundError, version

@@ -4,7 +4,7 @@ The student's vision and audio encoders are frozen (the paper's setting), so the
 prompt never change within a step. ``encode_media`` runs them once, under ``torch.no_grad`` (so no
 encoder output ever requires grad, whatever gradient checkpointing hooks are installed), and
 ``encoded_kwargs`` turns the result into forward/``generate`` kwargs that skip the encoders (for
-every student family of ``training.student_family``):
+every student family of ``student.family``):
 
 * images and videos use transformers' own hook, ``mm_encoder_outputs={"image": …, "video": …}``
   (with Qwen3-Omni's ``deepstack_features``, kept per item like the pooled outputs);
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from training.student import MEDIA_KEYS
-from training.student_family import family_of
+from student.family import family_of
+from student.inputs import MEDIA_KEYS
 
 ENCODER_INPUT_KEYS = ("pixel_values_videos", "pixel_values", "input_features")  # replaced by encoder outputs
 _HOOK_FLAG = "_avrt_encoded_audio_hook"

@@ -5,7 +5,7 @@ the prompt, but its log-prob forwards (old policy, reference model, the loss) ge
 ``input_features`` / ``pixel_values_videos``, so the policy would be trained on bare placeholder
 tokens while the run looks healthy. ``AVGRPOTrainer`` fixes that:
 
-* each prompt's media are loaded and processed **once per step** by ``training.student.encode_prompt``
+* each prompt's media are loaded and processed **once per step** by ``student.inputs.encode_prompt``
   (the G rollouts of a prompt share the same tensors and the same modality dropout), with the
   prompt's own TMRoPE ``position_ids`` (aligned audio-visual layout for clips);
 * with frozen encoders (``freeze_encoders`` and ``encoder_cache``, the defaults) the prompt's media
@@ -40,6 +40,16 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from configs import UserError
+from student.inputs import (
+    MEDIA_KEYS,
+    Layout,
+    collate_media,
+    continue_positions,
+    encode_prompt,
+    generation_suppress_tokens,
+    pad_positions,
+    student_prompt,
+)
 from training.encoders import EncodedMedia, enable_encoded_audio, encode_media, encoded_kwargs, thinker
 from training.rewards import accuracy_reward, format_reward, make_length_reward
 from training.rollout import RolloutEngine, RolloutServerError, rollout_request
@@ -58,16 +68,6 @@ from training.runtime import (
     use_bf16,
     use_encoder_cache,
     write_plan,
-)
-from training.student import (
-    MEDIA_KEYS,
-    Layout,
-    collate_media,
-    continue_positions,
-    encode_prompt,
-    generation_suppress_tokens,
-    pad_positions,
-    student_prompt,
 )
 from training.train_config import GRPOStageConfig, TrainConfig
 from training.weight_sync import sync_method, weight_sync
@@ -359,8 +359,8 @@ def open_rollout_engine(config: TrainConfig, model_path: str, out_dir: Path, sta
     if urls:
         secret = servers_secret(stage)
     else:
-        from serving.vllm_server import new_secret
-        from training.rollout import sigterm_as_exit, start_rollout_server
+        from serving.vllm_server import new_secret, sigterm_as_exit
+        from training.rollout import start_rollout_server
 
         stack.enter_context(sigterm_as_exit())  # a SIGTERM'd trainer still stops its server
         say(f"[grpo] starting a vLLM rollout server (log: {out_dir / 'rollout' / 'server.log'})")

@@ -6,7 +6,7 @@ and the reference model's log-probs itself, and TRL's truncated importance sampl
 the difference between the engine's sampling log-probs and its own.
 
 **A request** (``rollout_request``) carries the sample's own frames, audio and question, as the
-policy sees them (``evaluation.api_generator.api_messages`` with the run's ``av_layout``), ``n`` = G,
+policy sees them (``student.served.chat_request`` with the run's ``av_layout``), ``n`` = G,
 GRPO's temperature, top_p and completion length, ``logit_bias`` -100 on the multimodal special
 tokens (the HF path suppresses them too), and asks for the sampled token ids (``return_token_ids``)
 and their log-probs. Layouts, next to the trainer's:
@@ -46,21 +46,18 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from evaluation.api_generator import api_messages, processor_kwargs
 from serving.vllm_server import auth_headers
+from student.served import chat_request, serve_flags, suppress_logit_bias
 from training.weight_sync import IPC_SERVER_ENV, IPC_SERVER_FLAGS, FileSync, WeightSync
 
 CACHE_RESETS = ("/reset_encoder_cache", "/reset_prefix_cache", "/reset_mm_cache")  # vLLM dev routes, after a reload
@@ -88,14 +85,13 @@ def rollout_request(sample: Any, system: str | None, layout: str, *, n: int, sam
 
     ``sampling``: ``temperature``, ``top_p``, ``max_tokens`` and optionally ``top_k``,
     ``repetition_penalty``; ``processor``: the trainer's, whose frame settings vLLM's processor then
-    uses too (``evaluation.api_generator.processor_kwargs``).
+    uses too (``student.served.processor_kwargs``).
     """
-    body: dict[str, Any] = {"messages": api_messages(sample, system, layout),
-                            **processor_kwargs(processor, sample, layout),
+    body: dict[str, Any] = {**chat_request(sample, system, layout, processor),
                             "n": n, **sampling, "logprobs": True, "top_logprobs": 0, "return_token_ids": True,
                             "skip_special_tokens": False}
     if suppress_ids:
-        body["logit_bias"] = {str(i): -100.0 for i in suppress_ids}
+        body["logit_bias"] = suppress_logit_bias(suppress_ids)
     return body
 
 
@@ -282,19 +278,12 @@ SERVED_NAME = "policy"
 
 
 def server_flags(port: int, gpu_memory: float, on_gpu: bool, dtype: str) -> list[str]:
-    """vLLM flags of a rollout server started by the trainer (after ``--model DIR``)."""
-    flags = ["--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-             "--dtype", dtype,  # the policy's: vLLM on CPU would otherwise serve an fp32 checkpoint in bf16
-             "--trust-request-mm-kwargs",  # the aligned layout's per-request use_audio_in_video
-             "--logprobs-mode", "processed_logprobs",  # sampling log-probs after temperature (TRL's advice)
-             "--generation-config", "vllm",  # requests carry every sampling parameter
-             # vLLM 0.32's processor cache mishandles a repeated audio-in-video clip ("Video doesn't have
-             # audio track", vllm#36800): process every request afresh
-             "--mm-processor-cache-gb", "0"]
-    if on_gpu:  # and weights can come through CUDA IPC (training.weight_sync)
-        flags += ["--gpu-memory-utilization", f"{gpu_memory:g}", *IPC_SERVER_FLAGS]
-    else:
-        flags += ["--enforce-eager"]  # no torch.compile warm-up on CPU: a faster start
+    """vLLM flags of a rollout server started by the trainer (after ``--model DIR``): a served student's
+    (``student.served.serve_flags``), sampling log-probs, and on a GPU the CUDA IPC weight transfer."""
+    flags = serve_flags(SERVED_NAME, port, dtype, on_gpu, gpu_memory)
+    flags += ["--logprobs-mode", "processed_logprobs"]  # sampling log-probs after temperature (TRL's advice)
+    if on_gpu:  # weights can come through CUDA IPC (training.weight_sync)
+        flags += list(IPC_SERVER_FLAGS)
     return flags
 
 
@@ -304,8 +293,8 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, secret: str, g
     checkpoint), on a free loopback port, behind the guard with ``secret``, serving in ``dtype`` (the
     policy's), logging to ``stage_dir/rollout/server.log``; returns the ready
     ``serving.vllm_server.VllmServer`` (call its ``stop()``)."""
-    from evaluation.export_student import export_student
     from serving.vllm_server import VllmServer, find_launcher, free_port, server_env
+    from student.export import export_student
 
     launcher = find_launcher(vllm_python)
     folder = stage_dir / "rollout"
@@ -323,21 +312,3 @@ def start_rollout_server(model_path: str | Path, stage_dir: Path, secret: str, g
                         port=port, model=SERVED_NAME, log_path=folder / "server.log", env=env,
                         ready_timeout_s=timeout_s, secret=secret)
     return server.__enter__()
-
-
-@contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread, so that cleanup (the
-    rollout server's stop) runs as it does for Ctrl-C; outside the main thread it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

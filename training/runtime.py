@@ -17,9 +17,9 @@ from transformers import TrainerCallback
 
 from configs import UserError
 from corpus.store import read_frame
+from student.family import family_of
+from student.inputs import StudentSample, load_corpus_sample
 from training.memory import GIB, MemoryPlan, ModelShape, Sharding, plan_memory
-from training.student import StudentSample, load_corpus_sample
-from training.student_family import family_of
 from training.train_config import DataConfig, TrainConfig
 
 REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "frames", "audio")

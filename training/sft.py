@@ -1,6 +1,6 @@
 """Stage 1 (AVRT section 3.2): supervised fine-tuning on the merged traces, loss on the answer only.
 
-TRL's ``SFTTrainer`` with a collator built on ``training.student.build_inputs`` (the same prompt,
+TRL's ``SFTTrainer`` with a collator built on ``student.inputs.build_inputs`` (the same prompt,
 media and positions as GRPO and evaluation), ``skip_prepare_dataset`` and
 ``remove_unused_columns=False``: each batch is the prompt (8 frames and the audio of a clip on one
 time axis, the question) plus the trace, with labels ``-100`` everywhere but the trace and its
@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from trl import SFTTrainer
 
+from student.inputs import MEDIA_KEYS, Layout, build_inputs
 from training.encoders import enable_encoded_audio, encode_media, encoded_kwargs
 from training.runtime import (
     JsonlMetrics,
@@ -32,7 +33,6 @@ from training.runtime import (
     use_encoder_cache,
     write_plan,
 )
-from training.student import MEDIA_KEYS, Layout, build_inputs
 from training.train_config import TrainConfig
 
 

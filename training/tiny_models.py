@@ -17,7 +17,7 @@ when that record differs (what ``make demo`` runs).
 ``python -m training.tiny_models --preset qwen3-omni-tiny --out outputs/tiny/omni3`` writes only a
 tiny **Qwen3-Omni** thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``: a mixture-of-experts
 text model with 4 experts, 2 per token, deepstack vision features) with its ``Qwen3OmniMoeProcessor``,
-built from a config the same way (the other student family of ``training.student_family``);
+built from a config the same way (the other student family of ``student.family``);
 ``--preset qwen3-omni-vllm-tiny`` gives it head_dim 64, which vLLM's CPU attention serves.
 
 ``--preset vllm-tiny`` writes the same two models with head_dim 64 (text width 128, 2 heads), the
@@ -37,8 +37,8 @@ import argparse
 import json
 from pathlib import Path
 
-from training.student import MULTIMODAL_TOKENS
-from training.student_family import QWEN3_OMNI
+from student.family import QWEN3_OMNI
+from student.inputs import MULTIMODAL_TOKENS
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *MULTIMODAL_TOKENS]
 # The tokenizer's named multimodal tokens, per family (the processors find them by these names).

@@ -131,7 +131,7 @@ class GRPOStageConfig(OptimConfig):
     rollout_gpu_memory: float = Field(0.3, gt=0.0, lt=1.0)  # vLLM's --gpu-memory-utilization when started here
     # how weights reach the servers (training.weight_sync): auto is ipc (CUDA IPC) for a GPU policy with
     # its own server, else files (tmpfs: the servers must be able to read rollout_sync_dir); nccl for
-    # servers on other GPUs started with the flag
+    # servers on other GPUs started with the flag (refused without rollout_urls)
     rollout_weight_sync: Literal["auto", "ipc", "nccl", "files"] = "auto"
     rollout_sync_dir: str | None = None  # folder for the weights the servers reload (default: a tmpfs one)
     rollout_server_timeout_s: float = 600.0  # start-up of a server started here, and each request
@@ -154,6 +154,16 @@ class GRPOStageConfig(OptimConfig):
     def _rollout_urls_need_vllm(self) -> "GRPOStageConfig":
         if self.rollout_urls and self.rollout != "vllm":
             raise ValueError("grpo.rollout_urls is set but grpo.rollout is not vllm")
+        return self
+
+    @model_validator(mode="after")
+    def _nccl_needs_other_gpus(self) -> "GRPOStageConfig":
+        # the server the trainer starts shares the policy's GPU (set up for CUDA IPC), and NCCL refuses
+        # two ranks on one GPU: refused here rather than at the first weight sync
+        if self.rollout == "vllm" and self.rollout_weight_sync == "nccl" and not self.rollout_urls:
+            raise ValueError("grpo.rollout_weight_sync=nccl needs rollout servers on other GPUs, listed in "
+                             "grpo.rollout_urls: without them the trainer starts its own server on the policy's "
+                             "GPU, where NCCL refuses two ranks; use auto or ipc for that server")
         return self
 
 

@@ -2,9 +2,11 @@
 
 Every way sends the same tensors: the thinker's that training can change (``changing_tensors``: those
 that require grad; the frozen encoders never change), under their checkpoint names in the full
-Qwen2.5-Omni naming that vLLM loads (``thinker.<name>``, ``evaluation.export_student.renamed``).
+Qwen2.5-Omni naming that vLLM loads (``thinker.<name>``, ``student.served.renamed``).
 Each server loads them in place with its model's own ``load_weights`` (vLLM's layer-wise reload),
-then its encoder, prefix and multimodal caches are reset (``RolloutEngine.reset_caches``).
+then its encoder, prefix and multimodal caches are reset (``RolloutEngine.reset_caches``). A sync
+reaches the servers through what ``Servers`` names (``training.rollout.RolloutEngine`` has it), so
+this module does not import the rollout module, which imports it.
 
 * ``files`` (``FileSync``, portable): the tensors go to one safetensors file in a fresh folder on tmpfs
   (``/dev/shm``; ``grpo.rollout_sync_dir`` for another place), and every server is asked
@@ -43,16 +45,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 
 from configs import UserError
-from evaluation.export_student import renamed
+from student.served import renamed
 from training.encoders import thinker
-
-if TYPE_CHECKING:
-    from training.rollout import RolloutEngine
 
 T = TypeVar("T")
 WEIGHTS_FILE = "model.safetensors"
@@ -109,6 +108,22 @@ def update_info(tensors: dict[str, torch.Tensor]) -> dict[str, list]:
             "shapes": [list(t.shape) for t in tensors.values()]}
 
 
+class Servers(Protocol):
+    """What a weight sync needs of the rollout servers (``training.rollout.RolloutEngine``)."""
+
+    timeout_s: float
+
+    @property
+    def roots(self) -> list[str]: ...
+
+    def call(self, root: str, route: str, body: dict[str, Any] | None = None, method: str = "POST",
+             what: str = "the weight update") -> Any: ...
+
+    def reset_caches(self, root: str) -> None: ...
+
+    def load_weights(self, folder: str | Path) -> None: ...
+
+
 class WeightSync(Protocol):
     name: str  # the grpo.rollout_weight_sync value it implements
 
@@ -122,7 +137,7 @@ class FileSync:
 
     name = "files"
 
-    def __init__(self, engine: RolloutEngine, sync_dir: str | Path | None = None):
+    def __init__(self, engine: Servers, sync_dir: str | Path | None = None):
         self.engine = engine
         self.sync_dir = Path(sync_dir) if sync_dir else None
 
@@ -151,7 +166,7 @@ class IpcSync:
 
     name = "ipc"
 
-    def __init__(self, engine: RolloutEngine, share: Callable[[torch.Tensor], dict] = cuda_ipc_handle):
+    def __init__(self, engine: Servers, share: Callable[[torch.Tensor], dict] = cuda_ipc_handle):
         self.engine, self.share = engine, share
         self.ready: set[str] = set()  # servers whose weight-transfer engine is set up
 
@@ -231,7 +246,7 @@ class NcclSync:
 
     name = "nccl"
 
-    def __init__(self, engine: RolloutEngine, open_group: Callable[[bytes, int, torch.device], Group] = TorchNcclGroup,
+    def __init__(self, engine: Servers, open_group: Callable[[bytes, int, torch.device], Group] = TorchNcclGroup,
                  unique_id: Callable[[], bytes] = mint_unique_id):
         self.engine, self.open_group, self.unique_id = engine, open_group, unique_id
         self.groups: dict[str, Group] = {}
@@ -288,7 +303,7 @@ def sync_method(method: SyncMethod, *, on_gpu: bool, own_server: bool) -> SyncMe
     return method
 
 
-def weight_sync(method: SyncMethod, engine: RolloutEngine, *, on_gpu: bool, own_server: bool,
+def weight_sync(method: SyncMethod, engine: Servers, *, on_gpu: bool, own_server: bool,
                 sync_dir: str | Path | None = None) -> FileSync | IpcSync | NcclSync:
     """The ``WeightSync`` that ``method`` names (``sync_method``)."""
     method = sync_method(method, on_gpu=on_gpu, own_server=own_server)

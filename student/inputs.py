@@ -1,6 +1,6 @@
 """The student's prompt and inputs: one builder used identically by SFT, GRPO and evaluation.
 
-The student (a Qwen2.5-Omni or Qwen3-Omni thinker: ``training.student_family`` holds what differs)
+The student (a Qwen2.5-Omni or Qwen3-Omni thinker: ``student.family`` holds what differs)
 sees, in one user turn: the 8 frames, the audio (16 kHz mono,
 up to 10 s for AVQA clips), and the question with its options in the paper's form
 ``<question> Choose one among the following options:(A) … (B) …`` followed by the instruction of
@@ -59,10 +59,10 @@ from transformers import BatchFeature
 from filters.answers import format_choices
 from media import AUDIO_SECONDS, SAMPLE_RATE, load_audio, load_frames
 from prompts import load_prompt
-from training.student_family import ALL_MULTIMODAL_TOKENS, family_of
+from student.family import ALL_MULTIMODAL_TOKENS, family_of
 
 # Qwen2.5-Omni's multimodal special tokens: a student must never sample them (TRL only suppresses
-# the image token). Every family's are in ``training.student_family``.
+# the image token). Every family's are in ``student.family``.
 MULTIMODAL_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
                      "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
 PROMPT_NAME = "student"
@@ -150,7 +150,7 @@ def audio_feature_samples(samples: Sequence[StudentSample]) -> int:
 
 def frame_kwargs(processor, sample: StudentSample) -> dict[str, Any]:
     """Frame size (and ``fps`` and the per-frame pixel cap of a video) for processing one sample's frames;
-    the evaluator sends the same to vLLM as ``mm_processor_kwargs`` (``evaluation.api_generator``)."""
+    a served student is sent the same as ``mm_processor_kwargs`` (``student.served.processor_kwargs``)."""
     if sample.frames_are_video:
         return {"size": _size(processor.video_processor.size, VIDEO_MAX_PIXELS), "fps": video_fps(sample),
                 "cap_pixels_per_frame": True}
@@ -182,7 +182,7 @@ def rope_positions(processor, input_ids: torch.Tensor, media: dict[str, torch.Te
     ``media`` holds that row's ``video_grid_thw``, ``video_second_per_grid``, ``image_grid_thw`` and
     ``feature_attention_mask`` (whichever it has); the token ids and time constants come from the
     processor, which shares them with the model config; the layout is the processor's family's
-    (``training.student_family``).
+    (``student.family``).
     """
     family = family_of(processor)
     Omni = family.rope_index_owner()
