@@ -175,7 +175,9 @@ def test_vllm_serves_the_exported_tiny_qwen3_student(synthetic_data, tmp_path):
     with VllmServer("student", argv, port, model="student", log_path=tmp_path / "vllm.log", env=env,
                     ready_timeout_s=900) as server:
         item = load_manifest(synthetic_data / "manifest.jsonl")[0]
-        messages = api_messages(make_sample(item, load_item_media(item), "av"))
+        # the separate layout: frames as a video and the audio as its own part (this server has no
+        # --trust-request-mm-kwargs, which the aligned clip needs; tests/test_real_vllm.py covers that layout)
+        messages = api_messages(make_sample(item, load_item_media(item), "av"), layout="separate")
         assert [p["type"] for p in messages[-1]["content"]] == ["video_url", "input_audio", "text"]
         client = openai.OpenAI(base_url=server.base_url, api_key="x")
         reply = client.chat.completions.create(model="student", messages=messages, max_tokens=8, temperature=0,
