@@ -169,12 +169,25 @@ def test_the_documented_cpu_smoke_path_runs_as_written(launched, vllm_models, cl
     assert report["n_items"] == 8 and report["settings"]["av"]["generation_errors"] == 0
 
 
+def _vllm_processes() -> set[int]:
+    """PIDs of the vLLM API servers running now (this module's own server among them), from /proc."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"vllm.entrypoints.openai.api_server" in cmdline.read_bytes():
+                found.add(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
 def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models, ten_second_clips, tmp_path):
     """Same exported student, same 8 clips of 10 s, greedy, fp32 on both sides (the profile's ``--dtype
     float32``): vLLM (``--backend openai``) writes what ``--backend hf`` writes, in the default
     ``aligned`` layout (one lossless clip with its sound, ``student.served``) in the av, a and v
     settings, and in the ``separate`` layout (av). vLLM gets the hf backend's frame size and fps
-    (``--mm-processor-kwargs``). One difference is left and not compared: byte-level tokens that end
+    (``--mm-processor-kwargs``). ``--backend vllm`` (a server of its own from the same export) writes the
+    same in the aligned layout, and leaves no vLLM process when it ends. One difference is left and not compared: byte-level tokens that end
     an answer without completing a UTF-8 character are U+FFFD in transformers' decoding and held
     back by vLLM's detokenizer.
     """
@@ -199,3 +212,11 @@ def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models,
         av = {text for (_, setting), (text, _) in predictions["hf"].items() if setting == "av"}
         assert len(av) >= 4, "distinct answers: the inputs matter"
         assert predictions["openai"] == predictions["hf"], layout
+        if layout == "aligned":  # --backend vllm: its own server, started and stopped by the command
+            before = _vllm_processes()
+            report = run([*common, "--backend", "vllm", "--dtype", "float32", "--out", str(tmp_path / "vllm")])
+            assert report["backend"]["kind"] == "vllm" and report["throughput"]["items_per_s"] > 0
+            rows = read_predictions(tmp_path / "vllm" / PREDICTIONS)
+            assert all(r["error"] is None for r in rows), rows
+            assert {(r["id"], r["modality"]): (r["output"].rstrip("\ufffd"), r["letter"]) for r in rows} == predictions["hf"]
+            assert _vllm_processes() == before, "the command left a vLLM process behind"
