@@ -99,6 +99,15 @@ def scripted_server():
         yield server
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def wait_http(url: str, timeout: float = 120.0, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.evaluate import PREDICTIONS, read_predictions, run
+from tests.conftest import process_alive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,13 +92,6 @@ def fake_vllm(tmp_path, monkeypatch) -> Path:
     return records
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
 
 def _servers(records: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(records.glob("server-*.json"))]
@@ -114,7 +108,7 @@ def test_vllm_backend_exports_once_serves_and_stops_its_server(fake_vllm, tiny_m
     report = run(_argv(tiny_models, synthetic_data, tmp_path, "--limit", "3", "--modalities", "av,a",
                        "--out", str(out)))
     (server,) = _servers(fake_vllm)
-    assert not _alive(server["pid"]), "the server stops with the run"
+    assert not process_alive(server["pid"]), "the server stops with the run"
     argv = " ".join(server["argv"])
     for flag in ("--trust-request-mm-kwargs", "--mm-processor-cache-gb 0", "--generation-config vllm",
                  "--dtype float32", "--enforce-eager", "--max-num-seqs 8", "--host 127.0.0.1"):
@@ -137,7 +131,7 @@ def test_vllm_backend_exports_once_serves_and_stops_its_server(fake_vllm, tiny_m
     assert [p.name for p in (tmp_path / "exports").iterdir()] == [export.name]
     assert (export / "config.json").stat().st_mtime_ns == stamp, "a second run does not export again"
     assert len(read_predictions(out / PREDICTIONS)) == 8, "the re-run adds only the new item"
-    assert not any(_alive(s["pid"]) for s in _servers(fake_vllm))
+    assert not any(process_alive(s["pid"]) for s in _servers(fake_vllm))
 
 
 @pytest.mark.parametrize("sig, raised", [(signal.SIGTERM, SystemExit), (signal.SIGINT, KeyboardInterrupt)])
@@ -161,7 +155,7 @@ def test_no_server_outlives_an_evaluation_stopped_by_a_signal(fake_vllm, tiny_mo
     finally:
         signal.signal(signal.SIGINT, previous)
     (server,) = _servers(fake_vllm)
-    assert not _alive(server["pid"]), f"{sig.name}: the server was left running"
+    assert not process_alive(server["pid"]), f"{sig.name}: the server was left running"
     assert read_predictions(tmp_path / "o" / PREDICTIONS) == [], "nothing is scored from an unanswered request"
 
 
@@ -188,7 +182,7 @@ def test_a_dead_server_keeps_what_was_written_and_a_rerun_finishes_the_rest(fake
     assert _requests(fake_vllm) - first == 4, "only what was left is asked again"
     rows = read_predictions(out / PREDICTIONS)
     assert len(rows) == 6 and all(r["error"] is None for r in rows) and report["status"] == "ok"
-    assert not any(_alive(s["pid"]) for s in _servers(fake_vllm))
+    assert not any(process_alive(s["pid"]) for s in _servers(fake_vllm))
 
 
 def test_items_of_a_dead_server_are_retried_on_the_others(fake_vllm, tiny_models, synthetic_data, tmp_path,
@@ -204,5 +198,5 @@ def test_items_of_a_dead_server_are_retried_on_the_others(fake_vllm, tiny_models
     assert not token.exists(), "one server died"
     rows = read_predictions(out / PREDICTIONS)
     assert len(rows) == 6 and all(r["error"] is None for r in rows) and report["status"] == "ok"
-    assert not any(_alive(s["pid"]) for s in servers)
+    assert not any(process_alive(s["pid"]) for s in servers)
 

@@ -23,7 +23,7 @@ from prompts import load_prompt, prompt_path
 from serving import launch
 from serving.vllm_server import Launcher
 from teachers.registry import builtin_registry
-from tests.conftest import free_port
+from tests.conftest import free_port, process_alive
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs/teachers/paper.yaml"
@@ -245,13 +245,6 @@ def _launch(fake_vllm, tmp_path, *extra, env=None):
     return process, ports
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
 
 @pytest.mark.slow
 def test_launcher_starts_waits_prints_and_stops(fake_vllm, tmp_path):
@@ -278,7 +271,7 @@ def test_launcher_starts_waits_prints_and_stops(fake_vllm, tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
-    assert not any(_alive(r["pid"]) for r in records.values())  # every server was stopped
+    assert not any(process_alive(r["pid"]) for r in records.values())  # every server was stopped
 
 
 @pytest.mark.slow
@@ -289,7 +282,7 @@ def test_launcher_fails_fast_when_a_server_dies(fake_vllm, tmp_path):
     assert "audio-0 exited with code 3" in err and "CUDA out of memory (fake)" in err
     records = [json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")]
     time.sleep(0.2)
-    assert not any(_alive(r["pid"]) for r in records)  # the healthy ones were stopped too
+    assert not any(process_alive(r["pid"]) for r in records)  # the healthy ones were stopped too
 
 
 # ------------------------------------------------------------------ first-contact checks (issue 13)
@@ -375,7 +368,7 @@ def test_launch_refuses_an_audio_server_vllm_cannot_decode_for(fake_vllm, tmp_pa
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "pip install 'vllm[audio]'" in err
     records = [json.loads(p.read_text()) for p in fake_vllm[1].glob("*.json")]  # checked while they loaded
-    assert not any(_alive(r["pid"]) for r in records)  # and every server was stopped
+    assert not any(process_alive(r["pid"]) for r in records)  # and every server was stopped
     assert Launcher(str(fake_vllm[0]), is_python=False).python() == sys.executable
 
 
