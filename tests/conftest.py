@@ -22,7 +22,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemet
 # The longest modules (minutes each on 2 cores), longest first. `make test` runs two pytest-xdist
 # workers, one module at a time each (--dist loadscope --no-loadscope-reorder): these start first
 # and overlap, and the short modules fill in behind them. Only the order depends on this list.
-LONGEST_FIRST = ("test_demo_miniature", "test_rollout_vllm", "test_build_safety", "test_real_vllm",
+LONGEST_FIRST = ("test_demo_miniature", "test_real_vllm", "test_rollout_vllm", "test_build_safety",
                  "test_student_families", "test_resume_and_runners", "test_pipeline", "test_distributed")
 
 
