@@ -169,13 +169,18 @@ def missing_media(items: list[HasMedia]) -> list[tuple[str, str]]:
             if path and not Path(path).exists()]
 
 
-def no_media_found(items: list[HasMedia], missing: list[tuple[str, str]], noun: str) -> str | None:
+def no_media_found(items: list[HasMedia], noun: str) -> str | None:
     """When every item misses its media, which says the folder is wrong, not the items: what was looked
-    for and where (``missing`` from :func:`missing_media`); else None."""
-    if not items or len({i for i, _ in missing}) < len(items):
+    for and where; else None. Stops at the first item whose media exist (a run's usual case: one look)."""
+    first = None
+    for item in items:
+        missing = missing_media([item])
+        if not missing:
+            return None
+        first = first or missing[0][1]
+    if first is None:
         return None
-    return (f"none of the {len(items)} {noun} has its media (e.g. {missing[0][1]} does not exist, "
-            f"looked in {Path(missing[0][1]).parent})")
+    return f"none of the {len(items)} {noun} has its media (e.g. {first} does not exist, looked in {Path(first).parent})"
 
 
 # ----------------------------------------------------------------------------- file formats

@@ -441,7 +441,6 @@ def check_media_found(name: str, items: list[BenchItem]) -> list[tuple[str, str]
     """Stop with the flag to give when no item's media exist; return the missing ones otherwise."""
     from corpus.manifest import missing_media, no_media_found
 
-    missing = missing_media(items)
-    if problem := no_media_found(items, missing, f"{name} items"):
+    if problem := no_media_found(items, f"{name} items"):
         raise BenchmarkFormatError(f"{problem}; give --media-root DIR: {MEDIA_ROOT_HELP[name]}")
-    return missing
+    return missing_media(items)

@@ -52,7 +52,6 @@ from corpus.manifest import (
     Sample,
     checked_reading,
     media_folder,
-    missing_media,
     no_media_found,
 )
 from corpus.stats import compute_stats, plot_stats, summary_text, token_counter
@@ -253,7 +252,7 @@ def _run_shards(runner, manifest: str, video_dir: str | None, limit: int | None,
 def media_folder_problem(samples: list[Sample]) -> str | None:
     """A run-level stop when no sample's media can be found (the folder is wrong, not the samples: nothing
     is rejected, every sample stays pending), naming the folder tried and ``--video-dir``; else None."""
-    problem = no_media_found(samples, missing_media(samples), "samples")
+    problem = no_media_found(samples, "samples")
     return f"{problem}; give --video-dir DIR, the folder that holds them" if problem else None
 
 
