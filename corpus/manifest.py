@@ -16,6 +16,7 @@ refuses a manifest with invalid rows unless asked to skip them. The same loader 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,15 +95,21 @@ def read_manifest(path: str | Path, video_dir: str | Path | None = None, limit: 
         raise ManifestError(f"{path}: cannot read the manifest ({err})") from None
     base = media_folder(path, video_dir)
     if path.suffix == ".jsonl":
-        rows = _jsonl_rows(text)
+        rows = jsonl_rows(text)
         rows = rows[:limit] if limit else rows
         parsed = [(where, _from_jsonl(row, base, split, where)) for where, row in rows]
     else:
-        entries = _avqa_entries(path, text)
+        entries = json_list(path, text)
         entries = entries[:limit] if limit else entries
         parsed = [(f"entry {i}", _from_avqa(row, base, split, f"entry {i}")) for i, row in enumerate(entries)]
     if not parsed:
         raise ManifestError(f"{path}: the manifest has no rows")
+    return collect_rows(parsed)
+
+
+def collect_rows(parsed: list[tuple[str, Sample | InvalidRow]]) -> ManifestReading:
+    """``(where, sample or invalid row)`` in file order as a reading; a repeated id is invalid
+    (its first row stays a sample)."""
     samples: list[Sample] = []
     invalid: list[InvalidRow] = []
     first_seen: dict[str, str] = {}
@@ -128,7 +135,12 @@ def checked_reading(path: str | Path, video_dir: str | Path | None = None, limit
                     split: str = "train", skip_invalid: bool = False) -> ManifestReading:
     """:func:`read_manifest`, refused (every invalid row listed) when a row is invalid, unless
     ``skip_invalid``; a manifest with no valid sample is always refused."""
-    reading = read_manifest(path, video_dir, limit, split)
+    return refuse_invalid(path, read_manifest(path, video_dir, limit, split), skip_invalid)
+
+
+def refuse_invalid(path: str | Path, reading: ManifestReading, skip_invalid: bool = False) -> ManifestReading:
+    """``reading``, refused (every invalid row listed) when a row is invalid, unless ``skip_invalid``;
+    refused always when no row is a valid sample."""
     total = len(reading.samples) + len(reading.invalid)
     if reading.invalid and not skip_invalid:
         raise ManifestError.from_rows(Path(path), reading.invalid, total)
@@ -186,7 +198,7 @@ def no_media_found(items: list[HasMedia], noun: str) -> str | None:
 # ----------------------------------------------------------------------------- file formats
 
 
-def _jsonl_rows(text: str) -> list[tuple[str, Any]]:
+def jsonl_rows(text: str) -> list[tuple[str, Any]]:
     """(``"line N"``, parsed value or :class:`InvalidRow`) for every non-blank line."""
     rows: list[tuple[str, Any]] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -200,26 +212,27 @@ def _jsonl_rows(text: str) -> list[tuple[str, Any]]:
     return rows
 
 
-def _avqa_entries(path: Path, text: str) -> list[Any]:
+def json_list(path: Path, text: str, what: str = "AVQA annotations",
+              hint: str = " (a .json manifest is an AVQA annotation list; use .jsonl for one row per line)") -> list[Any]:
+    """A JSON file's list of rows; anything else is a ``ManifestError`` naming ``what`` was expected."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: invalid JSON: {err.msg} at line {err.lineno} column {err.colno} "
-                            "(a .json manifest is an AVQA annotation list; use .jsonl for one row per line)") from None
+        raise ManifestError(f"{path}: invalid JSON: {err.msg} at line {err.lineno} column {err.colno}{hint}") from None
     if not isinstance(data, list):
-        raise ManifestError(f"{path}: expected a JSON list of AVQA annotations, got {type(data).__name__}")
+        raise ManifestError(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
     return data
 
 
 # ----------------------------------------------------------------------------- field checks
 
 
-def _show(value: Any, limit: int = 60) -> str:
+def shown(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _text(row: dict[str, Any], name: str, problems: list[str], required: bool = True) -> str | None:
+def text_field(row: dict[str, Any], name: str, problems: list[str], required: bool = True) -> str | None:
     """A text field (numbers are accepted as text); records what is wrong in ``problems``."""
     if name not in row or row[name] is None:
         if required:
@@ -227,7 +240,7 @@ def _text(row: dict[str, Any], name: str, problems: list[str], required: bool = 
         return None
     value = row[name]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        problems.append(f"'{name}' must be a text, got {_show(value)}")
+        problems.append(f"'{name}' must be a text, got {shown(value)}")
         return None
     value = str(value)
     if required and not value.strip():
@@ -236,29 +249,29 @@ def _text(row: dict[str, Any], name: str, problems: list[str], required: bool = 
     return value
 
 
-def _choices(row: dict[str, Any], name: str, problems: list[str]) -> list[str] | None:
+def choices_field(row: dict[str, Any], name: str, problems: list[str]) -> list[str] | None:
     """The row's option texts, or None with the problem recorded."""
     if name not in row:
         problems.append(f"missing field {name!r}")
         return None
     value = row[name]
     if isinstance(value, str):
-        problems.append(f"'{name}' must be a list of option texts, got the string {_show(value)}")
+        problems.append(f"'{name}' must be a list of option texts, got the string {shown(value)}")
         return None
     if not isinstance(value, list):
-        problems.append(f"'{name}' must be a list of option texts, got {_show(value)}")
+        problems.append(f"'{name}' must be a list of option texts, got {shown(value)}")
         return None
     if not 2 <= len(value) <= len(LETTERS):
         problems.append(f"needs 2 to {len(LETTERS)} choices, got {len(value)}")
         return None
     bad = [c for c in value if isinstance(c, bool) or not isinstance(c, (str, int, float)) or not str(c).strip()]
     if bad:
-        problems.append(f"'{name}' holds {len(bad)} empty or non-text option(s), e.g. {_show(bad[0])}")
+        problems.append(f"'{name}' holds {len(bad)} empty or non-text option(s), e.g. {shown(bad[0])}")
         return None
     return [str(c) for c in value]
 
 
-def _answer(value: Any, n_choices: int | None, problems: list[str]) -> str | None:
+def answer_field(value: Any, n_choices: int | None, problems: list[str]) -> str | None:
     """The gold letter from a letter (any case) or a 0-based index into the choices."""
     if value is None:
         problems.append("missing field 'answer'")
@@ -274,61 +287,86 @@ def _answer(value: Any, n_choices: int | None, problems: list[str]) -> str | Non
         letter = value.strip().upper()
         if letters is None or letter in letters:
             return letter
-        problems.append(f"answer {_show(value)} is not one of the options (A to {letters[-1]})")
+        problems.append(f"answer {shown(value)} is not one of the options (A to {letters[-1]})")
         return None
-    problems.append(f"answer must be a letter or a 0-based index, got {_show(value)}")
+    problems.append(f"answer must be a letter or a 0-based index, got {shown(value)}")
     return None
+
+
+_LETTERED = re.compile(r"^\s*[(\[]?([A-Z])[)\].:：]\s*(.*)$", re.DOTALL)
+
+
+def lettered_option(option: str) -> tuple[str, str] | None:
+    """``"A. text"`` / ``"(A) text"`` / ``"A) text"`` -> ``("A", "text")``; None when not lettered."""
+    found = _LETTERED.match(option)
+    return (found.group(1), found.group(2).strip()) if found else None
 
 
 def _from_jsonl(row: Any, base: Path, split: str, where: str) -> Sample | InvalidRow:
     if isinstance(row, InvalidRow):
         return row
     if not isinstance(row, dict):
-        return InvalidRow(where, f"expected a JSON object, got {_show(row)}", split=split)
+        return InvalidRow(where, f"expected a JSON object, got {shown(row)}", split=split)
     problems: list[str] = []
-    sample_id = _text(row, "id", problems)
-    row_split = _text(row, "split", problems, required=False) or split
-    question = _text(row, "question", problems)
-    choices = _choices(row, "choices", problems)
-    answer = _answer(row.get("answer"), len(choices) if choices else None, problems)
-    media = {name: _text(row, name, problems, required=False) for name in ("video", "image", "audio")}
+    sample_id = text_field(row, "id", problems)
+    row_split = text_field(row, "split", problems, required=False) or split
+    question = text_field(row, "question", problems)
+    choices = choices_field(row, "choices", problems)
+    answer = answer_field(row.get("answer"), len(choices) if choices else None, problems)
+    media = {name: text_field(row, name, problems, required=False) for name in ("video", "image", "audio")}
     if not media["video"] and not (media["image"] and media["audio"]) and not any(
             p.startswith(("'video'", "'image'", "'audio'")) for p in problems):
         problems.append("needs 'video' or both 'image' and 'audio'")
-    question_type = _text(row, "question_type", problems, required=False) or ""
+    question_type = text_field(row, "question_type", problems, required=False) or ""
     if problems:
         return InvalidRow(where, "; ".join(problems), sample_id, row_split)
     return Sample(id=sample_id, question=question, choices=choices, answer=answer,
-                  video=_resolve(base, media["video"]), image=_resolve(base, media["image"]),
-                  audio=_resolve(base, media["audio"]), question_type=question_type, split=row_split,
+                  video=resolve_media(base, media["video"]), image=resolve_media(base, media["image"]),
+                  audio=resolve_media(base, media["audio"]), question_type=question_type, split=row_split,
                   extra={k: v for k, v in row.items() if k not in JSONL_FIELDS})
 
 
-def _from_avqa(row: Any, base: Path, split: str, where: str) -> Sample | InvalidRow:
+def avqa_fields(row: Any, split: str, where: str, media_field: str = "video_name",
+                kind: str = "AVQA annotation") -> tuple[dict[str, Any], str] | InvalidRow:
+    """An AVQA-style row (AVQA's annotation JSON, R1-AQA's JSONL) checked: ``Sample`` keyword arguments
+    from ``id`` (else ``video_name``), ``question_text``, ``multi_choice``, ``answer`` (a 0-based index,
+    "2" accepted) and optional ``question_type``, with the required ``media_field``'s text; or why the
+    row is invalid."""
     if not isinstance(row, dict):
-        return InvalidRow(where, f"expected an AVQA annotation object, got {_show(row)}", split=split)
+        return InvalidRow(where, f"expected an {kind} object, got {shown(row)}", split=split)
     problems: list[str] = []
-    video_name = _text(row, "video_name", problems)
-    sample_id = _text(row, "id", problems, required=False) or video_name
-    question = _text(row, "question_text", problems)
-    choices = _choices(row, "multi_choice", problems)
+    video_name = text_field(row, "video_name", problems, required=media_field == "video_name")
+    media = video_name if media_field == "video_name" else text_field(row, media_field, problems)
+    sample_id = text_field(row, "id", problems, required=False) or video_name
+    if sample_id is None and media_field != "video_name":
+        problems.append("missing field 'id'")
+    question = text_field(row, "question_text", problems)
+    choices = choices_field(row, "multi_choice", problems)
     raw_answer = row.get("answer")
     if isinstance(raw_answer, str) and raw_answer.strip().isdigit():  # some AVQA dumps store "2"
         raw_answer = int(raw_answer)
     if raw_answer is not None and not isinstance(raw_answer, int):
-        problems.append(f"AVQA 'answer' must be a 0-based index, got {_show(raw_answer)}")
+        problems.append(f"AVQA 'answer' must be a 0-based index, got {shown(raw_answer)}")
         answer = None
     else:
-        answer = _answer(raw_answer, len(choices) if choices else None, problems)
-    question_type = _text(row, "question_type", problems, required=False) or ""
+        answer = answer_field(raw_answer, len(choices) if choices else None, problems)
+    question_type = text_field(row, "question_type", problems, required=False) or ""
     if problems:
         return InvalidRow(where, "; ".join(problems), sample_id, split)
-    return Sample(id=sample_id, question=question, choices=choices, answer=answer,
-                  video=str(base / f"{video_name}.mp4"), question_type=question_type, split=split,
+    return {"id": sample_id, "question": question, "choices": choices, "answer": answer,
+            "question_type": question_type, "split": split}, media
+
+
+def _from_avqa(row: Any, base: Path, split: str, where: str) -> Sample | InvalidRow:
+    checked = avqa_fields(row, split, where)
+    if isinstance(checked, InvalidRow):
+        return checked
+    fields, video_name = checked
+    return Sample(**fields, video=str(base / f"{video_name}.mp4"),
                   extra={"video_name": video_name, "question_relation": row.get("question_relation")})
 
 
-def _resolve(base: Path, value: str | None) -> str | None:
+def resolve_media(base: Path, value: str | None) -> str | None:
     if not value:
         return None
     p = Path(value)

@@ -34,12 +34,12 @@ Published layouts (``--data`` may name the file, or the folder it was downloaded
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corpus.manifest import lettered_option
 from filters.answers import LETTERS
 from media.files import atomic_write_bytes
 
@@ -241,15 +241,10 @@ def _embedded(value: Any, path: str | None, directory: Path, fallback: str) -> s
     return str(target)
 
 
-_LETTERED = re.compile(r"^\s*[(\[]?([A-Z])[)\].:：]\s*(.*)$", re.DOTALL)
-
-
 def strip_letter(option: str, expected: str) -> str:
     """``"A. text"`` / ``"(A) text"`` / ``"A) text"`` -> ``"text"`` when the letter is ``expected``."""
-    found = _LETTERED.match(option)
-    if found and found.group(1) == expected:
-        return found.group(2).strip()
-    return option.strip()
+    found = lettered_option(option)
+    return found[1] if found and found[0] == expected else option.strip()
 
 
 def _check(item: BenchItem, where: str) -> BenchItem:

@@ -42,14 +42,18 @@ def clip(path: Path, colour: str) -> Path:
     return write_clip(ClipSpec(path.stem, 2.0, colour, "tone", "low", 96, 64), path)
 
 
-def write_avqa(root: Path) -> Path:
+AVQA_VIDEOS = (("-0aXnCWdnw8_000030", "red"), ("0Fk3MQ5Wfb8_000110", "blue"))
+
+
+def write_avqa(root: Path, n: int = 2) -> Path:
     repo = root / "AVQA"
     rows = []
-    for i, (name, colour) in enumerate((("-0aXnCWdnw8_000030", "red"), ("0Fk3MQ5Wfb8_000110", "blue"))):
+    for i in range(n):
+        name, colour = AVQA_VIDEOS[i] if i < len(AVQA_VIDEOS) else (f"avqa{i:04d}_000010", ("green", "yellow")[i % 2])
         clip(repo / "data" / "video" / f"{name}.mp4", colour)
         rows.append({"id": 1000 + i, "video_name": name, "video_id": 500 + i,
                      "question_text": "What is the main sound source in the video?",
-                     "multi_choice": ["guitar", "dog", "car engine", "violin"], "answer": i,
+                     "multi_choice": ["guitar", "dog", "car engine", "violin"], "answer": i % 4,
                      "question_relation": "Both", "question_type": "Which"})
     (repo / "data" / "annotation").mkdir(parents=True)
     (repo / "data" / "annotation" / "val_qa.json").write_text(json.dumps(rows))
