@@ -22,7 +22,7 @@ tail -c 4000 "$WORK"/*.log > "$OUT/setting_logs.txt" 2>/dev/null
 if [ $(( $(date +%s) - START )) -lt "${ZERO_STEP_BEFORE_S:-430}" ]; then  # one ZeRO-2 step, when time allows
   rm -rf "$WORK/zero2"
   timeout 150 python3 -m accelerate.commands.launch --config_file configs/accelerate/zero2_offload.yaml --num_processes 1 \
-      --offload_optimizer_device none -m training.sft_then_grpo --config configs/train/avrt.yaml --stages sft \
+      --offload_optimizer_device none -m training.sft_then_grpo --config configs/recipes/avrt.yaml --stages sft \
       --model "$WORK/model" --corpus "$WORK/corpus" --output-dir "$WORK/zero2" sft.max_steps=1 sft.save_steps=100000 \
       > "$OUT/zero2.txt" 2>&1
   echo "zero2 step: rc=$? $(grep -o 'memory plan.*' "$OUT/zero2.txt" | head -1) $(grep -o "'train_runtime': [0-9.]*" "$OUT/zero2.txt")" | tee -a "$OUT/gpu_train.txt"

@@ -6,7 +6,7 @@
 Builds the Qwen2.5-Omni-3B-shaped student (``training.tiny_models --preset omni-3b-shape``, all 36 text
 layers, random weights, bf16) on the GPU unless ``--model`` names one, writes a 16-row corpus at the real
 input sizes (8 frames 1280x720 + 10 s of audio, traces of 3 to 9 sentences), and runs each setting in
-its own process through the trainer's own builders (``configs/train/avrt.yaml`` plus the setting's
+its own process through the trainer's own builders (``configs/recipes/avrt.yaml`` plus the setting's
 overrides). Per setting it reports the median step time (first step dropped as warm-up), SFT tokens/s
 (TRL's token count), GRPO's rollout share of the step (``generate`` timed), peak GPU memory, the GPU's
 mean utilisation over the timed steps and over the rollouts (``nvidia-smi`` sampled every 0.2 s), and

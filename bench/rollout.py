@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     from contextlib import ExitStack
 
     from serving.vllm_server import SECRET_ENV, new_secret
+    from training.data import load_corpus
     from training.grpo import build_grpo_trainer, grpo_dataset
     from training.rollout import RolloutEngine, start_rollout_server
-    from training.runtime import load_corpus
     from training.train_config import load_config
     from training.weight_sync import export_weights
 

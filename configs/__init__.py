@@ -2,7 +2,9 @@
 one way every program reads its own: a YAML file, then dotted ``key=value`` overrides, validated by
 the program's pydantic model (``flows.config``, ``training.train_config``, ``evaluation.config``).
 
-Override values are parsed as YAML: ``2e-6``, ``true``, ``[grpo]``, ``null``.
+Override values are parsed as YAML: ``2e-6``, ``true``, ``[grpo]``, ``null``. A config may start from
+another: ``base: omni-r1.yaml`` (relative to the file) takes that file's values, and this file's own
+override them key by key (nested mappings merged, anything else replaced).
 
 Also the one way the programs report what a user can fix (a config, an override, a path, a model, a
 setting this machine cannot run): a :class:`UserError`, or a config that does not validate
@@ -27,11 +29,29 @@ class UserError(ValueError):
     """A mistake in the command that the user can fix; the message names what to change."""
 
 
-def read_yaml(path: str | Path | None) -> dict[str, Any]:
-    """The mapping in a YAML file (empty without a path); a missing file, or one that is not a YAML mapping, is a
-    ``UserError``."""
+def merged(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``base``: nested mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in own.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | Path | None, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML file (empty without a path), over its ``base:`` file's if it names one; a missing
+    file, one that is not a YAML mapping, or a loop of bases is a ``UserError``."""
     if path is None:
         return {}
+    data = _read_mapping(path)
+    if "base" not in data:
+        return data
+    base = Path(path).parent / str(data.pop("base"))
+    if base.resolve() in _seen or base.resolve() == Path(path).resolve():
+        raise UserError(f"--config {path}: its bases loop back to {base}")
+    return merged(read_yaml(base, (*_seen, Path(path).resolve())), data)
+
+
+def _read_mapping(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise UserError(f"--config {path}: no such file")
     try:

@@ -45,7 +45,7 @@ multimodal placeholder tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MethodType, SimpleNamespace
@@ -56,7 +56,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
-from filters.answers import format_choices
+from filters.answers import LETTERS, format_choices
 from media import AUDIO_SECONDS, SAMPLE_RATE, load_audio, load_frames
 from prompts import load_prompt
 from student.family import ALL_MULTIMODAL_TOKENS, family_of
@@ -85,13 +85,31 @@ class StudentSample:
     audio: np.ndarray | None = None  # 16 kHz mono float32; None = no audio
     frames_are_video: bool = True  # False for still images (OmniBench)
     duration: float | None = None  # clip seconds (sets the video fps so time positions are right)
+    prompt: str = PROMPT_NAME  # the template of the user turn's text: a file of prompts/ or a path (recipes)
 
 
-def student_prompt(question: str, choices: Sequence[str], template: str | None = None) -> str:
-    """The text of the student's user turn (``prompts/student.txt`` filled in)."""
-    template = load_prompt(PROMPT_NAME) if template is None else template
-    # str.replace, not str.format: questions may contain braces.
-    return template.replace("{question}", question.strip()).replace("{options}", format_choices(list(choices)))
+def option_lines(choices: Sequence[str]) -> str:
+    """``A. first`` / ``B. second`` on lines of their own (EchoInk-R1's option list)."""
+    return "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices))
+
+
+# What a prompt template may hold: the question, and the options written one of three ways.
+PLACEHOLDERS: dict[str, Callable[[Sequence[str]], str]] = {
+    "{options}": format_choices,  # (A) first (B) second: the AVRT paper's form
+    "{option_lines}": option_lines,  # A. first\nB. second: EchoInk-R1's
+    "{option_list}": lambda choices: str([str(c) for c in choices]),  # ['first', 'second']: R1-AQA's (Omni-R1)
+}
+
+
+def student_prompt(question: str, choices: Sequence[str], template: str = PROMPT_NAME) -> str:
+    """The text of the student's user turn: the prompt file ``template`` (``prompts/student.txt`` by
+    default; a recipe names its own) with the question and the options filled in."""
+    text = load_prompt(template).replace("{question}", question.strip())
+    # str.replace, not str.format: questions may contain braces
+    for placeholder, render in PLACEHOLDERS.items():
+        if placeholder in text:
+            text = text.replace(placeholder, render(list(choices)))
+    return text
 
 
 Layout = Literal["aligned", "separate"]
@@ -122,7 +140,7 @@ def student_messages(sample: StudentSample, system: str | None = None, layout: L
             content.extend({"type": "image"} for _ in sample.frames)
     if sample.audio is not None and not is_aligned(sample, layout):
         content.append({"type": "audio"})
-    content.append({"type": "text", "text": student_prompt(sample.question, sample.choices)})
+    content.append({"type": "text", "text": student_prompt(sample.question, sample.choices, sample.prompt)})
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
     return messages + [{"role": "user", "content": content}]
 

@@ -105,7 +105,7 @@ def api_messages(sample: StudentSample, system: str | None = None, layout: Layou
     if sample.audio is not None and not aligned:
         content.append({"type": "input_audio", "input_audio": {"data": _b64(float_wav_bytes(sample.audio)),
                                                                "format": "wav"}})
-    content.append({"type": "text", "text": student_prompt(sample.question, sample.choices)})
+    content.append({"type": "text", "text": student_prompt(sample.question, sample.choices, sample.prompt)})
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
     return messages + [{"role": "user", "content": content}]
 

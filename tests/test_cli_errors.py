@@ -74,11 +74,11 @@ def test_a_corpus_without_kept_rows_is_one_line(tiny_models, tmp_path, capsys):
 
     (tmp_path / "run" / "corpus").mkdir(parents=True)  # a build-avrt --out whose run kept nothing
     argv = ["--config", TINY, "--model", str(tiny_models["omni"]), "--output-dir", str(tmp_path / "train")]
-    line = _one_line(_refused(train, [*argv, "--corpus", str(tmp_path / "run")], capsys))
-    assert line == (f"error: --corpus {tmp_path / 'run'}: no kept rows under {tmp_path / 'run' / 'corpus'} "
+    line = _one_line(_refused(train, [*argv, "--data", str(tmp_path / "run")], capsys))
+    assert line == (f"error: --data {tmp_path / 'run'}: no kept rows under {tmp_path / 'run' / 'corpus'} "
                     "(give the --out folder of a build-avrt run that kept rows)")
-    line = _one_line(_refused(train, [*argv, "--corpus", str(tmp_path / "nowhere")], capsys))
-    assert "no such folder" in line
+    line = _one_line(_refused(train, [*argv, "--corpus", str(tmp_path / "nowhere")], capsys))  # the old name
+    assert "no such file or folder" in line
     assert not (tmp_path / "train").exists(), "nothing written"
 
 
@@ -118,7 +118,7 @@ def test_the_documented_torchrun_line_reads_the_demo_outputs(tiny_models, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
-    ours = "error: --corpus outputs/demo/corpus: no kept rows under outputs/demo/corpus/corpus"
+    ours = "error: --data outputs/demo/corpus: no kept rows under outputs/demo/corpus/corpus"
     assert output.count(ours) == 1, output[-3000:]
     assert "exitcode  : 2" in output, output[-3000:]  # the rank torchrun saw stop first (it may stop the other)
     assert output.count("Traceback") == 1 and "ChildFailedError" in output, output[-3000:]

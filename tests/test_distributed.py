@@ -40,7 +40,7 @@ def test_deepspeed_configs_pass_deepspeeds_own_checks(path):
                              offload_param_device=settings["offload_param_device"],
                              zero3_init_flag=settings["zero3_init_flag"])
     plugin.set_mixed_precision(launch.mixed_precision)
-    config = load_config(ROOT / "configs" / "train" / "avrt.yaml")
+    config = load_config(ROOT / "configs" / "recipes" / "avrt.yaml")
     for trl_class, stage in ((SFTConfig, config.sft), (GRPOConfig, config.grpo)):
         plan = MemoryPlan(False, stage.per_device_train_batch_size, stage.gradient_accumulation_steps, None, None, "")
         args = trl_config(trl_class, stage, config.model_copy(update={"precision": "bf16"}), Path("/tmp/unused"),

@@ -142,7 +142,7 @@ COMMANDS: list[tuple[str, str]] = [
                           "runs the openai backend on vLLM serving the tiny export; avrt-3b needs GPUs"),
     (r"configs/teachers/paper\.yaml|outputs/teachers\.yaml", PAPER),
     (r"hf download|prepare_af3_think", "downloads or merges the paper's weights (tens of GB, a model hub)"),
-    (r"configs/train/avrt\.yaml|avrt-3b|/shared/avrt-start", STUDENT_3B),
+    (r"configs/recipes/avrt\.yaml|avrt-3b|/shared/avrt-start", STUDENT_3B),
     (r"^(python|bash) bench/", "a benchmark: minutes, and its figures need a quiet machine "
                                "(tests/test_bench.py checks its measures)"),
     (r"omni-3b-shape", "a Qwen2.5-Omni-3B-shaped student: about 5 GB, for bench/train_step.py"),

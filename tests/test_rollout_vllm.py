@@ -99,10 +99,11 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
 
     from student.inputs import StudentSample, encode_prompt, generation_suppress_tokens, is_aligned
     from training import grpo
+    from training.data import MediaLoader, load_corpus
     from training.encoders import thinker
     from training.grpo import AVGRPOTrainer, run_grpo
     from training.rollout import RolloutServerError, rollout_request
-    from training.runtime import MediaLoader, load_corpus, load_processor
+    from training.runtime import load_processor
     from training.tiny_models import build_all
     from training.weight_sync import changing_tensors
 

@@ -25,7 +25,7 @@ def test_config_overrides_are_typed_and_checked(tmp_path):
     config = load_config(TINY, ["grpo.beta=0", "sft.learning_rate=3e-5", "stages=[grpo]", "data.audio=false"])
     assert config.grpo.beta == 0.0 and config.sft.learning_rate == 3e-5 and config.stages == ["grpo"]
     assert config.data.audio is False
-    paper = load_config(ROOT / "configs" / "train" / "avrt.yaml")
+    paper = load_config(ROOT / "configs" / "recipes" / "avrt.yaml")
     assert (paper.sft.learning_rate, paper.sft.warmup_steps, paper.sft.weight_decay) == (2e-6, 100, 0.01)
     assert (paper.grpo.num_generations, paper.grpo.epsilon, paper.grpo.beta, paper.grpo.temperature) == (4, 0.2, 0.01, 1.0)
     with pytest.raises(ValidationError, match="grpo.nonsense"):
@@ -37,7 +37,8 @@ def test_config_overrides_are_typed_and_checked(tmp_path):
 
 
 def test_sft_collator_masks_everything_but_the_trace(tiny_models, corpus):
-    from training.runtime import MediaLoader, load_corpus, load_processor
+    from training.data import MediaLoader, load_corpus
+    from training.runtime import load_processor
     from training.sft import SFTCollator
 
     config = _config(tiny_models, corpus, "unused")
@@ -177,7 +178,7 @@ def test_sft_grpo_and_evaluation_build_identical_inputs(grpo_trainer, tiny_model
     from evaluation.evaluate import Decoding, HFGenerator
     from student.inputs import MEDIA_KEYS, load_corpus_sample
     from tests.conftest import prompt_lengths
-    from training.runtime import MediaLoader, load_corpus
+    from training.data import MediaLoader, load_corpus
     from training.sft import SFTCollator
 
     trainer = grpo_trainer

@@ -42,6 +42,7 @@ from trl import GRPOConfig, GRPOTrainer
 from configs import UserError
 from student.inputs import (
     MEDIA_KEYS,
+    PROMPT_NAME,
     Layout,
     collate_media,
     continue_positions,
@@ -50,14 +51,13 @@ from student.inputs import (
     pad_positions,
     student_prompt,
 )
+from training.data import MEDIA_COLUMNS, MediaLoader, load_rows, media_loader
 from training.encoders import EncodedMedia, enable_encoded_audio, encode_media, encoded_kwargs, thinker
-from training.rewards import accuracy_reward, format_reward, make_length_reward
+from training.rewards import REWARDS, make_length_reward
 from training.rollout import RolloutEngine, RolloutServerError, rollout_request
 from training.runtime import (
     JsonlMetrics,
-    MediaLoader,
     NoLastStepCheckpoint,
-    load_corpus,
     load_processor,
     load_student,
     memory_plan,
@@ -269,23 +269,32 @@ class AVGRPOTrainer(GRPOTrainer):
                 raise RuntimeError(f"AVGRPOTrainer: media of row {i} do not belong to its prompt")
 
 
-def grpo_dataset(frame, system: str | None = None) -> Dataset:
-    """Rows for GRPO: a text ``prompt`` (for TRL's logs and rewards) plus the corpus columns."""
-    columns = [c for c in ("id", "question", "choices", "answer", "frames", "audio", "duration") if c in frame.columns]
+def grpo_dataset(frame, system: str | None = None, prompt: str = PROMPT_NAME) -> Dataset:
+    """Rows for GRPO: a text ``prompt`` (for TRL's logs and rewards) plus the data's columns (a corpus's
+    extracted media, or a published row's files)."""
+    columns = [c for c in ("id", "question", "choices", "answer", "frames", "audio", "duration", *MEDIA_COLUMNS.values())
+               if c in frame.columns]
     records = frame[columns].to_dict("records")
     for record in records:
         messages = [{"role": "system", "content": system}] if system else []
-        record["prompt"] = messages + [{"role": "user", "content": student_prompt(record["question"], record["choices"])}]
+        text = student_prompt(record["question"], record["choices"], prompt)
+        record["prompt"] = messages + [{"role": "user", "content": text}]
     return Dataset.from_list(records)
 
 
 def reward_functions(config: TrainConfig) -> tuple[list, list[float]]:
+    """The rewards ``grpo.rewards`` weighs (``training.rewards.REWARDS``), those of weight 0 left out."""
     stage = config.grpo
-    funcs, weights = [format_reward, accuracy_reward], [stage.rewards.format, stage.rewards.accuracy]
-    if stage.rewards.length:
-        length = stage.length_reward
-        funcs.append(make_length_reward(length.min_words, length.max_words, length.sigma))
-        weights.append(stage.rewards.length)
+    funcs, weights = [], []
+    for name, weight in stage.rewards.items():
+        if not weight:
+            continue
+        if name == "length":
+            length = stage.length_reward
+            funcs.append(make_length_reward(length.min_words, length.max_words, length.sigma))
+        else:
+            funcs.append(REWARDS[name])
+        weights.append(weight)
     return funcs, weights
 
 
@@ -300,13 +309,13 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path,
     if (stage.rollout == "vllm") != (rollout_engine is not None):
         raise ValueError(f"grpo.rollout is {stage.rollout!r}: "
                          + ("give the rollout engine" if rollout_engine is None else "no rollout engine expected"))
-    frame = load_corpus(config.corpus, config.data)
+    frame = load_rows(config.data).frame
     processor = load_processor(model_path)
     model = load_student(model_path, config)
     funcs, weights = reward_functions(config)
 
     def tokens_per_row() -> int:  # the longest of a few prompts, plus a whole completion
-        media = MediaLoader(config.corpus, config.data, config.seed)  # its own: training's draws stay as they were
+        media = media_loader(config)  # its own: training's draws stay as they were
         rows = frame.head(8).to_dict("records")
         prompts = [encode_prompt(processor, media(row), config.system_prompt, config.av_layout) for row in rows]
         return max(p["input_ids"].numel() for p in prompts) + stage.max_completion_length
@@ -316,10 +325,10 @@ def build_grpo_trainer(config: TrainConfig, model_path: str, out_dir: Path,
     args = trl_config(GRPOConfig, stage, config, out_dir, plan, reward_weights=weights,
                       generation_kwargs={"suppress_tokens": generation_suppress_tokens(processor)})
     return AVGRPOTrainer(
-        model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt),
+        model=model, reward_funcs=funcs, args=args, train_dataset=grpo_dataset(frame, config.system_prompt, config.prompt),
         processing_class=processor,
         callbacks=[JsonlMetrics(out_dir / "metrics.jsonl"), NoLastStepCheckpoint()],
-        media_loader=MediaLoader(config.corpus, config.data, config.seed), system_prompt=config.system_prompt,
+        media_loader=media_loader(config), system_prompt=config.system_prompt,
         layout=config.av_layout, cache_encoders=use_encoder_cache(config), rollout_engine=rollout_engine,
     )
 

@@ -12,12 +12,25 @@ columns of the batch (``answer`` gold letter, ``choices`` option texts).
   thinking, 1 inside ``[min_words, max_words]``, falling off with ``sigma`` outside.
 
 The paper weighs format and accuracy 1:1 (``r = R_format + R_acc``).
+
+Other recipes' rewards, as their code defines them (``configs/recipes/``, docs/recipes.md):
+
+* ``echoink_format``: EchoInk-R1's format check, its regex verbatim: the stripped completion is
+  ``<think>…</think>`` then ``<answer>…</answer>``; its look-aheads refuse a second ``<think>`` or
+  ``<answer>`` only on the first line (no DOTALL), as theirs do.
+* ``echoink_accuracy``: EchoInk-R1's exact match: the first ``<answer>`` content, stripped, equals
+  the gold letter exactly (``C.`` is not ``C``).
+* Omni-R1 (answers directly, accuracy only) uses ``accuracy``: the shared parser reads a bare letter
+  (``B``, ``(B)``) and an option's text alike.
+
+``REWARDS`` names every reward a config may weigh in ``grpo.rewards``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -82,3 +95,37 @@ def make_length_reward(min_words: int = 100, max_words: int = 200, sigma: float 
     func = partial(length_reward, min_words=min_words, max_words=max_words, sigma=sigma)
     func.__name__ = "length_reward"  # type: ignore[attr-defined]
     return func
+
+
+# EchoInk-R1's patterns (src/r1-v/src/open_r1/grpo.py), verbatim.
+ECHOINK_ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S)
+ECHOINK_FORMAT = re.compile(r"^(?!.*<think>.*<think>)(?!.*<answer>.*<answer>)"
+                            r"<think>[\s\S]+?</think>\s*<answer>[\s\S]+?</answer>$")
+
+
+def echoink_format_reward(prompts: list, completions: list, completion_ids: list | None = None,
+                          **_: Any) -> list[float]:
+    """1.0 when the stripped completion fully matches EchoInk-R1's format regex, else 0.0."""
+    return [float(ECHOINK_FORMAT.fullmatch(completion_text(c).strip()) is not None) for c in completions]
+
+
+def echoink_accuracy_reward(prompts: list, completions: list, completion_ids: list | None = None,
+                            answer: list | None = None, **_: Any) -> list[float]:
+    """1.0 when the first ``<answer>`` content (stripped) is exactly the gold letter, else 0.0."""
+    if answer is None:
+        raise ValueError("echoink_accuracy_reward needs the dataset column 'answer' (gold letter)")
+    rewards = []
+    for completion, gold in zip(completions, answer):
+        found = ECHOINK_ANSWER.search(completion_text(completion))
+        rewards.append(float(found is not None and found.group(1).strip() == str(gold).strip()))
+    return rewards
+
+
+# grpo.rewards names -> reward functions (``length`` is built from grpo.length_reward's bounds).
+REWARDS: dict[str, Callable[..., list[float]]] = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+    "length": length_reward,
+    "echoink_format": echoink_format_reward,
+    "echoink_accuracy": echoink_accuracy_reward,
+}

@@ -1,75 +1,21 @@
-"""Pieces both training stages share: corpus loading, the student model, precision, metrics, resume."""
+"""Pieces both training stages share: the student model, precision, memory plan, metrics, resume."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from configs import UserError
-from corpus.store import read_frame
 from student.family import family_of
-from student.inputs import StudentSample, load_corpus_sample
 from training.memory import GIB, MemoryPlan, ModelShape, Sharding, plan_memory
-from training.train_config import DataConfig, TrainConfig
-
-REQUIRED_COLUMNS = ("id", "question", "choices", "answer", "frames", "audio")
-
-
-def load_corpus(corpus: str | Path, data: DataConfig, extra_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Rows of ``corpus/corpus/*.parquet`` (build-avrt's format) for ``data.split``; a corpus that cannot
-    be used is a ``UserError`` naming what to change."""
-    frame = read_frame(Path(corpus))
-    if frame.empty:
-        raise UserError(no_rows_message(Path(corpus)))
-    missing = [c for c in (*REQUIRED_COLUMNS, *extra_columns) if c not in frame.columns]
-    if missing:
-        raise UserError(f"--corpus {corpus}: its rows lack columns {missing} (not a build-avrt corpus)")
-    if "split" in frame.columns and data.split:
-        frame = frame[frame["split"] == data.split]
-    if data.max_samples is not None:
-        frame = frame.head(data.max_samples)
-    if frame.empty:
-        raise UserError(f"--corpus {corpus}: no kept rows for split {data.split!r} (set data.split)")
-    frame = frame.reset_index(drop=True)
-    for column in ("choices", "frames"):
-        frame[column] = frame[column].map(lambda v: [str(x) for x in v] if v is not None else [])
-    return frame
-
-
-def no_rows_message(corpus: Path) -> str:
-    """Why a build-avrt output folder gives no kept rows, and what to give instead."""
-    if not corpus.is_dir():
-        return f"--corpus {corpus}: no such folder (give the --out folder of a build-avrt run)"
-    if any(corpus.glob("*.parquet")):
-        return f"--corpus {corpus}: holds parquet files itself; give the build-avrt output folder above it"
-    return (f"--corpus {corpus}: no kept rows under {corpus / 'corpus'} (give the --out folder of a build-avrt "
-            "run that kept rows)")
-
-
-class MediaLoader:
-    """Loads a corpus row as a ``StudentSample``, applying the configured modalities and dropout."""
-
-    def __init__(self, root: str | Path, data: DataConfig, seed: int = 0):
-        self.root, self.data = Path(root), data
-        self.rng = random.Random(seed)
-
-    def __call__(self, row: dict[str, Any]) -> StudentSample:
-        vision, audio = self.data.vision, self.data.audio
-        p = self.data.modality_dropout
-        if p > 0 and vision and audio:
-            draw = self.rng.random()
-            vision, audio = (False, True) if draw < p else (True, False) if draw < 2 * p else (True, True)
-        return load_corpus_sample(row, self.root, vision=vision, audio=audio)
+from training.train_config import TrainConfig
 
 
 def use_bf16(config: TrainConfig) -> bool:

@@ -18,12 +18,11 @@ from datasets import Dataset
 from trl import SFTTrainer
 
 from student.inputs import MEDIA_KEYS, Layout, build_inputs
+from training.data import MediaLoader, load_rows, media_loader
 from training.encoders import enable_encoded_audio, encode_media, encoded_kwargs
 from training.runtime import (
     JsonlMetrics,
-    MediaLoader,
     NoLastStepCheckpoint,
-    load_corpus,
     load_processor,
     load_student,
     memory_plan,
@@ -89,13 +88,13 @@ def build_sft_trainer(config: TrainConfig, model_path: str, out_dir: Path) -> AV
     from trl import SFTConfig
 
     stage = config.sft
-    frame = load_corpus(config.corpus, config.data, extra_columns=(stage.target_column,))
+    frame = load_rows(config.data, extra_columns=(stage.target_column,)).frame
     frame = frame[frame[stage.target_column].astype(bool)]
     processor = load_processor(model_path)
     frame = frame.assign(length=text_lengths(processor.tokenizer, frame, stage.target_column))
     dataset = Dataset.from_pandas(frame, preserve_index=False)
     model = load_student(model_path, config)
-    collator = SFTCollator(processor, MediaLoader(config.corpus, config.data, config.seed), stage.target_column,
+    collator = SFTCollator(processor, media_loader(config), stage.target_column,
                            config.system_prompt, config.av_layout)
     plan = memory_plan(config, stage, model, lambda: longest_row(collator, dataset))
     write_plan(out_dir, "sft", plan)

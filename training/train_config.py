@@ -1,6 +1,6 @@
 """The trainer's one typed configuration: YAML file + dotted ``key=value`` overrides.
 
-``load_config("configs/train/avrt.yaml", ["sft.max_steps=2", "grpo.beta=0"])`` returns a validated
+``load_config("configs/recipes/avrt.yaml", ["sft.max_steps=2", "grpo.beta=0"])`` returns a validated
 ``TrainConfig``; unknown keys are rejected, values are parsed as YAML (``2e-6``, ``true``, ``[a, b]``).
 Defaults are the paper's (AVRT section 4.2): SFT 1 epoch, lr 2e-6, cosine, 100 warmup steps, weight
 decay 0.01, AdamW(0.9, 0.999, 1e-8), effective batch 32 (1 per device x 8 accumulation x 4 GPUs);
@@ -24,13 +24,20 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Which corpus rows and which modalities the student sees."""
+    """The training data, which of its rows, and which modalities the student sees."""
 
-    split: str = "train"  # corpus rows with this `split` value (all rows if the column is missing)
+    # A build-avrt output folder (its corpus/*.parquet), or a dataset as published: an AVQA-R1-6K split
+    # folder, R1-AQA's AVQA JSONL, AVQA's annotation JSON, ARC-Easy, a project manifest (docs/recipes.md).
+    path: str = "outputs/avrt"
+    split: str = "train"  # rows with this `split` value (all rows if the data has no splits)
+    skip_invalid: bool = False  # published data: train on the valid rows, listing the others, instead of stopping
     max_samples: int | None = None  # first N rows (demo, tests)
     vision: bool = True  # give the student the 8 frames
     audio: bool = True  # give the student the audio
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # P(drop frames) = P(drop audio), never both
+    # A still image larger than this is resized (aspect kept) before the processor sees it (EchoInk-R1:
+    # 256 x 28 x 28); None: the student's own cap (student.inputs.IMAGE_MAX_PIXELS).
+    image_max_pixels: int | None = Field(None, gt=0)
 
 
 # Names earlier configs used for fields that now carry TRL's names.
@@ -87,12 +94,6 @@ class SFTStageConfig(OptimConfig):
     train_sampling_strategy: Literal["random", "group_by_length", "sequential"] = "group_by_length"
 
 
-class RewardWeights(_Strict):
-    format: float = 1.0
-    accuracy: float = 1.0
-    length: float = 0.0  # optional Gaussian length reward, off by default
-
-
 class LengthRewardConfig(_Strict):
     min_words: int = 100
     max_words: int = 200
@@ -120,7 +121,8 @@ class GRPOStageConfig(OptimConfig):
     top_p: float = 1.0
     max_completion_length: int = 512
     loss_type: str = "grpo"  # per-sequence 1/|o_i| normalisation, as the paper's objective (eq. 6)
-    rewards: RewardWeights = RewardWeights()
+    # reward name (training.rewards.REWARDS) -> weight; the total is their weighted sum
+    rewards: dict[str, float] = {"format": 1.0, "accuracy": 1.0}
     length_reward: LengthRewardConfig = LengthRewardConfig()
     log_completions: bool = False
     # Who samples the completions: Hugging Face `generate` in the trainer ("hf"), or vLLM ("vllm",
@@ -151,6 +153,17 @@ class GRPOStageConfig(OptimConfig):
     vllm_importance_sampling_clip_max: float = 3.0
 
     @model_validator(mode="after")
+    def _known_rewards(self) -> "GRPOStageConfig":
+        from training.rewards import REWARDS
+
+        unknown = sorted(set(self.rewards) - set(REWARDS))
+        if unknown:
+            raise ValueError(f"grpo.rewards: unknown reward {', '.join(unknown)} (known: {', '.join(REWARDS)})")
+        if not any(self.rewards.values()):
+            raise ValueError("grpo.rewards: every weight is 0")
+        return self
+
+    @model_validator(mode="after")
     def _rollout_urls_need_vllm(self) -> "GRPOStageConfig":
         if self.rollout_urls and self.rollout != "vllm":
             raise ValueError("grpo.rollout_urls is set but grpo.rollout is not vllm")
@@ -171,7 +184,6 @@ class TrainConfig(_Strict):
     """Everything ``python -m training.sft_then_grpo`` needs."""
 
     model: str = "Qwen/Qwen2.5-Omni-3B"  # base student: hub id or local directory
-    corpus: str = "outputs/avrt"  # build-avrt OUTDIR (reads OUTDIR/corpus/*.parquet)
     output_dir: str = "outputs/train/avrt"
     stages: list[Literal["sft", "grpo"]] = ["sft", "grpo"]
     seed: int = 42
@@ -192,11 +204,40 @@ class TrainConfig(_Strict):
     # or as a separate part after the video ("separate"). Image + audio items are always separate.
     av_layout: Literal["aligned", "separate"] = "aligned"
     system_prompt: str | None = None  # optional system turn (also used by evaluation if set)
+    # The user turn's text: a file of prompts/ (student: AVRT's; echoink_r1, omni_r1) or a path; evaluation
+    # uses the same one for a checkpoint trained with it
+    prompt: str = "student"
     dataloader_num_workers: int = 0
     report_to: str = "none"
     data: DataConfig = DataConfig()
     sft: SFTStageConfig = SFTStageConfig()
     grpo: GRPOStageConfig = GRPOStageConfig()
+
+    @property
+    def corpus(self) -> str:
+        """The training data (``data.path``; ``corpus`` is its old name)."""
+        return self.data.path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_corpus_name(cls, data: Any) -> Any:
+        """``corpus: DIR`` (the old key) -> ``data.path``."""
+        if isinstance(data, dict) and "corpus" in data:
+            data = dict(data)
+            section = dict(data.get("data") or {})
+            if "path" in section:
+                raise ValueError("corpus and data.path both given (corpus is the old name of data.path)")
+            section["path"] = data.pop("corpus")
+            data["data"] = section
+        return data
+
+    @model_validator(mode="after")
+    def _known_prompt(self) -> "TrainConfig":
+        from prompts import prompt_path
+
+        if not prompt_path(self.prompt).is_file():
+            raise ValueError(f"prompt: no prompt file {self.prompt!r} (a name in prompts/ or a path)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -213,8 +254,10 @@ class TrainConfig(_Strict):
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (or the defaults), apply dotted overrides, validate."""
-    return TrainConfig.model_validate(apply_overrides(read_yaml(path), overrides or []))
+    """Read a YAML config (or the defaults), apply dotted overrides, validate. An override of the old key
+    ``corpus`` sets ``data.path``."""
+    overrides = [f"data.path{item[len('corpus'):]}" if item.startswith("corpus=") else item for item in overrides or []]
+    return TrainConfig.model_validate(apply_overrides(read_yaml(path), overrides))
 
 
 def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
