@@ -284,8 +284,10 @@ def test_cli_refuses_a_setting_the_benchmark_lacks(tiny_models, tmp_path):
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory):
     from tests.benchmark_layouts import write_layouts
+    from tests.published_layouts import write_avqa_r1_6k
 
-    return write_layouts(tmp_path_factory.mktemp("published"))
+    root = tmp_path_factory.mktemp("published")
+    return {**write_layouts(root), "avqa-r1-6k": write_avqa_r1_6k(root, n=1, valid_n=2)}
 
 
 def _cli(tiny_models, benchmark, data, out, *extra):
@@ -336,7 +338,8 @@ def test_the_documented_evaluation_commands_run_one_after_another(tiny_models, l
         code = run_documented(line, {"S": "outputs/train/avrt/grpo/final"},
                               ("--limit", "1", "--max-new-tokens", "2", "--device", "cpu", "--quiet"))
         assert code == 0, line
-    assert {p.name for p in (tmp_path / "outputs" / "eval").iterdir()} >= {"avqa", "omnibench", "omnibench-hub", "mmau"}
+    assert {p.name for p in (tmp_path / "outputs" / "eval").iterdir()} >= {"avqa", "omnibench", "omnibench-hub", "mmau",
+                                                                            "mmau-with-without-audio", "avqa-r1-6k"}
 
 
 def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, layouts, tmp_path):
@@ -494,7 +497,6 @@ def test_text_only_setting_sends_no_media_openai_and_avqa_r1_6k_reads_its_valid_
     ``t`` alone decodes and needs no media; ``avqa-r1-6k`` sends image + audio and scores by EchoInk's rule."""
     from evaluation.benchmarks import load_benchmark
     from student.inputs import student_prompt
-    from tests.published_layouts import write_avqa_r1_6k
 
     scripted_server.set_handler("student", lambda request: "<think>t</think><answer>B</answer>")
     api = ["--backend", "openai", "--base-url", scripted_server.url, "--served-model", "student", "--retries", "0",
@@ -528,7 +530,7 @@ def test_text_only_setting_sends_no_media_openai_and_avqa_r1_6k_reads_its_valid_
         run(["--benchmark", "mmau", "--data", str(away), "--out", str(tmp_path / "a"), "--modalities", "a", *api])
 
     scripted_server.reset_counts()
-    folder = write_avqa_r1_6k(tmp_path / "published", n=1, valid_n=2)
+    folder = layouts["avqa-r1-6k"]
     report = run(["--benchmark", "avqa-r1-6k", "--data", str(folder), "--out", str(tmp_path / "r1"), *api])
     assert report["scoring"]["official"].startswith("echoink: ") and report["n_items"] == 2
     assert report["data"] == str((folder / "valid" / "omni_rl_format_valid.json").resolve())
