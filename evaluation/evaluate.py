@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--media-root", type=Path,
                         help="where the media live (AVQA: video dir, default data/video of the repository; "
                              "Daily-Omni: Videos/; OmniBench: dir holding mm_data/; MMAR/MMAU: dir the audio paths "
-                             "are relative to). Default: the published layout around --data")
+                             "are relative to; AVQA-R1-6K: the split folder holding images/ and audios/). Default: "
+                             "the published layout around --data")
     parser.add_argument("--backend", choices=("hf", "openai", "vllm"),
                         help="hf (default): transformers generate in this process; vllm: vLLM servers started here "
                              "from --model (a trainer checkpoint, exported first, or an export), stopped at the end; "
