@@ -95,15 +95,17 @@ def dataset_kind(path: str | Path) -> str:
 
 
 def read_dataset(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
-                 split: str | None = None) -> ManifestReading:
+                 split: str | None = None, kind: str | None = None) -> ManifestReading:
     """Every row (the first ``limit``) of the dataset at ``path``, checked: the valid samples and the
     invalid rows with their reasons.
 
     ``video_dir``: where relative media paths are found (default: the published place beside the file).
     ``split``: which split of a folder holding several (AVQA_R1/, ARC-Easy/); the split label of
-    a manifest's or AVQA's samples (default train). Raises ``ManifestError`` only for the dataset as a
-    whole (not found, unreadable, empty, an unknown split)."""
-    kind = dataset_kind(path)
+    a manifest's or AVQA's samples (default train). ``kind``: the layout (default :func:`dataset_kind`).
+    Raises ``ManifestError`` only for the dataset as a whole (not found, unreadable, empty, an unknown split)."""
+    kind = kind or dataset_kind(path)
+    if kind not in KINDS:
+        raise ManifestError(f"unknown dataset layout {kind!r}; choose from {', '.join(KINDS)}")
     if kind in ("manifest", "avqa"):
         return read_manifest(path, video_dir, limit, split or "train")
     if kind == "avqa-r1-6k":
@@ -114,10 +116,10 @@ def read_dataset(path: str | Path, video_dir: str | Path | None = None, limit: i
 
 
 def load_dataset(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
-                 split: str | None = None, skip_invalid: bool = False) -> ManifestReading:
+                 split: str | None = None, skip_invalid: bool = False, kind: str | None = None) -> ManifestReading:
     """:func:`read_dataset`, refused (``ManifestError`` listing every invalid row with its reason) when a
     row is invalid, unless ``skip_invalid``; a dataset with no valid sample is always refused."""
-    return refuse_invalid(path, read_dataset(path, video_dir, limit, split), skip_invalid)
+    return refuse_invalid(path, read_dataset(path, video_dir, limit, split, kind), skip_invalid)
 
 
 # ----------------------------------------------------------------------------- where the file is

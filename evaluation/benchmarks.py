@@ -27,6 +27,10 @@ Published layouts (``--data`` may name the file, or the folder it was downloaded
               not a choice: unscorable under the exact rule, still scored by the official one.
 ``mmau``      ``mmau-test-mini.json`` (or ``mmau-test.json``): ``id, audio_id (./test-mini-audios/…),
               question, choices, answer (option text), task, difficulty, sub-category``.
+``avqa-r1-6k`` EchoInk-R1's valid split as published: ``AVQA_R1/valid/omni_rl_format_valid.json``
+              (a JSON list of ``problem_id, problem, options ["A. …"], solution "<answer>X</answer>",
+              path {image, audio}``) with ``images/`` and ``audios/`` beside it; read by
+              ``corpus.published`` (the training reader), image + audio items.
 ``manifest``  the project's JSONL (build-avrt's input): ``id, video | image + audio, question,
               choices, answer (letter), question_type``; paths relative to the file.
 """
@@ -100,6 +104,8 @@ PUBLISHED_FILES: dict[str, tuple[str, ...]] = {
     "dailyomni": ("qa.json", "*/qa.json"),
     "mmar": ("MMAR-meta.jsonl", "MMAR-meta.json"),
     "mmau": ("mmau-test-mini.json", "mmau-test.json"),
+    "avqa-r1-6k": ("omni_rl_format_valid.json", "valid/omni_rl_format_valid.json",
+                   "AVQA_R1/valid/omni_rl_format_valid.json", "omni_rl_format_*.json"),
     "manifest": ("*.jsonl",),
 }
 
@@ -281,13 +287,14 @@ def _one(data: Path | str | Sequence[Path | str], name: str) -> Path:
 
 # ---------------------------------------------------------------- loaders
 
-def _from_pipeline(path: Path, media_root: Path | None) -> list[BenchItem]:
-    """Manifest and AVQA files are build-avrt's inputs too: one loader (``corpus.manifest``) reads both."""
+def _from_pipeline(path: Path, media_root: Path | None, kind: str) -> list[BenchItem]:
+    """Manifest, AVQA and AVQA-R1-6K files are training inputs too: one reader (``corpus.published``) reads
+    them, in the layout ``kind``."""
     from corpus.manifest import ManifestError
-    from corpus.manifest import load_manifest as load_pipeline_manifest
+    from corpus.published import load_dataset
 
     try:
-        samples = load_pipeline_manifest(path, video_dir=media_root)
+        samples = load_dataset(path, video_dir=media_root, kind=kind).samples
     except ManifestError as err:
         raise BenchmarkFormatError(str(err)) from None
     return [BenchItem(id=s.id, question=s.question, choices=tuple(s.choices), answer=s.answer,
@@ -299,12 +306,17 @@ def _from_pipeline(path: Path, media_root: Path | None) -> list[BenchItem]:
 
 def load_manifest(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
     """The project's JSONL manifest (also build-avrt's input); paths relative to the manifest."""
-    return _from_pipeline(_one(paths, "manifest"), media_root)
+    return _from_pipeline(_one(paths, "manifest"), media_root, "manifest")
 
 
 def load_avqa(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
     """AVQA annotations; ``media_root`` is the video folder (default: ``corpus.manifest.avqa_video_dir``)."""
-    return _from_pipeline(_one(paths, "avqa"), media_root)
+    return _from_pipeline(_one(paths, "avqa"), media_root, "avqa")
+
+
+def load_avqa_r1_6k(paths: Path | Sequence[Path], media_root: Path | None = None) -> list[BenchItem]:
+    """AVQA-R1-6K's ``omni_rl_format_valid.json``; ``media_root`` is the split folder (default: the file's)."""
+    return _from_pipeline(_one(paths, "avqa-r1-6k"), media_root, "avqa-r1-6k")
 
 
 def _omnibench_rows(path: Path, roots: Sequence[Path], cache: Path) -> list[BenchItem]:
@@ -410,6 +422,7 @@ LOADERS: dict[str, Callable[[Sequence[Path], Path | None], list[BenchItem]]] = {
     "dailyomni": load_dailyomni,
     "mmar": load_mmar,
     "mmau": load_mmau,
+    "avqa-r1-6k": load_avqa_r1_6k,
     "manifest": load_manifest,
 }
 
@@ -420,6 +433,7 @@ MEDIA_ROOT_HELP = {
     "dailyomni": "the Videos/ folder",
     "mmar": "the folder the audio_path values (./audio/...) are relative to",
     "mmau": "the folder the audio_id values (./test-mini-audios/...) are relative to",
+    "avqa-r1-6k": "the split folder holding images/ and audios/ (AVQA_R1/valid)",
     "manifest": "the folder the media paths are relative to",
 }
 

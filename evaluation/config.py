@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from media import MediaSettings
 from training.train_config import GRPOStageConfig, TrainConfig
 
-Benchmark = Literal["avqa", "dailyomni", "manifest", "mmar", "mmau", "omnibench"]
+Benchmark = Literal["avqa", "avqa-r1-6k", "dailyomni", "manifest", "mmar", "mmau", "omnibench"]
 
 
 class _Strict(BaseModel):
@@ -82,7 +82,8 @@ class EvalConfig(_Strict):
     vllm_python: str | None = Field(None, description="vllm: a Python with vLLM (default .venv-vllm)")
     export_cache: Path = Field(Path("outputs/export-cache"),
                                description="vllm: exports of trainer checkpoints, by content")
-    modalities: str | None = Field(None, description="av, a, v (comma-separated); default the benchmark's full input")
+    modalities: str | None = Field(None, description="av, a, v, t (comma-separated; t: text only); default the "
+                                                     "benchmark's full input")
     limit: int | None = None
     out: Path | None = Field(None, description="default outputs/eval/BENCHMARK")
     difficulty_from: Path | None = None

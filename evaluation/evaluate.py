@@ -1,7 +1,8 @@
-"""Evaluate a student (a Qwen2.5-Omni or Qwen3-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU or a manifest.
+"""Evaluate a student (a Qwen2.5-Omni or Qwen3-Omni thinker) on AVQA, OmniBench, Daily-Omni, MMAR, MMAU,
+AVQA-R1-6K or a manifest.
 
-    python -m evaluation.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|manifest \\
-        --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v] [--limit N] [--out DIR] \\
+    python -m evaluation.evaluate --model PATH --benchmark avqa|omnibench|dailyomni|mmar|mmau|avqa-r1-6k|manifest \\
+        --data FILE_OR_DIR [FILE ...] [--media-root DIR] [--modalities av,a,v,t] [--limit N] [--out DIR] \\
         [--difficulty-from CORPUS_OR_TEACHER_RESULTS]
     python -m evaluation.evaluate --backend vllm --model PATH [--gpus 0,1,2,3] ...
     python -m evaluation.evaluate --backend openai --base-url http://HOST:8000/v1 --served-model NAME ...
@@ -23,10 +24,13 @@ as one lossless video with its sound, and what vLLM still does differently is wr
 items/s, and generated tokens/s where counted). Each output is scored twice
 (``evaluation.scoring``): the *exact* rule (the chosen option, an option-text answer matched to its
 option, never misread as a letter) and the benchmark's *official* rule (letter, or MMAU/MMAR's
-token-set match); items whose published answer is not an option are unscorable (listed, counted).
+token-set match, EchoInk-R1's letter rule); items whose published answer is not an option are
+unscorable (listed, counted).
 
 Modality settings (``--modalities``): ``av`` is the full input; ``a`` drops the frames/image and
-``v`` drops the audio, nothing else (same prompt text). Several settings share one media decode.
+``v`` drops the audio; ``t`` drops both (text only: the question and options, no media sent or
+decoded; Omni-R1's "without audio"); nothing else changes (same prompt text). Several settings share
+one media decode.
 
 Settings are one ``EvalConfig`` (``evaluation.config``): ``--config FILE.yaml``, then ``--set
 KEY=VALUE``, then the flags. Defaults are the trainer's: 8 frames, the centred 10 s audio window, its
@@ -80,13 +84,13 @@ from student.served import ALIGNED_DIFFERENCE, JPEG_KEY, suppress_bias
 
 log = logging.getLogger("avrt.evaluate")
 
-SETTINGS = ("av", "a", "v")
+SETTINGS = ("av", "a", "v", "t")  # t: text only, no media
 
 
 # ---------------------------------------------------------------- settings
 
 def parse_modalities(text: str) -> list[str]:
-    """``"av,a,v"`` -> ``["av", "a", "v"]`` (``va`` is ``av``); rejects unknown settings."""
+    """``"av,a,v,t"`` -> ``["av", "a", "v", "t"]`` (``va`` is ``av``); rejects unknown settings."""
     out = []
     for part in text.split(","):
         part = part.strip().lower()
@@ -94,7 +98,7 @@ def parse_modalities(text: str) -> list[str]:
             continue
         norm = "".join(sorted(set(part)))  # "va" / "av" -> "av"
         if norm not in SETTINGS or len(norm) != len(part):
-            raise ValueError(f"unknown modality setting {part!r}: use av, a or v (comma-separated)")
+            raise ValueError(f"unknown modality setting {part!r}: use av, a, v or t (comma-separated)")
         if norm not in out:
             out.append(norm)
     if not out:
@@ -103,10 +107,11 @@ def parse_modalities(text: str) -> list[str]:
 
 
 def check_modalities(items: Sequence[BenchItem], modalities: Sequence[str]) -> None:
-    """Every requested setting must be a subset of what the items carry (no frames for MMAR...)."""
+    """Every requested setting's media must be a subset of what the items carry (no frames for MMAR...);
+    ``t`` needs none."""
     for item in items:
         for setting in modalities:
-            if not set(setting) <= set(item.modality):
+            if not set(setting) - {"t"} <= set(item.modality):
                 raise ValueError(f"setting {setting!r} needs media that item {item.id!r} lacks "
                                  f"(it has {item.modality!r})")
 
@@ -152,7 +157,8 @@ def load_item_media(item: BenchItem, settings: MediaSettings = MediaSettings(), 
 def make_sample(item: BenchItem, media: ItemMedia, setting: str):
     """The ``StudentSample`` for one setting, or the media error that prevents it.
 
-    The ablations drop the frames (``a``) or the audio (``v``); question, options and prompt stay.
+    The ablations drop the frames (``a``), the audio (``v``) or both (``t``); question, options and
+    prompt stay.
     """
     from student.inputs import StudentSample
 
@@ -291,7 +297,8 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             need = [m for m in modalities if any((it.id, m) not in done for it in batch)]
-            loaded = [load_media(it, media, frames=any("v" in m for m in need), audio=any("a" in m for m in need))
+            frames, audio = any("v" in m for m in need), any("a" in m for m in need)
+            loaded = [load_media(it, media, frames=frames, audio=audio) if frames or audio else ItemMedia()
                       for it in batch]
             for setting in need:
                 pending = [(it, md) for it, md in zip(batch, loaded) if (it.id, setting) not in done]
@@ -400,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--media-root", type=Path,
                         help="where the media live (AVQA: video dir, default data/video of the repository; "
                              "Daily-Omni: Videos/; OmniBench: dir holding mm_data/; MMAR/MMAU: dir the audio paths "
-                             "are relative to). Default: the published layout around --data")
+                             "are relative to; AVQA-R1-6K: the split folder holding images/ and audios/). Default: "
+                             "the published layout around --data")
     parser.add_argument("--backend", choices=("hf", "openai", "vllm"),
                         help="hf (default): transformers generate in this process; vllm: vLLM servers started here "
                              "from --model (a trainer checkpoint, exported first, or an export), stopped at the end; "
@@ -422,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="openai backend: send the frame size and fps the hf backend uses as vLLM's "
                              "mm_processor_kwargs (vLLM started with --trust-request-mm-kwargs; needs --model)")
     parser.add_argument("--modalities",
-                        help="comma-separated settings among av (full), a (audio only), v (visual only); "
-                             "default: the benchmark's full input (av, or a for MMAR/MMAU)")
+                        help="comma-separated settings among av (full), a (audio only), v (visual only), t (text "
+                             "only: no media); default: the benchmark's full input (av, or a for MMAR/MMAU)")
     parser.add_argument("--limit", type=int, help="evaluate the first N items only")
     parser.add_argument("--out", type=Path, help="output dir (default outputs/eval/BENCHMARK)")
     parser.add_argument("--difficulty-from", type=Path,
@@ -536,14 +544,15 @@ def _generator(config: EvalConfig, decoding: Decoding, out: Path, stack: ExitSta
     return HFGenerator(model, processor, decoding, system=config.system, layout=config.layout)
 
 
-def _load_items(config: EvalConfig) -> tuple[list[BenchItem], list[Path]]:
-    """Items (after ``limit``) and the annotation files; bad input is a ``UserError``."""
+def _load_items(config: EvalConfig, media: bool = True) -> tuple[list[BenchItem], list[Path]]:
+    """Items (after ``limit``) and the annotation files, their media checked when ``media`` (a run of
+    text-only settings needs none); bad input is a ``UserError``."""
     try:
         files = resolve_data(config.benchmark, config.data)
         items = load_benchmark(config.benchmark, files, config.media_root)
         if config.limit:
             items = items[: config.limit]
-        missing = check_media_found(config.benchmark, items)
+        missing = check_media_found(config.benchmark, items) if media else []
     except BenchmarkFormatError as err:
         raise UserError(str(err)) from None
     if missing:
@@ -564,11 +573,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING if config.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     backend = _backend(config)
-    items, files = _load_items(config)
     rule = OFFICIAL_RULE[config.benchmark]
     native = "a" if config.benchmark in ("mmar", "mmau") else "av"
     try:
         modalities = parse_modalities(config.modalities or native)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    items, files = _load_items(config, media=modalities != ["t"])
+    try:
         check_modalities(items, modalities)
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -159,7 +159,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any], diffic
 
 
 def _order(setting: str) -> tuple[int, str]:
-    return ({"av": 0, "a": 1, "v": 2}.get(setting, 3), setting)
+    return ({"av": 0, "a": 1, "v": 2, "t": 3}.get(setting, 4), setting)
 
 
 # ---------------------------------------------------------------- markdown
@@ -168,7 +168,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-_SETTING_NAMES = {"av": "audio + visual", "a": "audio only", "v": "visual only"}
+_SETTING_NAMES = {"av": "audio + visual", "a": "audio only", "v": "visual only", "t": "text only"}
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:

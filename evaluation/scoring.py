@@ -16,6 +16,12 @@ Two numbers per item, both reported (``evaluation.report``), with the items wher
     extractors do. An option text that starts with a capital and a space can be misread as a letter.
     (OmniBench's gold is taken by option index: its official parser mislabels some golds.)
 
+``echoink`` (official for AVQA-R1-6K)
+    EchoInk-R1's ``extract_choice`` (``src/omniInstruct-v1_eval_valid.py``): the letter of the first
+    ``<answer>\s*([A-D])\s*</answer>``, case-insensitive; else the first standalone ``A``–``D``
+    anywhere in the output, case-insensitive too (so the article "a" reads as A, as in their script);
+    right when it is the gold letter. Only A–D, whatever the number of options.
+
 ``token_set`` (official for MMAR, MMAU)
     The MMAU/MMAR ``string_match``: every word of the gold answer text is in the prediction, and no
     word that only occurs in a wrong option is. The prediction is the text of the option the parser
@@ -33,12 +39,14 @@ from filters.answers import LETTERS, ParsedAnswer, parse_answer, split_thinking
 from filters.format import ANSWER_BLOCK
 
 OFFICIAL_RULE = {"avqa": "letter", "omnibench": "letter", "dailyomni": "letter", "manifest": "letter",
-                 "mmar": "token_set", "mmau": "token_set"}
+                 "mmar": "token_set", "mmau": "token_set", "avqa-r1-6k": "echoink"}
 
 RULE_DOC = {
     "exact": "the chosen option (an answer equal to an option's text is that option; else the parsed letter) "
              "is the gold option; items whose published answer is not an option are unscorable",
     "letter": "official letter rule: the parsed letter (filters.answers.parse_answer) equals the gold letter",
+    "echoink": "official EchoInk-R1 rule: the letter in the first <answer>X</answer> with X in A-D, else the first "
+               "standalone A-D (both case-insensitive), equals the gold letter",
     "token_set": "official MMAU/MMAR string_match of the chosen option's text (or the final answer text when "
                  "no letter is readable) against the published answer text",
 }
@@ -80,6 +88,16 @@ def choose_option(output: str, choices: Sequence[str]) -> ParsedAnswer:
     return parse_answer(output, choices)
 
 
+_ECHOINK_TAG = re.compile(r"<answer>\s*([A-D])\s*</answer>", re.I)
+_ECHOINK_BARE = re.compile(r"\b([A-D])\b", re.I)
+
+
+def echoink_letter(output: str) -> str | None:
+    """The letter EchoInk-R1's evaluation reads from an output (see the module doc); None where it reads "?"."""
+    found = _ECHOINK_TAG.search(output or "") or _ECHOINK_BARE.search(output or "")
+    return found.group(1).upper() if found else None
+
+
 def _tokens(text: str) -> set[str]:
     return set(re.findall(r"\b\w+\b", text.lower()))
 
@@ -117,6 +135,9 @@ def score_output(output: str, choices: Sequence[str], gold_letter: str | None, g
     parsed = parse_answer(output, choices)
     if official_rule == "letter":
         prediction, official = parsed.letter or "", gold_letter is not None and parsed.letter == gold_letter
+    elif official_rule == "echoink":
+        prediction = echoink_letter(output) or ""
+        official = gold_letter is not None and prediction == gold_letter
     elif official_rule == "token_set":
         prediction = choices[LETTERS.index(parsed.letter)] if parsed.letter else final_answer_text(output)
         official = token_set_match(gold_text, prediction, choices)

@@ -7,6 +7,7 @@ benchmark in its published layout (``tests/benchmark_layouts.py``, media made wi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,14 @@ from evaluation.benchmarks import (
     strip_letter,
 )
 from evaluation.report import difficulty_of, load_difficulty, render_markdown, summarize
-from evaluation.scoring import OFFICIAL_RULE, choose_option, final_answer_text, score_output, token_set_match
+from evaluation.scoring import (
+    OFFICIAL_RULE,
+    choose_option,
+    echoink_letter,
+    final_answer_text,
+    score_output,
+    token_set_match,
+)
 from tests.benchmark_layouts import write_layouts
 
 
@@ -251,6 +259,30 @@ def test_scoring_table_per_benchmark(benchmark, output, gold, exact, letter_offi
     assert result.correct_official is (token_official if OFFICIAL_RULE[benchmark] == "token_set" else letter_official)
 
 
+# EchoInk-R1's extract_choice: the first <answer> holding one letter A-D, else the first standalone A-D,
+# both case-insensitive; "?" (None here) when neither.
+ECHOINK_TABLE = [
+    ("<think>x</think><answer>C</answer>", "C"),
+    ("<think>x</think><answer> b </answer>", "B"),                      # case and spaces
+    ("<think>I think a dog barks</think><answer>D</answer>", "D"),     # the tag first, wherever it is
+    ("<answer>A</answer> then <answer>B</answer>", "A"),               # the first tag
+    ("<answer>C.</answer>", "C"),                                      # not a tag match; the bare C
+    ("<think>Option B fits</think><answer>the dog</answer>", "B"),     # first standalone letter
+    ("It is a dog.", "A"),                                             # the article reads as A, as theirs
+    ("<answer>E</answer>", None),                                      # only A-D
+    ("Dog barking", None),                                             # letters inside words are not
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("output, letter", ECHOINK_TABLE)
+def test_echoink_letter_is_echoinks_extract_choice(output, letter):
+    assert echoink_letter(output) == letter
+    choices = ("a guitar", "a dog barking", "a car engine", "a violin")
+    scored = _score(output, choices, "C", OFFICIAL_RULE["avqa-r1-6k"])
+    assert scored.correct_official is (letter == "C") and scored.official_prediction == (letter or "")
+
+
 def test_unscorable_item_has_no_exact_score_but_an_official_one():
     choices = ["American", "Colombian", "British", "Indian"]
     both = score_output("<think>t</think><answer>American Colombian</answer>", choices, None,
@@ -431,6 +463,24 @@ def test_mmau_layout(layouts):
     items = load_benchmark("mmau", layouts["mmau"])
     assert [i.answer for i in items] == ["A", "B"] and items[0].tags["difficulty"] == "easy"
     assert all(Path(i.audio).exists() for i in items)
+
+
+def test_avqa_r1_6k_valid_split_as_published(tmp_path):
+    from tests.published_layouts import OPTIONS, write_avqa_r1_6k
+
+    folder = write_avqa_r1_6k(tmp_path, n=1, valid_n=3)
+    for data in (folder, folder / "valid", folder / "valid" / "omni_rl_format_valid.json"):
+        items = load_benchmark("avqa-r1-6k", data)
+        assert [i.id for i in items] == ["7", "10", "13"] and [i.answer for i in items] == ["A", "B", "C"]
+        assert items[0].choices == tuple(OPTIONS) and items[0].modality == "av" and items[0].video is None
+        assert Path(items[0].image) == folder / "valid" / "images" / "sample_7.jpg" and Path(items[0].audio).exists()
+        assert check_media_found("avqa-r1-6k", items) == []
+    away = tmp_path / "away" / "omni_rl_format_valid.json"
+    away.parent.mkdir()
+    shutil.copy(folder / "valid" / "omni_rl_format_valid.json", away)
+    with pytest.raises(BenchmarkFormatError, match="--media-root DIR: the split folder holding images/ and audios/"):
+        check_media_found("avqa-r1-6k", load_benchmark("avqa-r1-6k", away))
+    assert check_media_found("avqa-r1-6k", load_benchmark("avqa-r1-6k", away, folder / "valid")) == []
 
 
 def test_a_folder_without_the_published_file_names_the_flag(tmp_path):

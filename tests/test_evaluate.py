@@ -71,7 +71,8 @@ def _image_audio_files(root: Path, n: int) -> None:
 def test_parse_modalities():
     assert parse_modalities("av,a,v") == ["av", "a", "v"]
     assert parse_modalities("va, a,a") == ["av", "a"]
-    for bad in ("x", "aav", ""):
+    assert parse_modalities("a,t") == ["a", "t"] and parse_modalities("t") == ["t"]
+    for bad in ("x", "aav", "", "at", "tt"):
         with pytest.raises(ValueError):
             parse_modalities(bad)
 
@@ -283,8 +284,10 @@ def test_cli_refuses_a_setting_the_benchmark_lacks(tiny_models, tmp_path):
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory):
     from tests.benchmark_layouts import write_layouts
+    from tests.published_layouts import write_avqa_r1_6k
 
-    return write_layouts(tmp_path_factory.mktemp("published"))
+    root = tmp_path_factory.mktemp("published")
+    return {**write_layouts(root), "avqa-r1-6k": write_avqa_r1_6k(root, n=1, valid_n=2)}
 
 
 def _cli(tiny_models, benchmark, data, out, *extra):
@@ -335,7 +338,8 @@ def test_the_documented_evaluation_commands_run_one_after_another(tiny_models, l
         code = run_documented(line, {"S": "outputs/train/avrt/grpo/final"},
                               ("--limit", "1", "--max-new-tokens", "2", "--device", "cpu", "--quiet"))
         assert code == 0, line
-    assert {p.name for p in (tmp_path / "outputs" / "eval").iterdir()} >= {"avqa", "omnibench", "omnibench-hub", "mmau"}
+    assert {p.name for p in (tmp_path / "outputs" / "eval").iterdir()} >= {"avqa", "omnibench", "omnibench-hub", "mmau",
+                                                                            "mmau-with-without-audio", "avqa-r1-6k"}
 
 
 def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, layouts, tmp_path):
@@ -349,6 +353,33 @@ def test_a_run_where_every_item_failed_exits_non_zero_and_says_so(tiny_models, l
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["status"].startswith("failed") and report["settings"]["av"]["all_failed"]
     assert "NOT A RESULT" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_text_only_setting_writes_both_settings_and_sends_no_media_hf(tiny_models, layouts, tmp_path, monkeypatch):
+    """Omni-R1's "with / without audio" on the hf backend: ``--modalities a,t``; ``t``'s inputs hold
+    no media tensors and no media token."""
+    from student.inputs import MEDIA_KEYS
+
+    seen = []
+    generate = HFGenerator.generate
+
+    def recording(self, samples):
+        out = generate(self, samples)
+        media_ids = set(generation_suppress_tokens(self.processor))
+        for sample, ids in zip(samples, self.last_inputs["input_ids"].tolist()):
+            seen.append(("t" if sample.audio is None and sample.frames is None else "a",
+                         sorted(k for k in MEDIA_KEYS if k in self.last_inputs), bool(media_ids & set(ids))))
+        return out
+
+    monkeypatch.setattr(HFGenerator, "generate", recording)
+    out = tmp_path / "o"
+    report = run(_cli(tiny_models, "mmau", [layouts["mmau"]], out, "--modalities", "a,t", "--limit", "1"))
+    assert list(report["settings"]) == ["a", "t"] and report["status"] == "ok"
+    assert {(r["modality"], r["error"]) for r in read_predictions(out / PREDICTIONS)} == {("a", None), ("t", None)}
+    by_setting = {setting: (keys, tokens) for setting, keys, tokens in seen}
+    assert by_setting["t"] == ([], False), "text only: no media tensors, no media token"
+    assert "input_features" in by_setting["a"][0] and by_setting["a"][1]
+    assert "| t (text only) |" in (out / "report.md").read_text()
 
 
 def test_bad_data_stops_with_a_message_not_a_traceback(tiny_models, tmp_path, capsys):
@@ -458,6 +489,54 @@ def test_openai_backend_through_transformers_serve_matches_the_local_backend(tra
         assert predictions["openai", benchmark] == predictions["hf", benchmark], benchmark
         assert len(predictions["hf", benchmark]) >= 2
         shutil.rmtree(tmp_path / "hf"), shutil.rmtree(tmp_path / "openai")
+
+
+def test_text_only_setting_sends_no_media_openai_and_avqa_r1_6k_reads_its_valid_split(layouts, scripted_server,
+                                                                                     tmp_path):
+    """The openai backend: ``--modalities a,t`` sends the audio in ``a`` and only the prompt text in ``t``;
+    ``t`` alone decodes and needs no media; ``avqa-r1-6k`` sends image + audio and scores by EchoInk's rule."""
+    from evaluation.benchmarks import load_benchmark
+    from student.inputs import student_prompt
+
+    scripted_server.set_handler("student", lambda request: "<think>t</think><answer>B</answer>")
+    api = ["--backend", "openai", "--base-url", scripted_server.url, "--served-model", "student", "--retries", "0",
+           "--max-new-tokens", "4", "--quiet"]
+    report = run(["--benchmark", "mmau", "--data", str(layouts["mmau"]), "--out", str(tmp_path / "mmau"),
+                  "--modalities", "a,t", *api])
+    assert list(report["settings"]) == ["a", "t"] and report["settings"]["t"]["n"] == 2
+    parts = sorted(tuple(p["type"] for p in r["messages"][-1]["content"]) for r in scripted_server.requests)
+    assert parts == [("input_audio", "text")] * 2 + [("text",)] * 2, "t sends no media part"
+    texts = {r["messages"][-1]["content"][0]["text"] for r in scripted_server.requests
+             if len(r["messages"][-1]["content"]) == 1}
+    assert texts == {student_prompt(i.question, i.choices) for i in load_benchmark("mmau", layouts["mmau"])}
+
+    class TextOnly:
+        def generate(self, samples):
+            assert all(s.frames is None and s.audio is None for s in samples)
+            return ["<answer>A</answer>"] * len(samples)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("t decodes no media")
+
+    items = load_benchmark("mmau", layouts["mmau"])
+    assert len(evaluate(items, TextOnly(), ["t"], tmp_path / "direct", "token_set", load_media=no_decoding)) == 2
+
+    away = tmp_path / "away"  # the file without its audios: t still runs, a asks for --media-root
+    away.mkdir()
+    shutil.copy(layouts["mmau"] / "mmau-test-mini.json", away)
+    assert run(["--benchmark", "mmau", "--data", str(away), "--out", str(tmp_path / "t"), "--modalities", "t",
+                *api])["settings"]["t"]["media_errors"] == 0
+    with pytest.raises(UserError, match="--media-root"):
+        run(["--benchmark", "mmau", "--data", str(away), "--out", str(tmp_path / "a"), "--modalities", "a", *api])
+
+    scripted_server.reset_counts()
+    folder = layouts["avqa-r1-6k"]
+    report = run(["--benchmark", "avqa-r1-6k", "--data", str(folder), "--out", str(tmp_path / "r1"), *api])
+    assert report["scoring"]["official"].startswith("echoink: ") and report["n_items"] == 2
+    assert report["data"] == str((folder / "valid" / "omni_rl_format_valid.json").resolve())
+    assert report["settings"]["av"]["accuracy_official"] == 0.5, "golds A, B; every answer B"
+    assert [tuple(p["type"] for p in r["messages"][-1]["content"]) for r in scripted_server.requests] == \
+        [("image_url", "input_audio", "text")] * 2
 
 
 def test_openai_backend_bounds_requests_in_flight_and_retries(layouts, scripted_server, tmp_path):
