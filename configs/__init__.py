@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+RECIPES = Path(__file__).parent / "recipes"  # the trainer's recipes, one YAML each (docs/recipes.md)
 EXIT_USER_ERROR = 2  # argparse's status for a bad command line, and build-avrt's for a refused run
 
 

@@ -4,6 +4,9 @@ the command's flags, in that order of precedence (flags win).
 Defaults come from where the student was trained: frames and audio window from ``media``
 (8 frames, the centred 10 s window), the audio/video layout from the trainer's ``av_layout``, and the
 answer budget from GRPO's ``max_completion_length`` (the length the student learned to answer in).
+A student trained by another recipe (``--recipe``, or the ``training_config.yaml`` the trainer saves
+beside its weights) is asked as it was trained: that recipe's prompt, system turn, layout, image
+size cap and answer budget, unless the command sets them (:func:`trained_defaults`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from media import MediaSettings
-from training.train_config import GRPOStageConfig, TrainConfig
+from training.train_config import SAVED_CONFIG, GRPOStageConfig, TrainConfig
 
 Benchmark = Literal["avqa", "avqa-r1-6k", "dailyomni", "manifest", "mmar", "mmau", "omnibench"]
 
@@ -92,6 +95,12 @@ class EvalConfig(_Strict):
     layout: Literal["aligned", "separate"] = Field(TrainConfig.model_fields["av_layout"].default,
                                                    description="audio/video layout (the trainer's av_layout)")
     system: str | None = None
+    prompt: str = Field(TrainConfig.model_fields["prompt"].default,
+                        description="the student's prompt file (prompts/NAME.txt or a path), as trained")
+    image_max_pixels: int | None = Field(None, gt=0, description="still images resized to at most this many pixels "
+                                                                 "(the trainer's data.image_max_pixels)")
+    recipe: str | None = Field(None, description="how the student was trained: a recipe of configs/recipes/ or a "
+                                                 "trainer config; default the checkpoint's training_config.yaml")
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False
@@ -114,3 +123,28 @@ class EvalConfig(_Strict):
     @property
     def out_dir(self) -> Path:
         return self.out or Path("outputs/eval") / self.benchmark
+
+
+def recipe_config(recipe: str | None, model: str | None) -> Path | None:
+    """The trainer config a student was trained with: ``recipe`` (a name of ``configs/recipes/`` or a YAML
+    path), else ``model``'s ``training_config.yaml`` if it has one, else None."""
+    from configs import RECIPES, UserError
+
+    if recipe is not None:
+        path = RECIPES / f"{recipe}.yaml" if (RECIPES / f"{recipe}.yaml").is_file() else Path(recipe)
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+            raise UserError(f"--recipe {recipe}: no such recipe (known: {known}) or trainer config file")
+        return path
+    saved = Path(model) / SAVED_CONFIG if model else None
+    return saved if saved is not None and saved.is_file() else None
+
+
+def trained_defaults(path: Path) -> dict[str, Any]:
+    """EvalConfig values (nested, as in a YAML) that follow from the trainer config at ``path``."""
+    from training.train_config import read_config
+
+    trained = read_config(path)
+    return {"prompt": trained.prompt, "system": trained.system_prompt, "layout": trained.av_layout,
+            "image_max_pixels": trained.data.image_max_pixels,
+            "decoding": {"max_new_tokens": trained.grpo.max_completion_length}}

@@ -58,6 +58,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,7 +66,16 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from configs import UserError, apply_overrides, config_error, missing_model, read_yaml, set_dotted, user_errors
+from configs import (
+    UserError,
+    apply_overrides,
+    config_error,
+    merged,
+    missing_model,
+    read_yaml,
+    set_dotted,
+    user_errors,
+)
 from evaluation.api_generator import OpenAIGenerator
 from evaluation.benchmarks import (
     LOADERS,
@@ -75,11 +85,12 @@ from evaluation.benchmarks import (
     load_benchmark,
     resolve_data,
 )
-from evaluation.config import Decoding, EvalConfig
+from evaluation.config import Decoding, EvalConfig, recipe_config, trained_defaults
 from evaluation.report import load_difficulty, render_markdown, summarize
 from evaluation.scoring import OFFICIAL_RULE, RULE_DOC, score_output
 from media import MediaSettings, load_clip
-from media.files import jpeg_bytes
+from media.files import cap_pixels, jpeg_bytes
+from prompts import STUDENT_PROMPT
 from student.served import ALIGNED_DIFFERENCE, JPEG_KEY, suppress_bias
 
 log = logging.getLogger("avrt.evaluate")
@@ -141,7 +152,7 @@ def _jpeg_roundtrip(frame: np.ndarray, quality: int) -> Image.Image:
 
 
 def load_item_media(item: BenchItem, settings: MediaSettings = MediaSettings(), frames: bool = True,
-                    audio: bool = True) -> ItemMedia:
+                    audio: bool = True, image_max_pixels: int | None = None) -> ItemMedia:
     """Frames (8 at segment centres, or the still image) and audio (centred window, 16 kHz mono),
     decoded by the pipeline's loader (``media.load_clip``); frames pass through the corpus's JPEG."""
     clip = load_clip(item.video, item.image, item.audio, settings, want_frames=frames, want_audio=audio)
@@ -150,15 +161,15 @@ def load_item_media(item: BenchItem, settings: MediaSettings = MediaSettings(), 
                       frames_error=clip.frames_error if frames else None, audio_error=clip.audio_error)
     if clip.frames is not None:
         media.frames = ([_jpeg_roundtrip(f, settings.jpeg_quality) for f in clip.frames] if clip.frames_are_video
-                        else [Image.fromarray(clip.frames[0])])
+                        else [cap_pixels(Image.fromarray(clip.frames[0]), image_max_pixels)])
     return media
 
 
-def make_sample(item: BenchItem, media: ItemMedia, setting: str):
+def make_sample(item: BenchItem, media: ItemMedia, setting: str, prompt: str = STUDENT_PROMPT):
     """The ``StudentSample`` for one setting, or the media error that prevents it.
 
     The ablations drop the frames (``a``), the audio (``v``) or both (``t``); question, options and
-    prompt stay.
+    prompt (the file ``prompt``, the one the student was trained with) stay.
     """
     from student.inputs import StudentSample
 
@@ -169,7 +180,7 @@ def make_sample(item: BenchItem, media: ItemMedia, setting: str):
     return StudentSample(question=item.question, choices=list(item.choices),
                          frames=media.frames if "v" in setting else None,
                          audio=media.audio if "a" in setting else None,
-                         frames_are_video=media.frames_are_video, duration=media.duration)
+                         frames_are_video=media.frames_are_video, duration=media.duration, prompt=prompt)
 
 
 # ---------------------------------------------------------------- generation
@@ -282,10 +293,11 @@ def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
 
 def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Sequence[str], out: Path, rule: str,
              batch_size: int = 4, media: MediaSettings = MediaSettings(),
-             load_media: Callable[..., ItemMedia] = load_item_media) -> list[dict[str, Any]]:
+             load_media: Callable[..., ItemMedia] = load_item_media, prompt: str = STUDENT_PROMPT
+             ) -> list[dict[str, Any]]:
     """Predict every (item, setting) not yet in ``out/predictions.jsonl``; return the rows of
     ``items`` × ``modalities`` (old and new). ``rule`` is the benchmark's official rule
-    (``evaluation.scoring``); the exact rule is always scored too."""
+    (``evaluation.scoring``); the exact rule is always scored too. ``prompt``: the student's prompt file."""
     Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / PREDICTIONS
     done = {(r["id"], r["modality"]) for r in read_predictions(path)}
@@ -302,7 +314,7 @@ def evaluate(items: Sequence[BenchItem], generator: Generator, modalities: Seque
                       for it in batch]
             for setting in need:
                 pending = [(it, md) for it, md in zip(batch, loaded) if (it.id, setting) not in done]
-                rows, unanswered = _predict(pending, setting, generator, rule)
+                rows, unanswered = _predict(pending, setting, generator, rule, prompt)
                 if unanswered:
                     log.warning("%d prediction(s) left for a re-run, no answer from the server(s): %s",
                                 len(unanswered), unanswered[0])
@@ -326,9 +338,9 @@ def unanswered(output: Any) -> bool:
 
 
 def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, generator: Generator,
-             rule: str) -> tuple[list[dict[str, Any]], list[str]]:
+             rule: str, prompt: str = STUDENT_PROMPT) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows of ``pending`` in ``setting``, and the reasons of those left without an answer (no row)."""
-    samples = [(item, make_sample(item, media, setting)) for item, media in pending]
+    samples = [(item, make_sample(item, media, setting, prompt)) for item, media in pending]
     runnable = [(item, s) for item, s in samples if not isinstance(s, str)]
     started = time.perf_counter()
     outputs = generator.generate([s for _, s in runnable]) if runnable else []
@@ -361,11 +373,10 @@ def _predict(pending: Sequence[tuple[BenchItem, ItemMedia]], setting: str, gener
 
 # ---------------------------------------------------------------- CLI
 
-def _prompt_info(system: str | None) -> dict[str, Any]:
+def _prompt_info(prompt: str, system: str | None) -> dict[str, Any]:
     from prompts import load_prompt, prompt_sha256
-    from student.inputs import PROMPT_NAME
 
-    return {"name": PROMPT_NAME, "sha256": prompt_sha256(load_prompt(PROMPT_NAME)), "system": system}
+    return {"name": prompt, "sha256": prompt_sha256(load_prompt(prompt)), "system": system}
 
 
 def _media_info(settings: MediaSettings) -> dict[str, Any]:
@@ -384,7 +395,7 @@ FLAGS: dict[str, str] = {
     "batch_size": "decoding.batch_size", "max_new_tokens": "decoding.max_new_tokens",
     "temperature": "decoding.temperature", "top_p": "decoding.top_p", "top_k": "decoding.top_k",
     "seed": "decoding.seed", "num_frames": "media.num_frames", "audio_seconds": "media.audio_seconds",
-    "layout": "layout", "system": "system", "device": "device", "dtype": "dtype", "overwrite": "overwrite",
+    "layout": "layout", "system": "system", "recipe": "recipe", "prompt": "prompt", "device": "device", "dtype": "dtype", "overwrite": "overwrite",
     "quiet": "quiet",
 }
 
@@ -452,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="audio/video layout, as the student was trained (the trainer's av_layout; default "
                              "aligned: the openai backend then needs vLLM started with --trust-request-mm-kwargs)")
     parser.add_argument("--system", help="system prompt (default none, as in training)")
+    parser.add_argument("--recipe",
+                        help="how the student was trained, so it is asked the same way: a recipe of configs/recipes/ "
+                             "(avrt, echoink-r1, omni-r1, ...) or a trainer config YAML; sets the prompt, system "
+                             "turn, layout, image size cap and answer budget (flags still win). Default: the "
+                             "checkpoint's training_config.yaml (written by the trainer), else avrt's")
+    parser.add_argument("--prompt", help="the student's prompt file: a name of prompts/ (student, echoink_r1, "
+                                         "omni_r1) or a path (default: the recipe's)")
     parser.add_argument("--device", help="hf backend: cuda, cpu or auto (default)")
     parser.add_argument("--dtype", help="hf and vllm backends: bfloat16, float16, float32 or auto (default: bf16 "
                                         "on GPU, fp32 on CPU)")
@@ -469,6 +487,8 @@ def parse_config(argv: Sequence[str] | None = None) -> EvalConfig:
         data = apply_overrides(read_yaml(path), overrides)
         for flag, value in args.items():
             set_dotted(data, FLAGS[flag], value)
+        if trained := recipe_config(data.get("recipe"), data.get("model")):  # what the command sets wins
+            data = merged(trained_defaults(trained), data)
         return EvalConfig.model_validate(data)
     except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         raise UserError(config_error(err, EvalConfig)) from None
@@ -591,9 +611,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     run = {"model": model_name, "backend": backend, "benchmark": config.benchmark,
            "data": data[0] if len(data) == 1 else data,
            "decoding": {k: v for k, v in decoding.describe().items() if k != "batch_size"} | {"seed": decoding.seed},
-           "prompt": _prompt_info(config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
+           "prompt": _prompt_info(config.prompt, config.system), "media": _media_info(config.media), "scoring": SCORING_VERSION}
     if config.backend == "hf" and config.layout != "aligned":
         run["layout"] = config.layout
+    if config.image_max_pixels:
+        run["media"]["image_max_pixels"] = config.image_max_pixels
     check_run(out, run, config.overwrite)
 
     before = {(r["id"], r["modality"]) for r in read_predictions(out / PREDICTIONS)}
@@ -601,7 +623,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         generator = _generator(config, decoding, out, stack)
         batch_size = (config.decoding.batch_size or generator.in_flight) if config.backend == "vllm" else config.batch_size
         started = time.perf_counter()
-        rows = evaluate(items, generator, modalities, out, rule, batch_size=batch_size, media=config.media)
+        rows = evaluate(items, generator, modalities, out, rule, batch_size=batch_size, media=config.media,
+                        load_media=partial(load_item_media, image_max_pixels=config.image_max_pixels),
+                        prompt=config.prompt)
         seconds = time.perf_counter() - started
     difficulty = load_difficulty(config.difficulty_from) if config.difficulty_from else None
     meta = {"benchmark": config.benchmark, "model": model_name, "backend": backend, "data": run["data"],

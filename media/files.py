@@ -207,6 +207,14 @@ def lossless_clip(frames: Sequence[Image.Image], audio: np.ndarray, fps: float,
         return out.read_bytes()
 
 
+def cap_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """``image`` resized (aspect kept) to at most ``max_pixels`` pixels; as it is when smaller or no cap."""
+    if max_pixels is None or image.width * image.height <= max_pixels:
+        return image
+    scale = (max_pixels / (image.width * image.height)) ** 0.5
+    return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.BICUBIC)
+
+
 def load_frames(paths: Sequence[str | Path]) -> list[Image.Image]:
     """Load frames as RGB PIL images, in order."""
     images = []

@@ -10,6 +10,7 @@ from importlib.resources import files
 from pathlib import Path
 
 PROMPT_DIR = Path(str(files(__name__)))
+STUDENT_PROMPT = "student"  # the AVRT student's prompt (recipes name their own: echoink_r1, omni_r1)
 
 
 def prompt_path(name_or_path: str) -> Path:

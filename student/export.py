@@ -43,7 +43,8 @@ FULL_ARCHITECTURE = QWEN2_5_OMNI.full_architecture  # the default family's
 # Files beside the weights that serving needs (processor, tokenizer, template, generation defaults).
 SIDE_FILES = ("tokenizer*.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json",
               "chat_template.*", "processor_config.json", "preprocessor_config.json",
-              "video_preprocessor_config.json", "generation_config.json")
+              "video_preprocessor_config.json", "generation_config.json",
+              "training_config.yaml")  # the trainer's config: evaluation asks the student as it was trained
 DTYPES = ("keep", "bfloat16", "float16", "float32")
 SPEAKERS = "spk_dict.pt"
 SPEAKER_NAMES = ("Chelsie", "Ethan")  # the released voices; full-model generate checks the name

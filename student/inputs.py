@@ -58,14 +58,14 @@ from transformers import BatchFeature
 
 from filters.answers import LETTERS, format_choices
 from media import AUDIO_SECONDS, SAMPLE_RATE, load_audio, load_frames
-from prompts import load_prompt
+from prompts import STUDENT_PROMPT, load_prompt
 from student.family import ALL_MULTIMODAL_TOKENS, family_of
 
 # Qwen2.5-Omni's multimodal special tokens: a student must never sample them (TRL only suppresses
 # the image token). Every family's are in ``student.family``.
 MULTIMODAL_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
                      "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
-PROMPT_NAME = "student"
+PROMPT_NAME = STUDENT_PROMPT
 IGNORE_INDEX = -100
 VIDEO_MAX_PIXELS = 256 * 28 * 28  # per frame: 1280x720 -> 588x336 -> 252 tokens per 2 frames
 IMAGE_MAX_PIXELS = 1024 * 28 * 28  # a single still: about the token budget of the 8-frame video

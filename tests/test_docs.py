@@ -143,6 +143,13 @@ COMMANDS: list[tuple[str, str]] = [
     (r"configs/teachers/paper\.yaml|outputs/teachers\.yaml", PAPER),
     (r"hf download|prepare_af3_think", "downloads or merges the paper's weights (tens of GB, a model hub)"),
     (r"configs/recipes/avrt\.yaml|avrt-3b|/shared/avrt-start", STUDENT_3B),
+    (r"--dry-run", "needs the 7B processor from the hub; tests/test_recipes.py::"
+                   "test_each_recipe_trains_from_its_published_data_as_its_dry_run_shows runs each recipe's dry run"),
+    (r"configs/recipes/(echoink-r1|omni-r1)", "trains a 7B student on GPUs; tests/test_recipes.py::"
+     "test_each_recipe_trains_from_its_published_data_as_its_dry_run_shows runs each recipe's command on tiny models"),
+    (r"^python -m evaluation\.evaluate --benchmark (avqa-r1-6k|mmau) --data (AVQA_R1|mmau) --model ",
+     "evaluates 7B students on GPUs; tests/test_evaluate.py::test_a_student_is_asked_as_its_recipe_trained_it runs "
+     "--recipe, --prompt and the saved recipe on the published layouts"),
     (r"^(python|bash) bench/", "a benchmark: minutes, and its figures need a quiet machine "
                                "(tests/test_bench.py checks its measures)"),
     (r"omni-3b-shape", "a Qwen2.5-Omni-3B-shaped student: about 5 GB, for bench/train_step.py"),

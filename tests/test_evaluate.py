@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from configs import UserError
+from configs import RECIPES, UserError
 from evaluation.benchmarks import BenchItem, load_avqa, load_dailyomni, load_manifest, load_mmar, load_omnibench
 from evaluation.evaluate import (
     PREDICTIONS,
@@ -597,3 +597,35 @@ def test_config_file_overrides_and_flags_and_trainer_defaults(tmp_path, capsys):
     assert "differs_from_hf" not in _backend(served.model_copy(update={"layout": "separate"}))
     with pytest.raises(UserError, match="decoding.nonsense: unknown key"):
         parse_config(["--config", "configs/eval/avqa.yaml", "--set", "decoding.nonsense=1"])
+
+
+def test_a_student_is_asked_as_its_recipe_trained_it(layouts, scripted_server, tmp_path):
+    """``--recipe NAME``, or the ``training_config.yaml`` beside a checkpoint, sets the prompt, system turn, image
+    size cap and answer budget; what the command sets still wins."""
+    from evaluation.benchmarks import load_benchmark
+    from evaluation.evaluate import parse_config
+    from student.inputs import student_prompt
+    from training.train_config import SAVED_CONFIG
+
+    scripted_server.set_handler("student", lambda request: "<think>t</think><answer>B</answer>")
+    api = ["--backend", "openai", "--base-url", scripted_server.url, "--served-model", "student", "--retries", "0",
+           "--quiet"]
+    folder = layouts["avqa-r1-6k"]
+    report = run(["--benchmark", "avqa-r1-6k", "--data", str(folder), "--out", str(tmp_path / "e"),
+                  "--recipe", "echoink-r1", *api])
+    assert report["prompt"]["name"] == "echoink_r1" and report["decoding"]["max_new_tokens"] == 768
+    items = load_benchmark("avqa-r1-6k", folder)
+    sent = [r["messages"][-1]["content"][-1]["text"] for r in scripted_server.requests]
+    assert sent == [student_prompt(i.question, i.choices, "echoink_r1") for i in items]
+    assert all(r["max_tokens"] == 768 for r in scripted_server.requests)
+
+    checkpoint = tmp_path / "omni-r1-student"  # a trainer's final/: its saved config names its recipe's prompt
+    checkpoint.mkdir()
+    (checkpoint / SAVED_CONFIG).write_text(f"base: {RECIPES / 'omni-r1.yaml'}\n")
+    common = ["--benchmark", "mmau", "--data", str(layouts["mmau"]), "--model", str(checkpoint)]
+    config = parse_config(common)
+    assert (config.prompt, config.decoding.max_new_tokens, config.system) == ("omni_r1", 256, None)
+    config = parse_config([*common, "--prompt", "student", "--max-new-tokens", "9", "--recipe", "echoink-r1"])
+    assert (config.prompt, config.decoding.max_new_tokens, config.image_max_pixels) == ("student", 9, 200704)
+    with pytest.raises(UserError, match="--recipe nope: no such recipe"):
+        parse_config([*common, "--recipe", "nope"])

@@ -11,7 +11,7 @@ import yaml
 
 from configs import UserError
 from tests import published_layouts
-from training.train_config import load_config
+from training.train_config import SAVED_CONFIG, load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
 # Overrides for size only: 2 GRPO steps of 2 completions of 8 tokens, on CPU.
@@ -93,6 +93,8 @@ def test_each_recipe_trains_from_its_published_data_as_its_dry_run_shows(recipe,
         if key not in sized:
             assert _value(resolved, key) == value, key
     assert (tmp_path / "run" / "grpo" / "final").is_dir() and not (tmp_path / "run" / "sft").exists()
+    saved = load_config(tmp_path / "run" / "grpo" / "final" / SAVED_CONFIG)  # evaluation asks the student as trained
+    assert saved.prompt == expected["prompt"] and saved.grpo.rewards == expected["grpo.rewards"]
     metrics = (tmp_path / "run" / "grpo" / "metrics.jsonl").read_text()
     assert all(f"rewards/{name}_reward/mean" in metrics for name in expected["grpo.rewards"])
     assert first_id in prompts, "training saw the dry run's first row"
@@ -192,3 +194,17 @@ def test_a_recipe_extends_another_and_the_old_corpus_key_still_works(tmp_path):
     loop.write_text("base: loop.yaml\n")
     with pytest.raises(UserError, match="bases loop"):
         load_config(loop)
+
+
+def test_echoink_evaluation_prompts_are_its_eval_script_verbatim():
+    """EchoInk's eval script (src/omniInstruct-v1_eval_valid.py) writes the options after a newline (no
+    " Options:") and asks its base model with a plain instruction."""
+    from student.inputs import student_prompt
+
+    row = published_layouts.r1_6k_row(0)
+    question, choices = row["problem"], published_layouts.OPTIONS
+    lines = question + "\n" + "\n".join(row["options"]) + "\n"
+    assert student_prompt(question, choices, "echoink_r1_eval") == lines + ECHOINK_INSTRUCTION
+    assert student_prompt(question, choices, "echoink_r1_base") == (
+        lines + "Please answer the following question based on the given image and audio. Please provide only the "
+        "single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags.")

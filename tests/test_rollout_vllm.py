@@ -247,3 +247,85 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
         assert not any(secret in line for line in ps_lines), "the secret shows in ps"
         assert secret not in first_log and not _files_with(out, secret), "the secret was written to disk"
         assert secret not in printed, "the secret was printed"
+
+
+def test_echoink_r1_recipe_samples_its_image_and_audio_rollouts_from_vllm(tmp_path, monkeypatch):
+    """EchoInk-R1's recipe as documented (configs/recipes/echoink-r1.yaml, AVQA-R1-6K as published) with
+    ``grpo.rollout=vllm``: 2 GRPO steps whose rollouts all come from the engine, each request an image,
+    an audio and the recipe's prompt, for which vLLM builds the trainer's own prompt token ids; the
+    encoders are not frozen in this recipe, so their weights reach the engine too."""
+    from trl import GRPOTrainer
+
+    from student.inputs import encode_prompt
+    from tests.published_layouts import write_avqa_r1_6k
+    from training.data import load_rows, media_loader
+    from training.grpo import AVGRPOTrainer
+    from training.rollout import rollout_request
+    from training.runtime import load_processor
+    from training.sft_then_grpo import main
+    from training.tiny_models import build_all
+    from training.weight_sync import changing_tensors
+
+    model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
+    data = write_avqa_r1_6k(tmp_path / "data", n=2)
+    size = ["grpo.max_steps=2", "grpo.num_generations=2", "grpo.per_device_train_batch_size=2",
+            f"grpo.max_completion_length={NEW_TOKENS}", "grpo.logging_steps=1", "precision=fp32",
+            "activation_checkpointing=false"]
+    argv = ["--config", str(ROOT / "configs" / "recipes" / "echoink-r1.yaml"), "--model", str(model_dir),
+            "--data", str(data), "--output-dir", str(tmp_path / "run"), "grpo.rollout=vllm", *size]
+    config = load_config(argv[1], [f"model={model_dir}", f"data.path={data}", *size])
+    processor = load_processor(model_dir)
+    sample = media_loader(config)(load_rows(config.data).frame.iloc[0].to_dict())
+
+    bodies: list[dict] = []
+    prompt_ids: list[bool] = []
+    synced: list[set[str]] = []
+    original = AVGRPOTrainer._engine_rollouts
+
+    def recorded(self, num_generations):
+        engine = self.rollout_engine
+        if not prompt_ids:  # what vLLM builds from the recipe's request, against the trainer's prompt
+            body = {"model": engine.model, **rollout_request(sample, None, "aligned", n=1,
+                                                              sampling={"max_tokens": 1}, processor=processor)}
+            request = urllib.request.Request(engine.urls[0] + "/chat/completions", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json", **engine.headers})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                prompt_ids.append(json.loads(response.read())["prompt_token_ids"]
+                                  == encode_prompt(processor, sample)["input_ids"].tolist())
+        generate = engine.generate
+
+        def capture(requests):
+            bodies.extend(requests)
+            return generate(requests)
+
+        engine.generate = capture
+        try:
+            return original(self, num_generations)
+        finally:
+            engine.generate = generate
+
+    def no_hf_generation(*args, **kwargs):
+        raise AssertionError("the HF generate path was used with rollout=vllm")
+
+    sync = changing_tensors
+
+    def changing(model, *args, **kwargs):
+        tensors = sync(model, *args, **kwargs)
+        synced.append(set(tensors))
+        return tensors
+
+    monkeypatch.setattr(AVGRPOTrainer, "_engine_rollouts", recorded)
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", no_hf_generation)
+    monkeypatch.setattr("training.weight_sync.changing_tensors", changing)
+    main(argv)
+
+    assert (tmp_path / "run" / "grpo" / "final").is_dir()
+    assert len(bodies) == 2, "2 steps of one prompt (2 completions a step = G), each one request of n = G"
+    for body in bodies:
+        parts = [p["type"] for p in body["messages"][-1]["content"]]
+        assert parts == ["image_url", "input_audio", "text"], parts
+        assert body["messages"][-1]["content"][-1]["text"].endswith("within the <answer> </answer> tags.")
+        assert body["n"] == 2 and body["top_p"] == 0.95
+    assert prompt_ids == [True], "vLLM's prompt token ids for the image + audio request differ from the trainer's"
+    assert any(any("audio_tower" in name for name in names) and any("visual" in name for name in names)
+               for names in synced), "the unfrozen encoders' weights reach the engine"

@@ -28,6 +28,7 @@ from corpus.manifest import InvalidRow, ManifestError, missing_media
 from corpus.published import dataset_kind, read_dataset
 from corpus.store import read_frame
 from media import load_clip
+from media.files import cap_pixels
 from student.inputs import PROMPT_NAME, StudentSample, load_corpus_sample
 from training.train_config import DataConfig, TrainConfig
 
@@ -127,14 +128,6 @@ def no_rows_message(corpus: Path) -> str:
         return f"--data {corpus}: holds parquet files itself; give the build-avrt output folder above it"
     return (f"--data {corpus}: no kept rows under {corpus / 'corpus'} (give the --out folder of a build-avrt "
             "run that kept rows)")
-
-
-def cap_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
-    """``image`` resized (aspect kept) to at most ``max_pixels`` pixels; as it is when smaller or no cap."""
-    if max_pixels is None or image.width * image.height <= max_pixels:
-        return image
-    scale = (max_pixels / (image.width * image.height)) ** 0.5
-    return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.BICUBIC)
 
 
 class MediaLoader:

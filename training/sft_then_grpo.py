@@ -7,7 +7,7 @@ any recipe of ``configs/recipes/`` (EchoInk-R1, Omni-R1: GRPO only; docs/recipes
 Reads ``--data`` (``data.path``; ``--corpus`` is its old name): a build-avrt output folder
 (``OUTDIR/corpus/*.parquet``), or a dataset as published (an AVQA-R1-6K split folder, R1-AQA's AVQA
 JSONL, AVQA's annotation JSON, ARC-Easy, a build-questions folder); writes ``DIR/sft`` and ``DIR/grpo``, each
-with ``checkpoint-N/``, ``final/`` (model + processor), ``config.yaml`` (resolved), ``metrics.jsonl``
+with ``checkpoint-N/``, ``final/`` (model + processor + ``training_config.yaml``), ``config.yaml`` (resolved), ``metrics.jsonl``
 and ``plots/*.png``. GRPO starts from ``DIR/sft/final`` when SFT ran (now or before), else from
 ``--model``. A stage whose ``final/`` exists is skipped; an interrupted stage resumes from its last
 checkpoint. Overrides are dotted keys of ``training/train_config.py`` (``sft.max_steps=2``).
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
 from configs import UserError, missing_model, user_errors
 from training.data import load_rows
 from training.runtime import is_main_process, say
-from training.train_config import TrainConfig, dump_config, read_config
+from training.train_config import SAVED_CONFIG, TrainConfig, dump_config, read_config
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -93,6 +94,7 @@ def run(config: TrainConfig) -> dict[str, Path]:
 
             final = run_grpo(config, model_path, stage_dir)
         if is_main_process():
+            shutil.copyfile(stage_dir / "config.yaml", final / SAVED_CONFIG)  # evaluation asks the student as trained
             plots = plot_stage(stage, stage_dir)
             say(f"[{stage}] done in {time.monotonic() - started:.0f}s: model {final}; "
                 f"plots {', '.join(p.name for p in plots)}")

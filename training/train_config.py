@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from configs import UserError, apply_overrides, config_error, read_yaml
 from corpus.schema import TARGET
 
+SAVED_CONFIG = "training_config.yaml"  # the resolved config, kept beside each stage's final weights
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
