@@ -4,6 +4,7 @@ shows the prompt training then uses; the config machinery recipes rely on (``bas
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,10 @@ def test_published_rows_that_cannot_be_used_are_listed_and_skipped_only_when_ask
     reasons = [line for line in out.splitlines() if line.startswith("  left out: ")]
     assert len(reasons) == len(published_layouts.BAD["avqa-r1-6k"]) + 1
     assert any("file not found" in line for line in reasons)
+    shutil.rmtree(data / "train" / "audios")  # every row's audio gone: the folder is wrong, said once
+    with pytest.raises(SystemExit):
+        main([*argv, "--skip-invalid"])
+    assert "none of the" in capsys.readouterr().err
 
 
 def test_published_data_has_no_traces_for_sft(tiny_models, tmp_path, capsys):

@@ -16,7 +16,7 @@ Rows that cannot be used are listed with their reasons and stop the run, or, wit
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from configs import UserError
-from corpus.manifest import InvalidRow, ManifestError, missing_media
+from corpus.manifest import InvalidRow, ManifestError, missing_media, no_media_found
 from corpus.published import dataset_kind, read_dataset
 from corpus.store import read_frame
 from media import load_clip
@@ -74,9 +74,12 @@ def load_rows(data: DataConfig, extra_columns: tuple[str, ...] = ()) -> Training
     reading = read_dataset(source, limit=data.max_samples, split=data.split)
     needed = [name for name, wanted in (("video", data.vision or data.audio), ("image", data.vision),
                                         ("audio", data.audio)) if wanted]
+    used = [_only(sample, needed) for sample in reading.samples]  # the files this run reads
+    if problem := no_media_found(used, "rows"):  # a wrong folder, not missing files: said once
+        raise UserError(f"--data {source}: {problem}")
     samples, rejected = [], list(reading.invalid)
-    for sample in reading.samples:
-        missing = missing_media([_only(sample, needed)])
+    for sample in used:
+        missing = missing_media([sample])
         if missing:
             rejected.append(InvalidRow("media", f"file not found: {missing[0][1]}", sample.id, sample.split))
         else:
@@ -88,14 +91,12 @@ def load_rows(data: DataConfig, extra_columns: tuple[str, ...] = ()) -> Training
     if not samples:
         raise UserError(f"--data {source}: none of its {total} rows can be used")
     rows = [{"id": s.id, "question": s.question, "choices": list(s.choices), "answer": s.answer, "split": s.split,
-             **{column: getattr(s, name) for name, column in MEDIA_COLUMNS.items()}} for s in samples]
+             **{column: getattr(s, name) for name, column in MEDIA_COLUMNS.items()}} for s in samples]  # used media only
     return TrainingRows(pd.DataFrame(rows), dataset_kind(source), rejected)
 
 
 def _only(sample: Any, fields: list[str]) -> Any:
     """``sample`` with only the media ``fields`` kept (for checking the files a run will read)."""
-    from dataclasses import replace
-
     return replace(sample, **{name: None for name in MEDIA_FIELDS if name not in fields})
 
 
