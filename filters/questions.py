@@ -2,7 +2,7 @@
 it is dropped, and the code (not the writer) places the correct answer among the options.
 
 The writer answers ``{"questions": [{"question", "correct_answer", "distractors": [3 texts]}]}``
-(``QUESTION_SCHEMA``, sent as the request's ``response_format``, which vLLM enforces). Rejection
+(``question_schema``, sent as the request's ``response_format``, which vLLM enforces). Rejection
 reasons start with a fixed phrase (``corpus.stats.reason_kind`` counts by it) and end with details.
 """
 
@@ -20,33 +20,6 @@ from filters.answers import LETTERS, ParsedAnswer
 N_DISTRACTORS = 3
 N_OPTIONS = N_DISTRACTORS + 1
 
-QUESTION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "questions": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "question": {"type": "string"},
-                    "correct_answer": {"type": "string"},
-                    "distractors": {"type": "array", "items": {"type": "string"},
-                                    "minItems": N_DISTRACTORS, "maxItems": N_DISTRACTORS},
-                },
-                "required": ["question", "correct_answer", "distractors"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    "required": ["questions"],
-    "additionalProperties": False,
-}
-
-# "all of the above", "none of these", "both A and B": options that refer to the other options
-_META_OPTION = re.compile(r"\b(all|none|neither|both)\s+of\s+(the\s+)?(above|these|them|the\s+options)\b|\bboth\s+[a-d]\s+and\s+[a-d]\b",
-                          re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class Bounds:
@@ -56,6 +29,46 @@ class Bounds:
     question_max: int = 40
     option_min: int = 1
     option_max: int = 20
+
+
+CHARS_PER_WORD = 15  # a generous bound: the schema caps each text's characters at its word bound times this
+
+
+def question_schema(n_questions: int = 1, bounds: Bounds | None = None) -> dict[str, Any]:
+    """The JSON schema of the writer's answer: at most ``n_questions`` questions, each text at most
+    ``CHARS_PER_WORD`` characters per word of its bound (guided decoding then cannot ramble; the word
+    bounds themselves are checked by ``check_question``)."""
+    bounds = bounds or Bounds()
+
+    def text(max_words: int) -> dict[str, Any]:
+        return {"type": "string", "maxLength": max_words * CHARS_PER_WORD}
+
+    return {
+        "type": "object",
+        "properties": {
+            "questions": {
+                "type": "array", "minItems": 1, "maxItems": n_questions,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "question": text(bounds.question_max),
+                        "correct_answer": text(bounds.option_max),
+                        "distractors": {"type": "array", "items": text(bounds.option_max),
+                                        "minItems": N_DISTRACTORS, "maxItems": N_DISTRACTORS},
+                    },
+                    "required": ["question", "correct_answer", "distractors"],
+                    "additionalProperties": False,
+                },
+            },
+        },
+        "required": ["questions"],
+        "additionalProperties": False,
+    }
+
+
+# "all of the above", "none of these", "both A and B": options that refer to the other options
+_META_OPTION = re.compile(r"\b(all|none|neither|both)\s+of\s+(the\s+)?(above|these|them|the\s+options)\b|\bboth\s+[a-d]\s+and\s+[a-d]\b",
+                          re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -68,30 +81,31 @@ class WrittenQuestion:
         return [self.correct_answer, *self.distractors]
 
 
-def response_format(schema: dict[str, Any] = QUESTION_SCHEMA) -> dict[str, Any]:
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI ``response_format`` asking for JSON that matches ``schema`` (vLLM's guided decoding)."""
     return {"type": "json_schema", "json_schema": {"name": "questions", "schema": schema, "strict": True}}
 
 
-def parse_written(text: str) -> tuple[list[WrittenQuestion], str]:
-    """The writer's questions, or ``([], reason)`` when its answer is not the schema's JSON."""
+def parse_written(text: str, n_questions: int = 1, bounds: Bounds | None = None) -> tuple[list[WrittenQuestion], str]:
+    """The writer's questions, or ``([], reason)`` when its answer is not ``question_schema(n_questions,
+    bounds)``'s JSON."""
     try:
         data = json.loads(text)
     except (ValueError, TypeError):
         shown = (text or "").strip().replace("\n", " ")
         return [], f"writer output is not JSON ({shown[:60]!r})"
-    problem = _schema_problem(data)
+    problem = _schema_problem(data, n_questions, bounds or Bounds())
     if problem:
         return [], f"writer output does not match the schema ({problem})"
     return [WrittenQuestion(q["question"].strip(), q["correct_answer"].strip(), tuple(d.strip() for d in q["distractors"]))
             for q in data["questions"]], ""
 
 
-def _schema_problem(data: Any) -> str:
+def _schema_problem(data: Any, n_questions: int, bounds: Bounds) -> str:
     if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
         return "no 'questions' list"
-    if not data["questions"]:
-        return "'questions' is empty"
+    if not 1 <= len(data["questions"]) <= n_questions:
+        return f"{len(data['questions'])} questions, not 1 to {n_questions}"
     for i, q in enumerate(data["questions"]):
         if not isinstance(q, dict):
             return f"questions[{i}] is not an object"
@@ -103,6 +117,9 @@ def _schema_problem(data: Any) -> str:
             return f"questions[{i}].distractors is not a list of texts"
         if len(distractors) != N_DISTRACTORS:
             return f"questions[{i}] has {len(distractors)} distractors, not {N_DISTRACTORS}"
+        limits = [(q["question"], bounds.question_max)] + [(o, bounds.option_max) for o in [q["correct_answer"], *distractors]]
+        if any(len(t) > words * CHARS_PER_WORD for t, words in limits):
+            return f"questions[{i}] holds a text longer than its maxLength"
     return ""
 
 

@@ -101,6 +101,18 @@ class RunSettings(BaseModel):
     cache_dir: Path | None = Field(None, description="content-addressed cache; default OUTDIR/cache")
     split: str = Field("train", description="split label for rows whose manifest gives none")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_registry(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return cls.resolve_roles(data, data.get("registry") or {})
+
+    @classmethod
+    def resolve_roles(cls, data: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """``data`` with each role section's registry entry filled in (``resolve_endpoint``)."""
+        return data
+
 
 class BuildConfig(RunSettings):
     """Everything build-avrt needs besides the manifest and the output directory."""
@@ -116,12 +128,8 @@ class BuildConfig(RunSettings):
     def endpoints(self) -> list[EndpointConfig]:
         return [endpoint(self, role) for role in ROLES]
 
-    @model_validator(mode="before")
     @classmethod
-    def _resolve_registry(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        extra = data.get("registry") or {}
+    def resolve_roles(cls, data: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for role in ("vision_teacher", "audio_teacher", "merger"):
             data[role] = resolve_endpoint(data.get(role), extra, lookup(PAPER_ROLES[role.split("_")[0]], extra))
         return data

@@ -20,13 +20,20 @@ from typing import Any
 
 from corpus.clips import Clip
 from filters.answers import parse_answer
-from filters.questions import blind_reason, check_question, parse_written, place_answer, response_format
+from filters.questions import (
+    blind_reason,
+    check_question,
+    parse_written,
+    place_answer,
+    question_schema,
+    response_format,
+)
 from flows.questions_config import QuestionsConfig
-from flows.stages import StageRunner, Tally, _encoded_audio, _encoded_frame
+from flows.stages import StageRunner, Tally
 from media import MediaError
 from prompts import prompt_sha256
 from teachers.client import CallPending, ChatResult, EndpointError, ModelCallError
-from teachers.requests import audio_messages, teacher_prompt, text_messages, vision_messages
+from teachers.requests import teacher_prompt, text_messages
 
 STAGES = ("media", "audio_captioner", "vision_captioner", "question_writer", "checks", "blind_solver")
 
@@ -74,19 +81,9 @@ class ClipProcessor(StageRunner):
     async def caption(self, role: str, media: dict[str, Any], tally: Tally) -> str:
         ep, prompt = self.config.roles()[role], self.prompts[role]
         text = "" if ep.media_only else prompt
-        if role == "vision_captioner":
-            if not media["frames"]:
-                raise _Stop("rejected", "media", "no frames for the vision captioner (an audio file)")
-            ids = media["frame_sha256"]
-
-            def build():
-                return vision_messages(text, [_encoded_frame(str(self.outdir / p)) for p in media["frames"]])
-        else:
-            ids = [media["audio_sha256"]]
-
-            def build():
-                return audio_messages(text, _encoded_audio(str(self.outdir / media["audio"])))
-
+        if role == "vision_captioner" and not media["frames"]:
+            raise _Stop("rejected", "media", "no frames for the vision captioner (an audio file)")
+        ids, build = self.media_request("vision" if role == "vision_captioner" else "audio", text, media)
         result = await self._call(role, {"text": text, "media": ids}, build, tally)
         if not result.content.strip():
             raise _Stop("rejected", role, "empty caption" + (" (truncated at max_tokens)" if result.finish_reason == "length" else ""))
@@ -113,8 +110,9 @@ class ClipProcessor(StageRunner):
         with ``stage`` and ``reason`` for a dropped one."""
         text = render_writer_prompt(self.prompts["question_writer"], captions, self.config.questions_per_clip)
         result = await self._call("question_writer", {"text": text}, lambda: text_messages(text), tally,
-                                  {"response_format": response_format()})
-        written, problem = parse_written(result.content)
+                                  {"response_format": response_format(question_schema(self.config.questions_per_clip,
+                                                                                      self.config.bounds()))})
+        written, problem = parse_written(result.content, self.config.questions_per_clip, self.config.bounds())
         if problem:
             truncated = " (truncated at max_tokens)" if result.finish_reason == "length" else ""
             raise _Stop("rejected", "question_writer", problem + truncated)

@@ -46,12 +46,8 @@ class QuestionsConfig(RunSettings):
                                           description="an option's length bounds in words")
     seed: int = Field(0, description="seeds where the correct answer is placed (with each clip's id)")
 
-    @model_validator(mode="before")
     @classmethod
-    def _resolve_registry(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        extra = data.get("registry") or {}
+    def resolve_roles(cls, data: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
         kind = data.get("question_kind", "audio")
         for role in QUESTION_ROLES:
             section = data.get(role)

@@ -110,6 +110,14 @@ class StageRunner:
             tally.calls[role] += 1
         return result
 
+    def media_request(self, modality: str, text: str, media: dict[str, Any]) -> tuple[list[str], Any]:
+        """A request about a clip's frames (``vision``) or its audio (``audio``): the media's digests (part
+        of the call's key) and the builder of its messages (the frames or the WAV, then ``text``)."""
+        if modality == "vision":
+            return media["frame_sha256"], lambda: vision_messages(
+                text, [_encoded_frame(str(self.outdir / p)) for p in media["frames"]])
+        return [media["audio_sha256"]], lambda: audio_messages(text, _encoded_audio(str(self.outdir / media["audio"])))
+
 
 class SampleProcessor(StageRunner):
     """build-avrt's stages for one sample (``process``)."""
@@ -122,17 +130,7 @@ class SampleProcessor(StageRunner):
                           tally: Tally) -> tuple[ChatResult, ParsedAnswer]:
         prompt, ep = self.prompts[role], endpoint(self.config, role)
         text = "" if ep.media_only else teacher_prompt(prompt, sample.question, sample.choices, ep.question_suffix)
-        if role == "vision":
-            media_ids = media["frame_sha256"]
-
-            def build():
-                return vision_messages(text, [_encoded_frame(str(self.outdir / p)) for p in media["frames"]])
-        else:
-            media_ids = [media["audio_sha256"]]
-
-            def build():
-                return audio_messages(text, _encoded_audio(str(self.outdir / media["audio"])))
-
+        media_ids, build = self.media_request(role, text, media)
         result = await self.call(role, {"text": text, "media": media_ids}, build, tally)
         parsed = parse_answer(result.content, sample.choices)
         if not parsed.ok and result.finish_reason == "length":

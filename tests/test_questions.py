@@ -63,6 +63,9 @@ def test_the_writer_json_must_match_the_schema():
     assert "2 distractors, not 3" in parse_written(json.dumps({"questions": [{**GOOD, "distractors": ["a", "b"]}]}))[1]
     assert "no 'questions' list" in parse_written(json.dumps([GOOD]))[1]
     assert "correct_answer is not a text" in parse_written(json.dumps({"questions": [{**GOOD, "correct_answer": 3}]}))[1]
+    assert "2 questions, not 1 to 1" in parse_written(json.dumps({"questions": [GOOD, GOOD]}))[1]
+    assert parse_written(json.dumps({"questions": [GOOD, GOOD]}), 2)[1] == ""
+    assert "longer than its maxLength" in parse_written(json.dumps({"questions": [{**GOOD, "correct_answer": "x" * 400}]}))[1]
 
 
 def test_the_code_places_the_answer_balanced_and_the_same_on_a_rerun():
@@ -179,8 +182,8 @@ def test_each_rejection_reason_the_blind_filter_and_the_manifest(synthetic_data,
     scripted_server.set_handler("writer", writer_handler)
     scripted_server.set_handler("solver", solver_handler)
     out = tmp_path / "out"
-    stats = build_questions(clips=str(clips), out=str(out), config=str(_config(tmp_path / "c.yaml", scripted_server.url)),
-                            captions=str(captions))
+    stats = build_questions(clips=str(clips), out=str(out), captions=str(captions),
+                            config=str(_config(tmp_path / "c.yaml", scripted_server.url, questions_per_clip=2)))
     assert scripted_server.counts == {"writer": 10, "solver": 3}  # no captioner: the captions were given
 
     reading = read_manifest(out / "manifest.jsonl")  # build-avrt's and the trainer's reader
