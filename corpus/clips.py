@@ -121,3 +121,12 @@ def manifest_row(clip_id: str, index: int, media: dict[str, str | None], questio
     return {"id": f"{clip_id}-q{index}", **{k: v for k, v in media.items() if v}, "question": question,
             "choices": choices, "answer": answer, "question_type": f"generated {kind}", "split": split,
             "clip_id": clip_id, **provenance}
+
+
+def manifest_clip_ids(path: str | Path) -> set[str]:
+    """The clips a written manifest holds questions for (none when there is no manifest)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return set()
+    return {str(json.loads(line).get("clip_id")) for line in lines if line.strip()}

@@ -30,11 +30,11 @@ from prefect.states import Completed, State
 
 from configs import config_error
 from corpus.card import dataset_card
-from corpus.clips import Clip, ClipsError, manifest_row, read_captions, read_clips, with_captions
+from corpus.clips import Clip, ClipsError, manifest_clip_ids, manifest_row, read_captions, read_clips, with_captions
 from corpus.manifest import no_media_found
 from corpus.question_stats import plot_question_stats, question_stats, question_summary
 from flows.execution import admitted_shards, stop_marker
-from flows.outdir import OutdirLock, clean_temp_in_background
+from flows.outdir import OutdirLock, WouldDropRows, check_no_drop, clean_temp_in_background
 from flows.question_args import overrides_from_args, parse_args
 from flows.question_stages import ClipProcessor
 from flows.questions_config import QuestionsConfig, load_questions_config, questions_fingerprint
@@ -90,10 +90,13 @@ def process_clips(run_id: str, clips: str, captions: str | None, limit: int | No
 
 @flow(name="build-questions")
 def build_questions(clips: str, out: str, config: str | None = None, captions: str | None = None,
-                    limit: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any] | State:
+                    limit: int | None = None, overrides: dict[str, Any] | None = None,
+                    replace: bool = False) -> dict[str, Any] | State:
     """Write multiple-choice questions for CLIPS into OUT; returns the statistics (``pending`` and
     ``stopped`` say whether the run finished: re-run the same call to resume). A run that leaves clips
-    pending ends in a completed state named ``Unfinished``, as build-avrt's does."""
+    pending ends in a completed state named ``Unfinished``, as build-avrt's does. A run whose clips do not
+    cover every clip of OUT's manifest needs ``replace``; while a clip of it is pending, the outputs
+    stay as they were."""
     log = get_run_logger()
     cfg = load_questions_config(config, overrides)
     outdir = Path(out).resolve()
@@ -104,6 +107,7 @@ def build_questions(clips: str, out: str, config: str | None = None, captions: s
             cfg = cfg.model_copy(update={"cache_dir": outdir / "cache"})
         cleaner = clean_temp_in_background(outdir, cfg.cache_dir)
         found = read_all_clips(clips_path, captions_path, limit, cfg.split)
+        check_no_drop(outdir, {c.id for c in found}, replace, *_manifest_guard(outdir))
         stop_marker(outdir).unlink(missing_ok=True)
         n_shards = len(shard_samples(found, cfg.shard_size))
         at_once = admitted_shards(cfg, n_shards)
@@ -122,11 +126,13 @@ def build_questions(clips: str, out: str, config: str | None = None, captions: s
         stopped = no_media or next((s["stopped"] for s in summaries if s["stopped"]), None)
         wanted = {c.id for c in found}
         rows = list({r["id"]: r for s in summaries for r in read_shard(Path(s["path"])) if r["id"] in wanted}.values())
+        held = manifest_clip_ids(outdir / "manifest.jsonl") & {p["id"] for p in pending}  # rows it could not re-decide
         stats = question_stats(rows, pending=len(pending))
         cache, calls = totals(summaries)
         stats.update(cache=cache, calls_sent=calls, shards={"total": n_shards, "reused": sum(s["reused"] for s in summaries)},
-                     pending={"samples": len(pending), "reasons": pending_reasons(pending)}, stopped=stopped)
-        if not no_media:
+                     pending={"samples": len(pending), "manifest_left_unchanged": bool(held),
+                              "reasons": pending_reasons(pending)}, stopped=stopped)
+        if not (held or no_media):
             write_outputs(outdir, rows, cfg)
             card = dataset_card(stats, [cfg.split], model_table(cfg), {**cfg.model_dump(include={"question_kind", "question_words", "option_words"}),
                                                                          "blind_solver": cfg.blind_solver is not None},
@@ -175,15 +181,21 @@ def model_table(cfg: QuestionsConfig) -> list[dict[str, str]]:
             for role, ep in cfg.roles().items()]
 
 
+def _manifest_guard(outdir: Path) -> tuple[set[str], str]:
+    """``check_no_drop``'s existing ids and wording for OUT's manifest."""
+    return manifest_clip_ids(outdir / "manifest.jsonl"), "manifest.jsonl holds questions of {n} clip(s) these clips do not cover"
+
+
 def _preflight(args) -> str | None:
     """Refusals a user should read before any work starts."""
     try:
         cfg = load_questions_config(args.config, overrides_from_args(args))
         if cfg.audio_captioner is None and not args.captions:
             return "the config has no audio_captioner: give one, or --captions FILE with the captions already made"
-        read_all_clips(str(Path(args.clips).resolve()), str(Path(args.captions).resolve()) if args.captions else None,
-                       args.limit, cfg.split)
-    except (ClipsError, KeyError, OSError, ValueError) as err:  # ValidationError: a ValueError
+        found = read_all_clips(str(Path(args.clips).resolve()), str(Path(args.captions).resolve()) if args.captions else None,
+                               args.limit, cfg.split)
+        check_no_drop(Path(args.out).resolve(), {c.id for c in found}, args.replace, *_manifest_guard(Path(args.out).resolve()))
+    except (ClipsError, KeyError, OSError, ValueError, WouldDropRows) as err:  # ValidationError: a ValueError
         return config_error(err, QuestionsConfig).strip('"')
     return None
 
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _CLI_ARGS if argv is None and "_CLI_ARGS" in globals() else parse_args(argv)
     return run_cli(PROGRAM, args.out, lambda: _preflight(args),
                    lambda: build_questions(clips=args.clips, out=args.out, config=args.config, captions=args.captions,
-                                           limit=args.limit, overrides=overrides_from_args(args)),
+                                           limit=args.limit, overrides=overrides_from_args(args), replace=args.replace),
                    globals().get("_PREFECT_SERVER"))
 
 

@@ -121,15 +121,16 @@ def dropped_ids(existing: set[str], kept_after: set[str]) -> set[str]:
     return existing - kept_after
 
 
-def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool) -> int:
-    """Refuse a manifest that does not cover every kept row of ``OUT``'s corpus, unless ``replace``.
-    Returns how many existing rows the run will drop (0 unless ``replace``)."""
-    gone = dropped_ids(kept_ids(outdir), sample_ids)
+def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool, existing: set[str] | None = None,
+                  what: str = "corpus holds {n} kept row(s) this manifest does not cover") -> int:
+    """Refuse a run whose inputs do not cover every kept row of ``OUT`` (``existing``: its corpus's ids by
+    default; build-questions gives the clips of its manifest), unless ``replace``. Returns how many
+    existing rows the run will drop (0 unless ``replace``)."""
+    gone = dropped_ids(kept_ids(outdir) if existing is None else existing, sample_ids)
     if gone and not replace:
         example = ", ".join(sorted(gone)[:3])
-        raise WouldDropRows(f"{outdir}/corpus holds {len(gone)} kept row(s) this manifest does not cover "
-                            f"(e.g. {example}); a run would delete them. Pass --replace to replace the corpus, "
-                            "or choose another --out")
+        raise WouldDropRows(f"{outdir}/{what.format(n=len(gone))} (e.g. {example}); a run would delete them. "
+                            "Pass --replace to replace them, or choose another --out")
     return len(gone)
 
 

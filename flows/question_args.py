@@ -28,9 +28,11 @@ content: a re-run repeats no finished work, and a new question writer asks only 
 
 A clip whose calls failed for transport reasons (timeouts, connection errors, 429, 5xx) is left
 pending, never rejected; an endpoint that cannot serve stops the run. Either way the command exits
-with status 3: run the same command again to finish. One run per --out at a time.
+with status 3: run the same command again to finish. One run per --out at a time; clips that would drop
+questions of --out's manifest need --replace.
 
-Exit status: 0 done; 2 refused (bad config or clips, --out busy); 3 finished with pending clips.
+Exit status: 0 done; 2 refused (bad config or clips, --out busy, questions would be dropped); 3 finished
+with pending clips.
 """
 
 
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--captions", help="captions already made: AudioSetCaps' CSV or a JSONL of {id, caption}")
     parser.add_argument("--limit", type=int, help="process only the first N clips")
+    parser.add_argument("--replace", action="store_true",
+                        help="allow replacing --out's manifest when these clips do not cover every clip it holds")
     parser.add_argument("--question-kind", choices=["audio", "audio_visual"], help="overrides the config's question_kind")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, dotted, e.g. --set question_writer.temperature=0.5 (repeatable)")

@@ -262,7 +262,7 @@ def test_captioner_rerun_swapped_writer_and_build_avrt_reads_the_manifest(synthe
 
 
 def test_an_outage_leaves_clips_pending_exit_3_and_a_rerun_finishes(synthetic_data, scripted_server, prefect_api,
-                                                                      tmp_path, monkeypatch):
+                                                                      tmp_path, monkeypatch, capsys):
     from flows.build_questions import main
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
@@ -283,6 +283,13 @@ def test_an_outage_leaves_clips_pending_exit_3_and_a_rerun_finishes(synthetic_da
     assert main(argv) == 0
     assert scripted_server.counts == {"writer": 3, "solver": 3}  # the captions were cached
     assert len((tmp_path / "out/manifest.jsonl").read_text().splitlines()) == 3
+
+    # fewer clips would drop questions of the manifest: refused unless --replace (then no call is sent)
+    scripted_server.reset_counts()
+    assert main([*argv, "--limit", "2"]) == 2
+    assert "manifest.jsonl holds questions of 1 clip(s) these clips do not cover" in capsys.readouterr().err
+    assert main([*argv, "--limit", "2", "--replace"]) == 0 and sum(scripted_server.counts.values()) == 0
+    assert len((tmp_path / "out/manifest.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow
