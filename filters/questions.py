@@ -90,7 +90,7 @@ def parse_written(text: str, n_questions: int = 1, bounds: Bounds | None = None)
     """The writer's questions, or ``([], reason)`` when its answer is not ``question_schema(n_questions,
     bounds)``'s JSON."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)  # control characters in strings: guided decoding lets them through
     except (ValueError, TypeError):
         shown = (text or "").strip().replace("\n", " ")
         return [], f"writer output is not JSON ({shown[:60]!r})"
