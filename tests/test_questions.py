@@ -321,3 +321,32 @@ def test_kill_minus_nine_and_resume_without_duplicates(synthetic_data, tmp_path)
     assert first["writer"] + server.counts["writer"] <= 9 + 1  # at most the call in flight at the kill is sent again
     assert first["captioner"] + server.counts["captioner"] <= 9 + 1
     assert "build-questions: 9 clips decided" in resumed.stderr + resumed.stdout
+
+
+def test_a_folder_of_clips_media_and_caption_rejections(synthetic_data, scripted_server, prefect_backend, tmp_path):
+    """--clips as a folder (videos and an audio file): unusable media and an empty caption are dropped
+    with their reasons; an audio file gives a row with its audio alone."""
+    from flows.build_questions import build_questions
+
+    def captioner(request: dict) -> Reply:  # nothing to say about the 3 s clip
+        import base64
+        import io
+
+        import soundfile
+
+        data = next(p for p in request["messages"][-1]["content"] if p.get("type") == "input_audio")["input_audio"]["data"]
+        return Reply("") if soundfile.info(io.BytesIO(base64.b64decode(data))).duration < 3.5 else _caption_handler(request)
+
+    scripted_server.set_handler("captioner", captioner)
+    scripted_server.set_handler("writer", writer_handler)
+    out = tmp_path / "out"
+    stats = build_questions(clips=str(synthetic_data / "odd"), out=str(out),
+                            config=str(_config(tmp_path / "c.yaml", scripted_server.url, blind=False)))
+    rejected = {r["id"]: r for r in map(json.loads, (out / "rejected/clips.jsonl").read_text().splitlines())}
+    assert (rejected["no_audio"]["stage"], rejected["no_audio"]["reason"]) == ("media", "no audio track")
+    assert rejected["corrupt"]["stage"] == "media"
+    assert stats["clip_reasons"]["audio_captioner"] == {"empty caption": 1}
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == stats["questions_kept"] == 7 - 2 - 1  # 7 clips: 2 unusable, 1 empty caption
+    audio_only = [r for r in rows if r["clip_id"] == "no_video"]
+    assert all("video" not in r and r["audio"].endswith("no_video.m4a") for r in audio_only)
