@@ -293,11 +293,10 @@ def test_an_outage_leaves_clips_pending_exit_3_and_a_rerun_finishes(synthetic_da
 
 
 @pytest.mark.slow
-def test_kill_minus_nine_and_resume_without_duplicates(synthetic_data, tmp_path):
+def test_kill_minus_nine_and_resume_without_duplicates(synthetic_data, prefect_api, tmp_path):
     clips = _clips(synthetic_data, tmp_path, 9)
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": "",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
-    with ScriptedServer(latency=0.3) as server:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}  # the session's server: no start-up per command
+    with ScriptedServer(latency=0.15) as server:
         server.set_handler("captioner", _caption_handler)
         server.set_handler("writer", writer_handler)
         config = _config(tmp_path / "c.yaml", server.url, blind=False)
