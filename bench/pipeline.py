@@ -129,22 +129,29 @@ def ideal_seconds(n: int, in_flight: int, models: dict[str, str], median: float,
 
 
 def fifo_schedule_seconds(n: int, in_flight: int, models: dict[str, str], median: float, sigma: float, seed: int) -> float:
-    """The makespan of build-avrt's own policy at zero CPU cost: a discrete-event simulation where
-    every endpoint serves its FIFO queue with ``in_flight`` slots, both teachers are queued at once
-    in manifest order, and a sample's merger call is queued the moment its second teacher answers.
+    """The makespan of build-avrt's own policy at zero CPU cost (``fifo_dag_seconds``): both teachers
+    queued at once in manifest order, a sample's merger call queued the moment its second teacher answers.
 
     No scheduler that does not know latencies in advance can be expected to beat this; the gap to
     ``ideal_seconds`` is the heavy tail itself (requests sent late that take long), the gap to it is
     the implementation's overhead."""
-    import heapq
-    from collections import deque
-
     from tests.scripted_server import lognormal_seconds
 
     lat = {role: [lognormal_seconds(median, sigma, seed, model, str(i)) for i in range(n)] for role, model in models.items()}
-    queue = {role: deque(range(n) if role != "merger" else ()) for role in lat}
+    return fifo_dag_seconds(lat, {"vision": (), "audio": (), "merger": ("vision", "audio")}, in_flight)
+
+
+def fifo_dag_seconds(lat: dict[str, list[float]], needs: dict[str, tuple[str, ...]], in_flight: int) -> float:
+    """A discrete-event simulation of a flow's first-come-first-served policy: every endpoint (``lat``'s
+    roles: item i's call takes ``lat[role][i]`` s) serves its FIFO queue with ``in_flight`` slots; the
+    roles that need none are queued at once in item order, another the moment its ``needs`` answered."""
+    import heapq
+    from collections import deque
+
+    n = len(next(iter(lat.values())))
+    queue = {role: deque(range(n) if not needs[role] else ()) for role in lat}
     free = dict.fromkeys(lat, in_flight)
-    answered = [0] * n
+    answered: dict[tuple[str, int], int] = {}
     events: list[tuple[float, str, int]] = []
     now = end = 0.0
     while True:
@@ -157,12 +164,12 @@ def fifo_schedule_seconds(n: int, in_flight: int, models: dict[str, str], median
             return end
         now, role, i = heapq.heappop(events)
         free[role] += 1
-        if role == "merger":
-            end = now
-        else:
-            answered[i] += 1
-            if answered[i] == 2:
-                queue["merger"].append(i)
+        end = max(end, now)
+        for later, wanted in needs.items():
+            if role in wanted:
+                answered[later, i] = answered.get((later, i), 0) + 1
+                if answered[later, i] == len(wanted):
+                    queue[later].append(i)
 
 
 def server_spans(url: str) -> dict[str, list[tuple[float, float]]]:

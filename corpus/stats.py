@@ -137,6 +137,13 @@ def plot_stats(stats: dict[str, Any], path: Path) -> Path:
     axes[2].barh(list(types), list(types.values()), color="none", edgecolor="black", label="input")
     axes[2].legend()
     axes[2].set_title("question types")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as a PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
@@ -169,9 +176,14 @@ def summary_text(stats: dict[str, Any], cache: dict[str, dict[str, int]], calls:
     t = stats["teachers"]
     lines += ["", f"teacher accuracy: vision {t['vision']['accuracy']}, audio {t['audio']['accuracy']}; "
                   f"agreement {stats['teacher_agreement']['rate']}; format compliance {stats['format_compliance']}",
-              f"think length ({stats['token_unit']}): {stats['think_length']['mean']} ± {stats['think_length']['std']}",
-              "", "cache (hits / misses) and model calls sent:"]
+              f"think length ({stats['token_unit']}): {stats['think_length']['mean']} ± {stats['think_length']['std']}"]
+    return "\n".join(lines + cache_lines(cache, calls))
+
+
+def cache_lines(cache: dict[str, dict[str, int]], calls: dict[str, int]) -> list[str]:
+    """The summary's last lines: cache hits and misses per namespace, and the model calls sent."""
+    lines = ["", "cache (hits / misses) and model calls sent:"]
     for name, value in sorted(cache.items()):
         lines.append(f"  {name:<15} {value['hits']:>6} / {value['misses']:<6}")
     lines.append("  calls sent: " + (", ".join(f"{k} {v}" for k, v in sorted(calls.items())) or "none"))
-    return "\n".join(lines)
+    return lines

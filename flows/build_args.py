@@ -189,7 +189,13 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
-    for item in args.set:
+    return {**overrides, **set_overrides(args.set)}
+
+
+def set_overrides(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as ``{key: value}`` (values parsed by the config loader)."""
+    overrides = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")

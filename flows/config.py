@@ -71,19 +71,27 @@ class EndpointConfig(BaseModel):
         return {**params, **self.extra_body}
 
 
-class BuildConfig(BaseModel):
-    """Everything build-avrt needs besides the manifest and the output directory."""
+def resolve_endpoint(entry: Any, extra: dict[str, dict[str, Any]], defaults: dict[str, Any]) -> Any:
+    """A role's section with its registry entry filled in: ``use: NAME`` (or a bare name) takes every
+    field of that entry; a section without ``use`` takes ``ROLE_DEFAULT_FIELDS`` from ``defaults``
+    (the role's default entry). The section's own fields win."""
+    if isinstance(entry, str):
+        entry = {"use": entry}
+    if isinstance(entry, dict) and entry.get("use"):
+        return {**lookup(entry["use"], extra), **entry}
+    if isinstance(entry, dict):
+        return {**{k: defaults[k] for k in ROLE_DEFAULT_FIELDS if k in defaults}, **entry}
+    return entry
+
+
+class RunSettings(BaseModel):
+    """How a flow runs, shared by build-avrt and build-questions: media, sharding, the task runner, the
+    cache. Each flow's config adds its roles and an ``endpoints()`` method (``flows.execution``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    vision_teacher: EndpointConfig
-    audio_teacher: EndpointConfig
-    merger: EndpointConfig
     registry: dict[str, dict[str, Any]] = Field(default_factory=dict, description="extra registry entries")
     media: MediaSettings = Field(default_factory=MediaSettings)
-    filter: FilterPolicy = Field("both", description="which teachers must be right: both (paper), vision, audio, either, all")
-    merger_kind: MergerKind = Field("llm", description="llm (paper) or concat (deterministic baseline)")
-    merger_attempts: int = Field(3, description="fresh merger calls before a sample is dropped")
     shard_size: int = Field(64, description="samples per Prefect task")
     task_runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = Field(None, description="scheduler address; None starts a local cluster")
@@ -92,24 +100,38 @@ class BuildConfig(BaseModel):
         None, description="shards admitted at once; None: enough to keep every in-flight slot busy (flows.execution)")
     cache_dir: Path | None = Field(None, description="content-addressed cache; default OUTDIR/cache")
     split: str = Field("train", description="split label for rows whose manifest gives none")
-    stats_tokenizer: str | None = Field(None, description="tokenizer (path or id) counting think length in student tokens; words if unset or unavailable")
 
     @model_validator(mode="before")
     @classmethod
     def _resolve_registry(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        extra = data.get("registry") or {}
+        return cls.resolve_roles(data, data.get("registry") or {})
+
+    @classmethod
+    def resolve_roles(cls, data: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """``data`` with each role section's registry entry filled in (``resolve_endpoint``)."""
+        return data
+
+
+class BuildConfig(RunSettings):
+    """Everything build-avrt needs besides the manifest and the output directory."""
+
+    vision_teacher: EndpointConfig
+    audio_teacher: EndpointConfig
+    merger: EndpointConfig
+    filter: FilterPolicy = Field("both", description="which teachers must be right: both (paper), vision, audio, either, all")
+    merger_kind: MergerKind = Field("llm", description="llm (paper) or concat (deterministic baseline)")
+    merger_attempts: int = Field(3, description="fresh merger calls before a sample is dropped")
+    stats_tokenizer: str | None = Field(None, description="tokenizer (path or id) counting think length in student tokens; words if unset or unavailable")
+
+    def endpoints(self) -> list[EndpointConfig]:
+        return [endpoint(self, role) for role in ROLES]
+
+    @classmethod
+    def resolve_roles(cls, data: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for role in ("vision_teacher", "audio_teacher", "merger"):
-            entry = data.get(role)
-            if isinstance(entry, str):
-                entry = {"use": entry}
-            if isinstance(entry, dict) and entry.get("use"):
-                entry = {**lookup(entry["use"], extra), **entry}
-            elif isinstance(entry, dict):
-                paper = lookup(PAPER_ROLES[role.split("_")[0]], extra)
-                entry = {**{k: paper[k] for k in ROLE_DEFAULT_FIELDS if k in paper}, **entry}
-            data[role] = entry
+            data[role] = resolve_endpoint(data.get(role), extra, lookup(PAPER_ROLES[role.split("_")[0]], extra))
         return data
 
     @model_validator(mode="after")
@@ -133,18 +155,20 @@ class BuildConfig(BaseModel):
         return self
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Read a YAML config and apply ``{"dotted.key": value}`` overrides on top."""
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                model: type[RunSettings] = BuildConfig, roles: tuple[str, ...] = ("vision_teacher", "audio_teacher", "merger")):
+    """Read a YAML config and apply ``{"dotted.key": value}`` overrides on top; ``model`` validates it
+    (build-avrt's ``BuildConfig`` by default), ``roles`` are its endpoint sections."""
     data = read_yaml(path)
     for key, value in (overrides or {}).items():
-        if key in ("vision_teacher", "audio_teacher", "merger"):
+        if key in roles:
             # selecting a registry entry by name keeps the config's endpoint (base_url, keys)
             current = data.get(key) or {}
             current = {"use": current} if isinstance(current, str) else dict(current)
             data[key] = {k: v for k, v in current.items() if k in ("base_url", "api_key_env", "max_in_flight", "timeout_s")} | {"use": value}
         else:
             set_dotted(data, key, parse_value(value))
-    return BuildConfig.model_validate(data)
+    return model.model_validate(data)
 
 
 ROLES = ("vision", "audio", "merger")
@@ -159,6 +183,10 @@ def config_fingerprint(config: BuildConfig) -> str:
     parts: dict[str, Any] = {"media": config.media.model_dump(), "filter": config.filter,
                              "merger_kind": config.merger_kind, "merger_attempts": config.merger_attempts}
     for role in ROLES:
-        ep = endpoint(config, role)
-        parts[role] = {"model": ep.model, "prompt": prompt_sha256(ep.prompt_text()), "sampling": ep.sampling()}
+        parts[role] = endpoint_fingerprint(endpoint(config, role))
     return content_key(**parts)
+
+
+def endpoint_fingerprint(ep: EndpointConfig) -> dict[str, Any]:
+    """What in an endpoint changes its answers: the model, the prompt's sha256, the sampling."""
+    return {"model": ep.model, "prompt": prompt_sha256(ep.prompt_text()), "sampling": ep.sampling()}

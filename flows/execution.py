@@ -1,11 +1,12 @@
-"""build-avrt's execution core: every sample of a process streams through one event loop.
+"""The flows' execution core (build-avrt, build-questions): every sample of a process streams through one event loop.
 
 This module and the per-replica semaphore in ``teachers.client.ModelClient`` are the only places
 that decide concurrency:
 
 * **One loop per process.** Every shard (Prefect task) running in a process hands its samples to
-  one event loop thread (``_Engine``) and waits for them. Per run, that loop holds one
-  ``SampleProcessor`` (one client per role), so ``max_in_flight`` bounds the requests in flight per
+  one event loop thread (``_Engine``) and waits for them. Per run, that loop holds one processor
+  (``flows.stages.SampleProcessor`` for build-avrt, ``flows.question_stages.ClipProcessor`` for
+  build-questions; one client per role), so ``max_in_flight`` bounds the requests in flight per
   replica for the whole process, however many shards run in it. Shards reserve no concurrency.
 * **Streaming.** Each sample goes media -> both teachers at once -> merger the moment both answered.
   A slot freed by one call goes to the next waiting call (the semaphores are FIFO), so no slot idles
@@ -30,11 +31,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from corpus.manifest import Sample
-from flows.config import ROLES, BuildConfig, endpoint
-from flows.stages import SampleProcessor, Tally
+from flows.config import RunSettings
+from flows.stages import Tally
 from media.files import atomic_write_bytes
 from teachers.client import EndpointError
 
@@ -49,12 +49,12 @@ def stop_marker(outdir: Path) -> Path:
     return Path(outdir) / "work" / "STOPPED"
 
 
-def admitted_shards(config: BuildConfig, n_shards: int) -> int:
+def admitted_shards(config: RunSettings, n_shards: int) -> int:
     """Shards to run at once: ``max_concurrent_shards`` if set, else enough to admit
     ``ADMIT_PER_SLOT`` samples per slot of the endpoint with the most slots."""
     if config.max_concurrent_shards:
         return max(1, min(n_shards, config.max_concurrent_shards))
-    slots = max(endpoint(config, role).max_in_flight * len(endpoint(config, role).base_url) for role in ROLES)
+    slots = max(ep.max_in_flight * len(ep.base_url) for ep in config.endpoints())
     wanted = math.ceil(ADMIT_PER_SLOT * slots / max(1, config.shard_size)) + 1
     return max(1, min(n_shards, wanted, MAX_SHARDS_AT_ONCE))
 
@@ -69,9 +69,24 @@ class ShardOutcome:
     tally: Tally = field(default_factory=Tally)
 
 
+class Item(Protocol):
+    """What the core needs of a sample: its id (a manifest ``Sample``, a ``Clip``)."""
+
+    id: str
+
+
+class Processor(Protocol):
+    """Decides one item: a row with ``status`` kept, rejected or pending; raises ``EndpointError`` to stop
+    the run. Created in the engine's loop (``make_processor``), closed when the run's last shard ends."""
+
+    async def process(self, item: Any, tally: Tally) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class _Run:
-    processor: SampleProcessor
+    processor: Processor
     users: int = 0
     stopped: str | None = None
     tasks: set[asyncio.Task] = field(default_factory=set)
@@ -88,10 +103,10 @@ class _Engine:
     def run(self, coro) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    async def open(self, run_id: str, config: BuildConfig, outdir: Path, share: int) -> _Run:
+    async def open(self, run_id: str, make_processor: Callable[[], Processor]) -> _Run:
         run = self.runs.get(run_id)
         if run is None:
-            run = self.runs[run_id] = _Run(SampleProcessor(config, outdir, share))
+            run = self.runs[run_id] = _Run(make_processor())
         run.users += 1
         return run
 
@@ -115,24 +130,25 @@ def engine() -> _Engine:
         return _ENGINE
 
 
-def run_samples(run_id: str, samples: list[Sample], config: BuildConfig, outdir: Path, share: int,
+def run_samples(run_id: str, samples: list[Item], make_processor: Callable[[], Processor], outdir: Path,
                 on_row: Callable[[dict[str, Any]], None]) -> ShardOutcome:
-    """Process ``samples`` in the process's engine; ``on_row(row)`` gets each decided row as it is
-    decided (in the engine's thread). Returns the shard's outcome; never raises for a sample."""
+    """Process ``samples`` in the process's engine, with the run's processor (``make_processor()``, called
+    in the engine's loop by the run's first shard in this process); ``on_row(row)`` gets each decided row
+    as it is decided (in the engine's thread). Returns the shard's outcome; never raises for a sample."""
     marker = stop_marker(outdir)
     if marker.exists():
         reason = marker.read_text(encoding="utf-8")
         return ShardOutcome(pending=[_pending(s, "run", reason) for s in samples], stopped=reason)
     eng = engine()
-    return eng.run(_run_samples(eng, run_id, samples, config, Path(outdir), share, on_row))
+    return eng.run(_run_samples(eng, run_id, samples, make_processor, Path(outdir), on_row))
 
 
-async def _run_samples(eng: _Engine, run_id: str, samples: list[Sample], config: BuildConfig, outdir: Path,
-                       share: int, on_row: Callable[[dict[str, Any]], None]) -> ShardOutcome:
-    run = await eng.open(run_id, config, outdir, share)
+async def _run_samples(eng: _Engine, run_id: str, samples: list[Item], make_processor: Callable[[], Processor],
+                       outdir: Path, on_row: Callable[[dict[str, Any]], None]) -> ShardOutcome:
+    run = await eng.open(run_id, make_processor)
     outcome = ShardOutcome()
     try:
-        async def one(sample: Sample) -> None:
+        async def one(sample: Item) -> None:
             row = await run.processor.process(sample, outcome.tally)
             if row["status"] == "pending":
                 outcome.pending.append(_pending(sample, row["stage"], row["reason"]))
@@ -163,5 +179,5 @@ async def _run_samples(eng: _Engine, run_id: str, samples: list[Sample], config:
         await eng.release(run_id)
 
 
-def _pending(sample: Sample, stage: str, reason: str) -> dict[str, str]:
+def _pending(sample: Item, stage: str, reason: str) -> dict[str, str]:
     return {"id": sample.id, "stage": stage, "reason": reason}

@@ -32,14 +32,16 @@ _HELD_GUARD = threading.Lock()
 
 
 class OutdirLock:
-    """An exclusive ``flock`` on ``OUT/.build-avrt.lock``, holding the owner's pid, host and start time.
+    """An exclusive ``flock`` on ``OUT/.build-avrt.lock``, holding the owner's program (build-avrt or
+    build-questions: one lock, so neither writes into a folder the other is writing), pid, host and start time.
 
     The kernel releases it when its process dies (even by kill -9), so a stale lock never blocks a
     later run; the file's text only serves the refusal message. Re-entrant within a process (the
     CLI takes it before the flow, which takes it again)."""
 
-    def __init__(self, outdir: Path):
+    def __init__(self, outdir: Path, program: str = "build-avrt"):
         self.path = Path(outdir).resolve() / LOCK_NAME
+        self.program = program
         self._held = False
 
     def acquire(self) -> "OutdirLock":
@@ -56,11 +58,11 @@ class OutdirLock:
                 handle.seek(0)
                 owner = handle.read().strip() or "{}"
                 handle.close()
-                raise OutdirBusy(f"{self.path.parent} is in use by another build-avrt run ({_owner_text(owner)}); "
+                raise OutdirBusy(f"{self.path.parent} is in use by another {_owner_program(owner)} run ({_owner_text(owner)}); "
                                  "wait for it to finish or choose another --out") from None
             handle.seek(0)
             handle.truncate()
-            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+            handle.write(json.dumps({"program": self.program, "pid": os.getpid(), "host": socket.gethostname(),
                                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
             handle.flush()
             _HELD[self.path] = [handle, 1]
@@ -84,6 +86,13 @@ class OutdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _owner_program(owner: str) -> str:
+    try:
+        return str(json.loads(owner).get("program", "build-avrt"))
+    except (ValueError, AttributeError):
+        return "build-avrt"
 
 
 def _owner_text(owner: str) -> str:
@@ -112,15 +121,16 @@ def dropped_ids(existing: set[str], kept_after: set[str]) -> set[str]:
     return existing - kept_after
 
 
-def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool) -> int:
-    """Refuse a manifest that does not cover every kept row of ``OUT``'s corpus, unless ``replace``.
-    Returns how many existing rows the run will drop (0 unless ``replace``)."""
-    gone = dropped_ids(kept_ids(outdir), sample_ids)
+def check_no_drop(outdir: Path, sample_ids: set[str], replace: bool, existing: set[str] | None = None,
+                  what: str = "corpus holds {n} kept row(s) this manifest does not cover") -> int:
+    """Refuse a run whose inputs do not cover every kept row of ``OUT`` (``existing``: its corpus's ids by
+    default; build-questions gives the clips of its manifest), unless ``replace``. Returns how many
+    existing rows the run will drop (0 unless ``replace``)."""
+    gone = dropped_ids(kept_ids(outdir) if existing is None else existing, sample_ids)
     if gone and not replace:
         example = ", ".join(sorted(gone)[:3])
-        raise WouldDropRows(f"{outdir}/corpus holds {len(gone)} kept row(s) this manifest does not cover "
-                            f"(e.g. {example}); a run would delete them. Pass --replace to replace the corpus, "
-                            "or choose another --out")
+        raise WouldDropRows(f"{outdir}/{what.format(n=len(gone))} (e.g. {example}); a run would delete them. "
+                            "Pass --replace to replace them, or choose another --out")
     return len(gone)
 
 

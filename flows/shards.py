@@ -8,12 +8,11 @@ processes only the samples it lacks. A line torn by a kill is dropped when the j
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpus.manifest import Sample
-from flows.config import BuildConfig, config_fingerprint
-from flows.execution import run_samples
+from flows.execution import Item, Processor, run_samples
 from media.files import content_key
 
 # Rows written by versions that froze transport failures as rejections: not verdicts, redone.
@@ -22,12 +21,14 @@ _LEGACY_TRANSIENT_CAUSES = ("gave up after", "timed out", "connection failed", "
                             "HTTP 404", "malformed response")
 
 
-def shard_samples(samples: list[Sample], size: int) -> list[list[Sample]]:
+def shard_samples(samples: list, size: int) -> list[list]:
     return [samples[i : i + size] for i in range(0, len(samples), max(1, size))]
 
 
-def shard_key(samples: list[Sample], config: BuildConfig) -> str:
-    return content_key(samples=[s.to_dict() for s in samples], config=config_fingerprint(config))
+def shard_key(samples: list, fingerprint: str) -> str:
+    """The journal's name: the shard's items (each ``to_dict()``) and the config's fingerprint (what
+    changes a row: ``flows.config.config_fingerprint``, ``flows.questions_config.questions_fingerprint``)."""
+    return content_key(samples=[s.to_dict() for s in samples], config=fingerprint)
 
 
 def shard_path(outdir: Path, key: str) -> Path:
@@ -84,13 +85,13 @@ class Journal:
         self._handle.close()
 
 
-def run_shard(run_id: str, samples: list[Sample], config: BuildConfig, outdir: Path, in_flight_share: int = 1,
-              on_sample=None) -> dict[str, Any]:
+def run_shard(run_id: str, samples: list[Item], fingerprint: str, make_processor: Callable[[], Processor],
+              outdir: Path, on_sample=None) -> dict[str, Any]:
     """Decide the shard's samples its journal lacks; returns a summary: journal path, decided rows,
     pending samples (``{"id", "stage", "reason"}``), whether nothing was left to do, cache counts,
     calls sent, seconds per stage, and the run-level failure that stopped the run (or None)."""
     outdir = Path(outdir)
-    path = shard_path(outdir, shard_key(samples, config))
+    path = shard_path(outdir, shard_key(samples, fingerprint))
     done = {row["id"] for row in read_shard(path)}
     todo = [s for s in samples if s.id not in done]
     if on_sample and done:
@@ -105,7 +106,7 @@ def run_shard(run_id: str, samples: list[Sample], config: BuildConfig, outdir: P
                 if on_sample:
                     on_sample(1)
 
-            outcome = run_samples(run_id, todo, config, outdir, in_flight_share, on_row)
+            outcome = run_samples(run_id, todo, make_processor, outdir, on_row)
         finally:
             journal.close()
         tally = outcome.tally

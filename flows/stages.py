@@ -25,7 +25,7 @@ from corpus.manifest import Sample
 from corpus.schema import Row
 from filters.answers import ParsedAnswer, parse_answer
 from filters.policies import apply_filter
-from flows.config import ROLES, BuildConfig, endpoint
+from flows.config import ROLES, BuildConfig, EndpointConfig, RunSettings, endpoint
 from media import MediaError
 from media.store import MediaStore
 from merger.concat import concat_merge
@@ -61,25 +61,23 @@ class Tally:
         return {n: {"hits": self.hits[n], "misses": self.misses[n]} for n in sorted(set(self.hits) | set(self.misses))}
 
 
-class SampleProcessor:
-    """Runs samples through all stages; create inside the event loop that awaits it.
+class StageRunner:
+    """What every flow's processor has: the media store, the call cache and one client per role; create
+    inside the event loop that awaits it.
 
     One processor serves every shard of a run in a process (``flows.execution``), so its clients'
     per-replica bounds hold for the whole process; ``in_flight_share`` divides them (Dask workers).
     """
 
-    def __init__(self, config: BuildConfig, outdir: Path, in_flight_share: int = 1):
-        self.config = config
+    def __init__(self, config: RunSettings, endpoints: dict[str, EndpointConfig], outdir: Path,
+                 in_flight_share: int = 1):
         self.outdir = Path(outdir)
         root = config.cache_dir or self.outdir / "cache"
         self.media_store = MediaStore(root, self.outdir, config.media)
         self.calls = CallCache(root)
-        self.prompts = {role: endpoint(config, role).prompt_text() for role in ROLES}
-        self.clients = {
-            role: ModelClient.from_endpoint(endpoint(config, role),
-                                            max_in_flight=max(1, endpoint(config, role).max_in_flight // in_flight_share))
-            for role in ROLES
-        }
+        self.prompts = {role: ep.prompt_text() for role, ep in endpoints.items()}
+        self.clients = {role: ModelClient.from_endpoint(ep, max_in_flight=max(1, ep.max_in_flight // in_flight_share))
+                        for role, ep in endpoints.items()}
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -98,10 +96,12 @@ class SampleProcessor:
             (tally.misses if extracted else tally.hits)["media"] += 1
         return meta
 
-    async def call(self, role: str, key_parts: dict[str, Any], build_messages, tally: Tally) -> ChatResult:
-        """A cached call: the stored answer if any, else one request (its payload built once a slot is held)."""
+    async def call(self, role: str, key_parts: dict[str, Any], build_messages, tally: Tally,
+                   extra_body: dict[str, Any] | None = None) -> ChatResult:
+        """A cached call: the stored answer if any, else one request (its payload built once a slot is
+        held); ``extra_body``: further request fields (e.g. ``response_format``), part of the key."""
         result, cached = await cached_chat(self.calls, self.clients[role], role,
-                                           {"layout": MESSAGE_LAYOUT, **key_parts}, build_messages)
+                                           {"layout": MESSAGE_LAYOUT, **key_parts}, build_messages, extra_body)
         namespace = f"calls/{role}"
         if cached:
             tally.hits[namespace] += 1
@@ -110,21 +110,27 @@ class SampleProcessor:
             tally.calls[role] += 1
         return result
 
+    def media_request(self, modality: str, text: str, media: dict[str, Any]) -> tuple[list[str], Any]:
+        """A request about a clip's frames (``vision``) or its audio (``audio``): the media's digests (part
+        of the call's key) and the builder of its messages (the frames or the WAV, then ``text``)."""
+        if modality == "vision":
+            return media["frame_sha256"], lambda: vision_messages(
+                text, [_encoded_frame(str(self.outdir / p)) for p in media["frames"]])
+        return [media["audio_sha256"]], lambda: audio_messages(text, _encoded_audio(str(self.outdir / media["audio"])))
+
+
+class SampleProcessor(StageRunner):
+    """build-avrt's stages for one sample (``process``)."""
+
+    def __init__(self, config: BuildConfig, outdir: Path, in_flight_share: int = 1):
+        super().__init__(config, {role: endpoint(config, role) for role in ROLES}, outdir, in_flight_share)
+        self.config = config
+
     async def ask_teacher(self, role: str, sample: Sample, media: dict[str, Any],
                           tally: Tally) -> tuple[ChatResult, ParsedAnswer]:
         prompt, ep = self.prompts[role], endpoint(self.config, role)
         text = "" if ep.media_only else teacher_prompt(prompt, sample.question, sample.choices, ep.question_suffix)
-        if role == "vision":
-            media_ids = media["frame_sha256"]
-
-            def build():
-                return vision_messages(text, [_encoded_frame(str(self.outdir / p)) for p in media["frames"]])
-        else:
-            media_ids = [media["audio_sha256"]]
-
-            def build():
-                return audio_messages(text, _encoded_audio(str(self.outdir / media["audio"])))
-
+        media_ids, build = self.media_request(role, text, media)
         result = await self.call(role, {"text": text, "media": media_ids}, build, tally)
         parsed = parse_answer(result.content, sample.choices)
         if not parsed.ok and result.finish_reason == "length":

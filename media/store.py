@@ -28,7 +28,8 @@ def _signature(path: str) -> Signature:
 
 
 class MediaStore:
-    """``get(video | image + audio)`` -> the sample's media meta, with paths relative to ``outdir``."""
+    """``get(video | image + audio | audio)`` -> the sample's media meta, with paths relative to ``outdir``
+    (an audio file alone gives no frames)."""
 
     def __init__(self, root: Path, outdir: Path, settings: MediaSettings):
         self.root, self.outdir, self.settings = Path(root), Path(outdir), settings
@@ -56,7 +57,8 @@ class MediaStore:
             raise MediaError(f"file not found: {err.filename}") from None
         if signatures in self._done:
             return self._done[signatures], False
-        key = content_key(kind="video" if video else "image+audio", settings=self.settings.model_dump(),
+        kind = "video" if video else "image+audio" if image else "audio"
+        key = content_key(kind=kind, settings=self.settings.model_dump(),
                           sources=[self._digest(s) for s in signatures])
         directory = self.root / "media" / key[:2] / key
         extracted = False
@@ -91,7 +93,8 @@ class MediaStore:
         if clip.error():
             (directory / "meta.json").write_text(json.dumps({"error": clip.error()}))
             return
-        jpegs = [jpeg_bytes(f, settings.jpeg_quality) for f in clip.frames]
+        frames = clip.frames if clip.frames is not None else []  # an audio file alone has none
+        jpegs = [jpeg_bytes(f, settings.jpeg_quality) for f in frames]
         wav = wav_bytes(clip.audio, settings.sample_rate)
         names = [f"frame_{i:02d}.jpg" for i in range(len(jpegs))]
         for name, data in zip(names, jpegs):
@@ -100,7 +103,7 @@ class MediaStore:
         meta = {"frames": names, "audio": "audio.wav", "frame_times": [float(t) for t in clip.frame_times],
                 "duration": float(clip.duration), "audio_seconds": len(clip.audio) / settings.sample_rate,
                 "frame_sha256": [digest_bytes(j) for j in jpegs], "audio_sha256": digest_bytes(wav),
-                "width": int(clip.frames.shape[2]), "height": int(clip.frames.shape[1])}
+                "width": int(clip.frames.shape[2]) if jpegs else 0, "height": int(clip.frames.shape[1]) if jpegs else 0}
         (directory / "meta.json").write_text(json.dumps(meta))
 
     def _within_outdir(self, directory: Path, key: str) -> Path:

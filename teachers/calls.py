@@ -55,10 +55,13 @@ class CallCache:
 
 
 async def cached_chat(cache: CallCache, client: ModelClient, role: str, key_parts: dict[str, Any],
-                      messages: Messages | Callable[[], Messages]) -> tuple[ChatResult, bool]:
+                      messages: Messages | Callable[[], Messages],
+                      extra_body: dict[str, Any] | None = None) -> tuple[ChatResult, bool]:
     """``(result, from_cache)``: the cached answer to this request if any, else one request to
-    ``client`` (``messages`` may be a callable, built only once a slot is held), stored."""
-    key = content_key(role=role, model=client.model, sampling=client.sampling, **key_parts)
+    ``client`` (``messages`` may be a callable, built only once a slot is held), stored. ``extra_body``
+    (further request fields, e.g. a ``response_format``) is part of the key."""
+    extra = {"extra_body": extra_body} if extra_body else {}
+    key = content_key(role=role, model=client.model, sampling=client.sampling, **key_parts, **extra)
     namespace = f"calls/{role}"
     cached = cache.get(namespace, key)  # one small file read: cheaper than a thread hop
     if cached is not None:
@@ -70,7 +73,7 @@ async def cached_chat(cache: CallCache, client: ModelClient, role: str, key_part
     call = cache.in_flight[path] = asyncio.get_running_loop().create_future()
     call.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure nobody shared is not "unretrieved"
     try:
-        result = await client.chat(messages)
+        result = await (client.chat(messages, extra_body) if extra_body else client.chat(messages))
         cache.put(namespace, key, result.to_dict())
         call.set_result(result)
         return result, False

@@ -229,26 +229,51 @@ def rollout_answer(*completions: tuple[list[int], list[float]]) -> dict[str, Any
 
 
 def plausible_handler(request: dict[str, Any]) -> Reply:
-    """Teachers answer (A); a merger prompt gets a valid trace ending in its 'Correct Answer' letter."""
-    import re
-
+    """Teachers answer (A); a merger prompt gets a valid trace ending in its 'Correct Answer' letter.
+    For build-questions: a request for JSON (``response_format``) gets one question, and an audio
+    request without text (a captioner) a caption; both carry the request's marker (``request_marker``)."""
     content = request["messages"][-1]["content"]
     text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    if request.get("response_format"):
+        question = {"question": f"{request_marker(request)}: which sound is heard first in the clip?",
+                    "correct_answer": "a dog barking", "distractors": ["a cat meowing", "a bell ringing", "rain falling"]}
+        return Reply(json.dumps({"questions": [question]}))
+    if not text and not isinstance(content, str):
+        return Reply(f"{request_marker(request)}: a dog barks twice, then a bell rings.")
     gold = re.search(r"Correct Answer:\s*\(?([A-Z])", text)
     if gold:
         return Reply(f"<think>The frames and the sound point the same way.</think><answer>{gold.group(1)}</answer>")
     return Reply("Answer: (A)", reasoning="Looking at the input, option A fits best.")
 
 
+def media_marker(data: str) -> str:
+    """``D`` and 12 hex digits of a media part's base64 data: a clip's mark, carried on from its caption."""
+    import hashlib
+
+    return "D" + hashlib.sha256(data.encode()).hexdigest()[:12]
+
+
+def request_marker(request: dict[str, Any]) -> str:
+    """What keys a request's latency: its ``Q{i}:`` number, else a ``D…`` mark in its text (a caption
+    carries its audio's), else its first media part's mark (``media_marker``), else its text."""
+    content = request["messages"][-1]["content"]
+    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    found = re.search(r"\bQ(\d+):|\b(D[0-9a-f]{12})\b", text)
+    if found:
+        return found.group(1) or found.group(2)
+    for part in content if not isinstance(content, str) else []:
+        media = part.get("input_audio", {}).get("data") or part.get("image_url", {}).get("url")
+        if media:
+            return media_marker(media)
+    return text
+
+
 def lognormal_latency(median: float, sigma: float, seed: int) -> Callable[[dict[str, Any]], float]:
-    """Heavy-tailed latency, a pure function of (seed, model, request text): the same request always
-    takes the same time, whatever the order of arrival, so a benchmark can compute the ideal."""
+    """Heavy-tailed latency, a pure function of (seed, model, the request's marker): the same request
+    always takes the same time, whatever the order of arrival, so a benchmark can compute the ideal."""
 
     def latency(request: dict[str, Any]) -> float:
-        content = request["messages"][-1]["content"]
-        text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-        found = re.search(r"\bQ(\d+):", text)
-        return lognormal_seconds(median, sigma, seed, request.get("model", ""), found.group(1) if found else text)
+        return lognormal_seconds(median, sigma, seed, request.get("model", ""), request_marker(request))
 
     return latency
 

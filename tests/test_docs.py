@@ -156,6 +156,10 @@ COMMANDS: list[tuple[str, str]] = [
     (r"^prefect deployment run build-avrt/build-avrt ",
      "make demo runs it (scripts/demo.sh); tests/test_docs.py::test_pages_run_the_deployment_that_flows_serve_registers "
      "checks its names and parameters"),
+    (r"^python -m flows\.build_questions --config configs/build/questions\.yaml ",
+     "needs a captioner and a writer behind vLLM on GPUs; tests/test_questions.py runs the flow on the scripted "
+     "server and tests/test_real_vllm.py::test_build_questions_through_real_vllm_then_build_avrt_reads_the_manifest "
+     "on tiny models"),
     (r"^prefect server start|^export PREFECT_API_URL|^python -m flows\.serve",
      "the deployment's server and poller: make demo runs them (scripts/demo.sh); tests/test_build_safety.py "
      "runs the flow in-process"),
@@ -238,10 +242,13 @@ def test_help_texts_point_to_pages_by_path():
 def test_the_two_ways_to_deploy_register_different_deployments():
     """flows.serve and `prefect deploy --all` (prefect.yaml) would silently replace each other under one name."""
     served = re.search(r'"--name", default="([\w-]+)"', (ROOT / "flows" / "serve.py").read_text()).group(1)
-    pooled = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    pooled = {d["name"]: d["entrypoint"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert served == "build-avrt" and served not in pooled
     assert f"build-avrt/{served}" in _text(ROOT / "docs" / "pipeline.md")
-    assert all(f"build-avrt/{name}" in _text(ROOT / "docs" / "pipeline.md") for name in pooled)
+    pages = {"flows/build_avrt.py:build_avrt": ("build-avrt", "pipeline.md"),
+             "flows/build_questions.py:build_questions": ("build-questions", "questions.md")}
+    assert set(pooled.values()) == set(pages)  # each flow's deployments are on its page
+    assert all(f"{pages[entry][0]}/{name}" in _text(ROOT / "docs" / pages[entry][1]) for name, entry in pooled.items())
 
 
 def test_the_tiny_train_config_reads_what_make_demo_writes():

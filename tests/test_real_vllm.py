@@ -220,3 +220,45 @@ def test_student_served_by_vllm_answers_as_the_hf_backend(launched, vllm_models,
             assert all(r["error"] is None for r in rows), rows
             assert {(r["id"], r["modality"]): (r["output"].rstrip("\ufffd"), r["letter"]) for r in rows} == predictions["hf"]
             assert _vllm_processes() == before, "the command left a vLLM process behind"
+
+
+def test_build_questions_through_real_vllm_then_build_avrt_reads_the_manifest(launched, vllm_models, clips, prefect_api,
+                                                                             tmp_path):
+    """build-questions on real vLLM: the tiny Omni captions 3 clips' audio, the tiny text model writes two
+    questions per clip through ``response_format`` (vLLM's guided decoding makes a random model's answer the
+    schema's JSON); the manifest it writes then goes through build-avrt against scripted teachers.
+
+    The random writer samples (seeded) with its quote tokens favoured, so that its strings end within a
+    few words: unbiased, they run to the schema's length cap and fail the word bounds (the checks at work)."""
+    from transformers import AutoTokenizer
+
+    from corpus.manifest import read_manifest
+    from flows.build_avrt import build_avrt
+    from flows.build_questions import build_questions
+    from tests.pipeline_helpers import write_config
+    from tests.scripted_server import ScriptedServer, plausible_handler
+
+    served = yaml.safe_load(launched["config"].read_text())
+    tokenizer = AutoTokenizer.from_pretrained(vllm_models["text"])
+    quotes = {str(i): 3.0 for i in range(len(tokenizer)) if '"' in tokenizer.decode([i])}
+    common = {"timeout_s": 120, "max_in_flight": 2}
+    config = tmp_path / "questions.yaml"
+    config.write_text(yaml.safe_dump({
+        "audio_captioner": {"model": "tiny-omni", "base_url": served["audio_teacher"]["base_url"], "max_tokens": 12,
+                            "temperature": 0.0, **common},
+        "question_writer": {"model": "tiny-text", "base_url": served["merger"]["base_url"], "max_tokens": 400,
+                            "temperature": 1.0, "extra_body": {"seed": 0, "logit_bias": quotes}, **common},
+        "questions_per_clip": 2, "question_words": [1, 40], "media": {"max_side": 160}}))
+    out = tmp_path / "questions"
+    stats = build_questions(clips=str(clips / "manifest.jsonl"), out=str(out), config=str(config), limit=3)
+    assert stats["pending"]["samples"] == 0 and not stats["stopped"]
+    assert stats["calls_sent"] == {"audio_captioner": 3, "question_writer": 3}
+    assert "question_writer" not in stats["clip_reasons"], stats["clip_reasons"]  # every answer parsed as the schema
+    assert stats["questions_kept"] >= 1, stats["question_reasons"]
+    rows = read_manifest(out / "manifest.jsonl")
+    assert rows.invalid == [] and len(rows.samples) == stats["questions_kept"]
+
+    with ScriptedServer(plausible_handler) as teachers:  # build-avrt reads the manifest as it is
+        built = build_avrt(manifest=str(out / "manifest.jsonl"), out=str(tmp_path / "corpus"),
+                           config=str(write_config(tmp_path / "avrt.yaml", teachers.url)), overrides={"filter": "all"})
+    assert built["samples_in"] == len(rows.samples) and built["pending"]["samples"] == 0
