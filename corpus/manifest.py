@@ -80,10 +80,12 @@ class ManifestError(UserError):
 
 
 def read_manifest(path: str | Path, video_dir: str | Path | None = None, limit: int | None = None,
-                  split: str = "train") -> ManifestReading:
+                  split: str = "train", frames: bool = True) -> ManifestReading:
     """Every row of a JSONL manifest or AVQA annotation file (the first ``limit``), checked.
 
     ``video_dir``: where relative media paths (JSONL) or ``{video_name}.mp4`` (AVQA) are found.
+    ``frames``: a JSONL row must give frames (a video, or an image with its audio), as build-avrt's
+    teachers need; without, any media will do (an audio file alone: the trainer's audio-only recipes).
     Raises :class:`ManifestError` only for the file as a whole (missing, unreadable, empty).
     """
     path = Path(path)
@@ -97,7 +99,7 @@ def read_manifest(path: str | Path, video_dir: str | Path | None = None, limit: 
     if path.suffix == ".jsonl":
         rows = jsonl_rows(text)
         rows = rows[:limit] if limit else rows
-        parsed = [(where, _from_jsonl(row, base, split, where)) for where, row in rows]
+        parsed = [(where, _from_jsonl(row, base, split, where, frames)) for where, row in rows]
     else:
         entries = json_list(path, text)
         entries = entries[:limit] if limit else entries
@@ -302,7 +304,7 @@ def lettered_option(option: str) -> tuple[str, str] | None:
     return (found.group(1), found.group(2).strip()) if found else None
 
 
-def _from_jsonl(row: Any, base: Path, split: str, where: str) -> Sample | InvalidRow:
+def _from_jsonl(row: Any, base: Path, split: str, where: str, frames: bool = True) -> Sample | InvalidRow:
     if isinstance(row, InvalidRow):
         return row
     if not isinstance(row, dict):
@@ -314,9 +316,9 @@ def _from_jsonl(row: Any, base: Path, split: str, where: str) -> Sample | Invali
     choices = choices_field(row, "choices", problems)
     answer = answer_field(row.get("answer"), len(choices) if choices else None, problems)
     media = {name: text_field(row, name, problems, required=False) for name in ("video", "image", "audio")}
-    if not media["video"] and not (media["image"] and media["audio"]) and not any(
-            p.startswith(("'video'", "'image'", "'audio'")) for p in problems):
-        problems.append("needs 'video' or both 'image' and 'audio'")
+    enough = (media["video"] or (media["image"] and media["audio"])) if frames else any(media.values())
+    if not enough and not any(p.startswith(("'video'", "'image'", "'audio'")) for p in problems):
+        problems.append("needs 'video' or both 'image' and 'audio'" if frames else "needs 'video', 'image' or 'audio'")
     question_type = text_field(row, "question_type", problems, required=False) or ""
     if problems:
         return InvalidRow(where, "; ".join(problems), sample_id, row_split)

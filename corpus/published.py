@@ -4,7 +4,8 @@
 invalid rows (with their reasons), :func:`load_dataset` refuses invalid rows unless asked to skip
 them. Layouts:
 
-``manifest``    the project's JSONL (``corpus.manifest``), media relative to the file.
+``manifest``    the project's JSONL (``corpus.manifest``), media relative to the file; a row may give
+                an audio file alone (build-questions writes such rows for audio clips).
 ``avqa``        AVQA's annotation JSON (``corpus.manifest``): audio and frames from the videos.
 ``avqa-r1-6k``  EchoInk-R1's AVQA-R1-6K: a split folder ``AVQA_R1/{train,valid}`` holding
                 ``omni_rl_format_{split}.json`` (a JSON list) with ``images/`` and ``audios/``; the
@@ -107,7 +108,7 @@ def read_dataset(path: str | Path, video_dir: str | Path | None = None, limit: i
     if kind not in KINDS:
         raise ManifestError(f"unknown dataset layout {kind!r}; choose from {', '.join(KINDS)}")
     if kind in ("manifest", "avqa"):
-        return read_manifest(path, video_dir, limit, split or "train")
+        return read_manifest(path, video_dir, limit, split or "train", frames=False)  # a recipe may train on audio alone
     if kind == "avqa-r1-6k":
         return _read_r1_6k(_r1_6k_file(Path(path), split), video_dir, limit)
     if kind == "r1-aqa":

@@ -4,6 +4,7 @@ shows the prompt training then uses; the config machinery recipes rely on (``bas
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -213,3 +214,23 @@ def test_echoink_evaluation_prompts_are_its_eval_script_verbatim():
     assert student_prompt(question, choices, "echoink_r1_base") == (
         lines + "Please answer the following question based on the given image and audio. Please provide only the "
         "single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags.")
+
+
+def test_a_build_questions_folder_trains_an_audio_recipe_with_its_audio_only_rows(tiny_models, tmp_path, capsys):
+    """build-questions writes OUT/manifest.jsonl; a clip that is an audio file has a row with `audio` alone,
+    which the audio recipes train on and build-avrt (whose teachers need frames) refuses with its reason."""
+    from corpus.manifest import read_manifest
+    from tests.benchmark_layouts import tone
+    from training.sft_then_grpo import main
+
+    out = tmp_path / "questions"
+    out.mkdir()
+    tone(out / "rain.wav", 330)
+    rows = [{"id": f"rain-q{i}", "audio": "rain.wav", "question": "What is heard?",
+             "choices": ["rain", "a dog", "a bell", "traffic"], "answer": "A"} for i in range(2)]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main(_train("omni-r1", out, tiny_models["omni"], tmp_path / "run", "--dry-run"))
+    shown = capsys.readouterr().out
+    assert "rows: 2 to train on, 0 left out" in shown and "<|AUDIO|>×" in shown
+    refused = read_manifest(out / "manifest.jsonl").invalid
+    assert len(refused) == 2 and "needs 'video' or both 'image' and 'audio'" in refused[0].reason
