@@ -154,15 +154,15 @@ def test_model_and_base_url_are_a_complete_role_section(synthetic_data, prefect_
 
 # -- the command line: refusals, run-level failures, noise ----------------------------------------
 
-def test_bad_key_stops_early_then_the_right_key_completes_cleanly(synthetic_data, tmp_path):
+def test_bad_key_stops_early_then_the_right_key_completes_cleanly(synthetic_data, prefect_api, tmp_path):
     manifest, rows = _manifest(synthetic_data, tmp_path, 6)
     with ScriptedServer(api_key="right-key-123456") as server:
         _serve_gold(server, rows)
         config = write_config(tmp_path / "c.yaml", server.url)
         config.write_text(config.read_text().replace("prompt:", "api_key_env: AVRT_TEST_KEY\n  prompt:"))
         args = ["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--config", str(config)]
-        prefect_home = {"PREFECT_HOME": str(tmp_path / "prefect")}
-        first = _cli(args, {"AVRT_TEST_KEY": "wrong-key-654321", **prefect_home})
+        prefect = {"PREFECT_API_URL": prefect_api}  # the session's server (a temporary one: test_resume_and_runners)
+        first = _cli(args, {"AVRT_TEST_KEY": "wrong-key-654321", **prefect})
         output = first.stdout + first.stderr
         assert first.returncode == 3, output[-3000:]
         assert "authentication failed" in output and server.url in output
@@ -171,7 +171,7 @@ def test_bad_key_stops_early_then_the_right_key_completes_cleanly(synthetic_data
         assert server.counts["unauthorized"] <= 2 * 2 * 3  # the first calls of the admitted shards, no retries
         assert not list((tmp_path / "out" / "rejected").glob("*.parquet"))
 
-        second = _cli(args, {"AVRT_TEST_KEY": "right-key-123456", **prefect_home})
+        second = _cli(args, {"AVRT_TEST_KEY": "right-key-123456", **prefect})
         output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
     assert len(pd.read_parquet(tmp_path / "out" / "corpus" / "train.parquet")) == 6

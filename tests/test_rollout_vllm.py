@@ -1,12 +1,14 @@
 """GRPO with ``grpo.rollout: vllm`` against real vLLM (``.venv-vllm``) on the tiny vLLM-servable student.
 
-One test, two server starts (the trainer starts each itself, as ``run_grpo`` does): three GRPO steps
+Two server starts for the first test: the trainer starts one itself, as ``run_grpo`` does, and the
+module one more (``rollout_server``, as a user starts servers for ``grpo.rollout_urls``), which the
+resumed run and EchoInk-R1's recipe (the second test) sample from. Three GRPO steps
 whose every rollout comes from the engine (HF generation is made to fail; vLLM's ``/metrics`` counts
 what it answered); vLLM builds the trainer's prompt token ids for an aligned clip; after each weight
 sync the engine's greedy completion of a fixed prompt equals the policy's own, and before it (the
 policy having moved) it does not; at step 0 the engine's sampling log-probs match the trainer's
 within ``LOGP_TOL``; the server is killed before step 3, the stage stops with a clear message and
-keeps checkpoint-2, and the same call resumes from it on a fresh server.
+keeps checkpoint-2, and the same command, given a running server, resumes from it.
 
 The server is behind the guard (issue 34): at step 1 requests without the run's secret, from this user
 and (when the test runs as root) from ``nobody``, try to reload other weights, update weights, reset a
@@ -92,8 +94,31 @@ def _files_with(folder: Path, secret: str) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
-def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthetic_data, tmp_path, monkeypatch,
-                                                                         capfd):
+@pytest.fixture(scope="module")
+def vllm_tiny(tmp_path_factory) -> Path:
+    """The tiny vLLM-servable student (``vllm-tiny``), the policy of both tests."""
+    from training.tiny_models import build_all
+
+    return build_all(tmp_path_factory.mktemp("tiny"), seed=0, preset="vllm-tiny")["omni"]
+
+
+@pytest.fixture(scope="module")
+def rollout_server(vllm_tiny, tmp_path_factory):
+    """A guarded dev-mode rollout server on an export of ``vllm_tiny``, started as the trainer starts its
+    own; yields ``(base_url, secret)`` for ``grpo.rollout_urls`` and ``AVRT_ROLLOUT_SECRET``."""
+    from serving.vllm_server import new_secret
+    from training.rollout import start_rollout_server
+
+    secret = new_secret()
+    server = start_rollout_server(vllm_tiny, tmp_path_factory.mktemp("rollout-server"), secret, timeout_s=420)
+    try:
+        yield server.base_url, secret
+    finally:
+        server.stop()
+
+
+def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthetic_data, vllm_tiny, rollout_server,
+                                                                         tmp_path, monkeypatch, capfd):
     from safetensors.torch import save_file
     from trl import GRPOTrainer
 
@@ -104,10 +129,9 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     from training.grpo import AVGRPOTrainer, run_grpo
     from training.rollout import RolloutServerError, rollout_request
     from training.runtime import load_processor
-    from training.tiny_models import build_all
     from training.weight_sync import changing_tensors
 
-    model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
+    model_dir = vllm_tiny
     corpus = write_corpus(synthetic_data, tmp_path / "corpus")
     table = corpus / "corpus" / "part-0.parquet"
     rows = pd.read_parquet(table)
@@ -211,7 +235,7 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     dump_config(config, out / "config.yaml")  # as training.sft_then_grpo writes it
     with pytest.raises(RolloutServerError, match=r"(?s)stopped at step 2.*exited with code.*checkpoint-2.*same command"):
         run_grpo(config, str(model_dir), out)
-    first_log = (out / "rollout" / "server.log").read_text()  # the resumed run's server rewrites it
+    first_log = (out / "rollout" / "server.log").read_text()
     assert (out / "checkpoint-2").is_dir() and not (out / "final").exists(), "the last checkpoint is kept"
     assert rollouts == [0, 1], "steps 0 and 1 sampled by the engine, then the server died"
     # sent before the kill: 2 rollouts (n = G each), 1 prompt-ids request, 3 greedy probes; vLLM counts sequences
@@ -224,7 +248,11 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
     else:
         assert refusals["nobody"] == [401] * 4, refusals
 
-    final = run_grpo(config, str(model_dir), out)  # the same call: a fresh server, resumed from checkpoint-2
+    # the same command, given the server a user would start (grpo.rollout_urls and its secret): resumed from checkpoint-2
+    url, server_secret = rollout_server
+    monkeypatch.setenv("AVRT_ROLLOUT_SECRET", server_secret)
+    resumed = config.model_copy(update={"grpo": config.grpo.model_copy(update={"rollout_urls": [url]})})
+    final = run_grpo(resumed, str(model_dir), out)
     assert final.is_dir() and rollouts == [0, 1, 2]
     assert [step for step, _, _ in checks] == [0, 1, 2]
     for step, engine_ids, policy_ids in checks:
@@ -249,9 +277,12 @@ def test_grpo_rollouts_from_vllm_stay_on_policy_and_survive_a_dead_server(synthe
         assert secret not in printed, "the secret was printed"
 
 
-def test_echoink_r1_recipe_samples_its_image_and_audio_rollouts_from_vllm(tmp_path, monkeypatch):
+def test_echoink_r1_recipe_samples_its_image_and_audio_rollouts_from_vllm(vllm_tiny, rollout_server, tmp_path,
+                                                                         monkeypatch):
     """EchoInk-R1's recipe as documented (configs/recipes/echoink-r1.yaml, AVQA-R1-6K as published) with
-    ``grpo.rollout=vllm``: 2 GRPO steps whose rollouts all come from the engine, each request an image,
+    ``grpo.rollout=vllm`` and a running server (``grpo.rollout_urls``; the first test's policy left its
+    weights there: the first sync replaces every tensor this recipe trains, the encoders' included):
+    2 GRPO steps whose rollouts all come from the engine, each request an image,
     an audio and the recipe's prompt, for which vLLM builds the trainer's own prompt token ids; the
     encoders are not frozen in this recipe, so their weights reach the engine too."""
     from trl import GRPOTrainer
@@ -263,16 +294,18 @@ def test_echoink_r1_recipe_samples_its_image_and_audio_rollouts_from_vllm(tmp_pa
     from training.rollout import rollout_request
     from training.runtime import load_processor
     from training.sft_then_grpo import main
-    from training.tiny_models import build_all
     from training.weight_sync import changing_tensors
 
-    model_dir = build_all(tmp_path / "tiny", seed=0, preset="vllm-tiny")["omni"]
+    model_dir = vllm_tiny
+    url, secret = rollout_server
+    monkeypatch.setenv("AVRT_ROLLOUT_SECRET", secret)
     data = write_avqa_r1_6k(tmp_path / "data", n=2)
     size = ["grpo.max_steps=2", "grpo.num_generations=2", "grpo.per_device_train_batch_size=2",
             f"grpo.max_completion_length={NEW_TOKENS}", "grpo.logging_steps=1", "precision=fp32",
             "activation_checkpointing=false"]
     argv = ["--config", str(ROOT / "configs" / "recipes" / "echoink-r1.yaml"), "--model", str(model_dir),
-            "--data", str(data), "--output-dir", str(tmp_path / "run"), "grpo.rollout=vllm", *size]
+            "--data", str(data), "--output-dir", str(tmp_path / "run"), "grpo.rollout=vllm", f"grpo.rollout_urls=[{url}]",
+            *size]
     config = load_config(argv[1], [f"model={model_dir}", f"data.path={data}", *size])
     processor = load_processor(model_dir)
     sample = media_loader(config)(load_rows(config.data).frame.iloc[0].to_dict())
