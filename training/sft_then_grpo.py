@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 from configs import UserError, missing_model, user_errors
-from training.data import load_rows
-from training.runtime import is_main_process, say
 from training.train_config import SAVED_CONFIG, TrainConfig, dump_config, read_config
+
+# torch, transformers and TRL are imported by the functions that need them: --help answers at once
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 def run(config: TrainConfig) -> dict[str, Path]:
     """Run the configured stages; returns each stage's ``final`` directory."""
     from training.plots import plot_stage
+    from training.runtime import is_main_process, say
 
     out = Path(config.output_dir)
     results: dict[str, Path] = {}
@@ -113,6 +114,8 @@ def check_inputs(config: TrainConfig) -> None:
     model folder that does not exist (never a hub query for it), data without usable rows (SFT: without
     traces), and GRPO
     rollout settings this launch cannot run (a weight sync that needs a GPU, on a machine without one)."""
+    from training.data import load_rows
+
     out = Path(config.output_dir)
     to_run = [stage for stage in config.stages if not (out / stage / "final").is_dir()]
     if to_run and not (out / "sft" / "final").is_dir() and (problem := missing_model(config.model)):
@@ -128,6 +131,7 @@ def check_inputs(config: TrainConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
     from training.rollout import RolloutServerError
+    from training.runtime import is_main_process, say
 
     with user_errors(show=is_main_process()):  # under torchrun: one line, from rank 0
         config = read_config(args.config, overrides)
