@@ -44,6 +44,8 @@ class EndpointConfig(BaseModel):
     timeout_s: float = 600.0
     max_in_flight: int = Field(16, description="requests in flight per replica, shared by every shard of a process")
     retries: int = Field(4, description="retries on timeouts, 429 and 5xx, with exponential backoff")
+    backoff_s: float = Field(1.0, gt=0, description="the first retry's delay in seconds, doubled for each next one "
+                                                    "(with jitter)")
     source: str | None = Field(None, description="where the settings come from (documentation only)")
 
     @field_validator("base_url", mode="before")

@@ -164,12 +164,12 @@ class ModelClient:
         return client
 
     @classmethod
-    def from_endpoint(cls, endpoint, max_in_flight: int | None = None, backoff_s: float = 1.0) -> "ModelClient":
+    def from_endpoint(cls, endpoint, max_in_flight: int | None = None) -> "ModelClient":
         """A client for an ``EndpointConfig`` (``max_in_flight`` overrides its per-replica bound)."""
         return cls(model=endpoint.model, base_urls=list(endpoint.base_url), sampling=endpoint.sampling(),
                    api_key_env=endpoint.api_key_env, timeout_s=endpoint.timeout_s,
                    max_in_flight=max_in_flight or endpoint.max_in_flight, retries=endpoint.retries,
-                   backoff_s=backoff_s)
+                   backoff_s=endpoint.backoff_s)
 
     def _pick(self) -> _Replica:
         return min(self._replicas, key=lambda r: (r.failing, r.in_flight, random.random()))

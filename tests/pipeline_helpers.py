@@ -61,7 +61,7 @@ def merger_handler(bad_first: set[int] = frozenset()):
 def write_config(path: Path, url: str, **extra: Any) -> Path:
     def endpoint(model: str, prompt: str) -> dict[str, Any]:
         return {"model": model, "base_url": url, "prompt": prompt, "temperature": 0.0, "max_tokens": 64,
-                "timeout_s": 5, "retries": 2, "max_in_flight": 8}
+                "timeout_s": 5, "retries": 2, "backoff_s": 0.05, "max_in_flight": 8}  # retries without the wait
 
     config = {"vision_teacher": endpoint("vision", "vision_teacher"), "audio_teacher": endpoint("audio", "audio_teacher"),
               "merger": endpoint("merger", "merger"), "media": {"max_side": 160}, "shard_size": 3,

@@ -107,7 +107,7 @@ def test_config_roles_get_their_prompts_and_checks():
 def _config(path: Path, url: str, blind: bool = True, **extra) -> Path:
     def endpoint(model: str) -> dict:
         return {"model": model, "base_url": url, "temperature": 0.0, "max_tokens": 64, "timeout_s": 5, "retries": 1,
-                "max_in_flight": 4}
+                "backoff_s": 0.05, "max_in_flight": 4}
 
     config = {"audio_captioner": endpoint("captioner"), "question_writer": endpoint("writer"),
               **({"blind_solver": endpoint("solver")} if blind else {}), "media": {"max_side": 160}, "shard_size": 3,
