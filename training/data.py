@@ -46,10 +46,6 @@ class TrainingRows:
     kind: str  # "build-avrt corpus", or corpus.published's name of the layout
     rejected: list[InvalidRow] = field(default_factory=list)
 
-    @property
-    def has_traces(self) -> bool:
-        return self.kind == "build-avrt corpus"
-
 
 def is_corpus_folder(path: Path) -> bool:
     """A build-avrt output folder (it holds ``corpus/``)."""

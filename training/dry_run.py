@@ -24,10 +24,9 @@ MAX_LISTED = 20  # rows left out, spelled out; the count is always exact
 
 def media_token_counts(processor, input_ids: Sequence[int]) -> dict[str, int]:
     """How many of each multimodal special token the prompt holds (0s left out)."""
-    names = dict(zip(generation_suppress_tokens(processor),
-                     processor.tokenizer.convert_ids_to_tokens(generation_suppress_tokens(processor))))
-    counts = Counter(names[i] for i in input_ids if i in names)
-    return dict(counts)
+    ids = generation_suppress_tokens(processor)
+    names = dict(zip(ids, processor.tokenizer.convert_ids_to_tokens(ids)))
+    return dict(Counter(names[i] for i in input_ids if i in names))
 
 
 def render_prompt(processor, input_ids: Sequence[int]) -> str:
